@@ -1,0 +1,374 @@
+//! Command-line flags and the component file.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::Selector;
+use serde::Deserialize;
+
+/// Prometheus exporter that tells whether KubeVirt's leader-elected components
+/// (virt-operator, virt-controller) have a live leader.
+#[derive(Clone, Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// Address to serve /metrics, /livez, /readyz and the status page on.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_LISTEN", default_value = "0.0.0.0:8080", global = true)]
+    pub listen: SocketAddr,
+
+    /// Log format: `text` for people, `json` for log pipelines. Verbosity comes from RUST_LOG.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Kubeconfig file to use. Empty: in-cluster config, then KUBECONFIG, then ~/.kube/config.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_KUBECONFIG", default_value = "")]
+    pub kubeconfig: PathBuf,
+
+    /// YAML file listing the components to watch; replaces the built-in virt-operator and
+    /// virt-controller. Empty: the built-in list.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_CONFIG", default_value = "")]
+    pub config: PathBuf,
+
+    /// Namespace to watch (repeat, or separate with commas). Empty: the whole cluster.
+    #[arg(long = "namespace", env = "KUBEVIRT_LEADER_EXPORTER_NAMESPACES", value_delimiter = ',', default_value = "")]
+    pub namespaces: Vec<String>,
+
+    /// Extra time, beyond the lease's own duration, before an unrenewed lease counts as dead.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_LEASE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lease_grace: Duration,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Run a simulated KubeVirt control plane in this process and export it: two
+    /// virt-operator pods, a leader that hangs, and a takeover.
+    Demo,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("component {component:?}: {message}")]
+    Component { component: String, message: String },
+    #[error("config lists no components")]
+    NoComponents,
+    #[error("namespace {0:?} is not a valid namespace name")]
+    Namespace(String),
+}
+
+/// A leader-elected workload: its pods and the Lease its leader holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Component {
+    pub name: String,
+    pub selector: Selector,
+    pub lease: String,
+}
+
+impl Component {
+    fn kubevirt(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            selector: Selector::from_iter([("kubevirt.io".to_owned(), name.to_owned())]),
+            lease: name.into(),
+        }
+    }
+
+    /// The label selector in the form the API server takes.
+    pub fn label_selector(&self) -> String {
+        self.selector.to_string()
+    }
+}
+
+/// The components watched when no config file is given.
+pub fn default_components() -> Vec<Component> {
+    vec![
+        Component::kubevirt("virt-operator"),
+        Component::kubevirt("virt-controller"),
+    ]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComponentFile {
+    components: Vec<ComponentEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ComponentEntry {
+    name: String,
+    pod_selector: LabelSelector,
+    lease: String,
+}
+
+/// Reads and validates a component file.
+pub fn load_components(path: &std::path::Path) -> Result<Vec<Component>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    parse_components(&text).map_err(|e| match e {
+        ConfigError::Parse { source, .. } => ConfigError::Parse {
+            path: path.into(),
+            source,
+        },
+        other => other,
+    })
+}
+
+/// Parses and validates the YAML text of a component file.
+pub fn parse_components(text: &str) -> Result<Vec<Component>, ConfigError> {
+    let file: ComponentFile = serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+        path: PathBuf::new(),
+        source,
+    })?;
+    if file.components.is_empty() {
+        return Err(ConfigError::NoComponents);
+    }
+    let mut seen = BTreeMap::new();
+    let mut out = Vec::with_capacity(file.components.len());
+    for entry in file.components {
+        let component = validate_entry(entry)?;
+        if seen.insert(component.name.clone(), ()).is_some() {
+            return Err(component_error(&component.name, "listed twice"));
+        }
+        out.push(component);
+    }
+    Ok(out)
+}
+
+fn component_error(component: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Component {
+        component: component.into(),
+        message: message.into(),
+    }
+}
+
+fn validate_entry(entry: ComponentEntry) -> Result<Component, ConfigError> {
+    let name = entry.name;
+    if !is_label_value(&name) || name.is_empty() {
+        return Err(component_error(&name, "name must be a non-empty label value"));
+    }
+    if !is_dns_subdomain(&entry.lease) {
+        return Err(component_error(&name, format!("lease {:?} is not a valid object name", entry.lease)));
+    }
+    check_label_selector(&entry.pod_selector).map_err(|m| component_error(&name, m))?;
+    let selector = Selector::try_from(entry.pod_selector)
+        .map_err(|e| component_error(&name, format!("podSelector: {e}")))?;
+    if selector.selects_all() {
+        return Err(component_error(&name, "podSelector is empty and would select every pod"));
+    }
+    Ok(Component {
+        name,
+        selector,
+        lease: entry.lease,
+    })
+}
+
+fn check_label_selector(selector: &LabelSelector) -> Result<(), String> {
+    for (key, value) in selector.match_labels.iter().flatten() {
+        check_key(key)?;
+        if !is_label_value(value) {
+            return Err(format!("podSelector: {value:?} is not a valid label value"));
+        }
+    }
+    for expr in selector.match_expressions.iter().flatten() {
+        check_key(&expr.key)?;
+        for value in expr.values.iter().flatten() {
+            if !is_label_value(value) {
+                return Err(format!("podSelector: {value:?} is not a valid label value"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(is_dns_subdomain);
+    if prefix_ok && !name.is_empty() && is_label_value(name) {
+        Ok(())
+    } else {
+        Err(format!("podSelector: {key:?} is not a valid label key"))
+    }
+}
+
+/// A label value: at most 63 characters, alphanumerics with `-`, `_`, `.` inside.
+fn is_label_value(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    s.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+        && bytes.first().is_none_or(u8::is_ascii_alphanumeric)
+        && bytes.last().is_none_or(u8::is_ascii_alphanumeric)
+}
+
+/// A DNS-1123 label, as namespace names are.
+pub fn is_dns_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    (1..=63).contains(&s.len())
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// A DNS-1123 subdomain, as most object names are.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// Validated settings the exporter runs with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub components: Vec<Component>,
+    /// Empty: the whole cluster.
+    pub namespaces: Vec<String>,
+    pub lease_grace: Duration,
+}
+
+impl Settings {
+    /// Validates the flags and loads the component file they name.
+    pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
+        let components = if args.config.as_os_str().is_empty() {
+            default_components()
+        } else {
+            load_components(&args.config)?
+        };
+        let mut namespaces: Vec<String> = args
+            .namespaces
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        if let Some(bad) = namespaces.iter().find(|n| !is_dns_label(n)) {
+            return Err(ConfigError::Namespace(bad.clone()));
+        }
+        Ok(Self {
+            components,
+            namespaces,
+            lease_grace: args.lease_grace,
+        })
+    }
+
+    /// The built-in components across the whole cluster.
+    pub fn with_defaults(lease_grace: Duration) -> Self {
+        Self {
+            components: default_components(),
+            namespaces: Vec::new(),
+            lease_grace,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("kubevirt-leader-exporter").chain(extra.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let a = args(&[]).expect("parse");
+        assert_eq!(a.listen, "0.0.0.0:8080".parse().expect("addr"));
+        assert_eq!(a.lease_grace, Duration::from_secs(5));
+        let s = Settings::from_args(&a).expect("settings");
+        assert!(s.namespaces.is_empty());
+        let names: Vec<_> = s.components.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["virt-operator", "virt-controller"]);
+        assert_eq!(s.components[0].label_selector(), "kubevirt.io=virt-operator");
+        assert_eq!(s.components[0].lease, "virt-operator");
+    }
+
+    #[test]
+    fn namespaces_repeat_and_split() {
+        let a = args(&["--namespace", "kubevirt", "--namespace", "openshift-cnv,kubevirt"]).expect("parse");
+        let s = Settings::from_args(&a).expect("settings");
+        assert_eq!(s.namespaces, ["kubevirt", "openshift-cnv"]);
+        let a = args(&["--namespace", "Not_Valid"]).expect("parse");
+        assert!(matches!(Settings::from_args(&a), Err(ConfigError::Namespace(_))));
+    }
+
+    #[test]
+    fn bad_flags_are_errors() {
+        assert!(args(&["--listen", "nowhere"]).is_err());
+        assert!(args(&["--lease-grace", "soon"]).is_err());
+        assert!(args(&["--log-format", "xml"]).is_err());
+        assert_eq!(args(&["--lease-grace", "1500ms"]).expect("parse").lease_grace, Duration::from_millis(1500));
+        assert!(matches!(args(&["demo", "--listen", "127.0.0.1:9"]).expect("parse").command, Some(Command::Demo)));
+    }
+
+    #[test]
+    fn component_file() {
+        let text = r#"
+components:
+  - name: virt-operator
+    podSelector:
+      matchLabels: {kubevirt.io: virt-operator}
+    lease: virt-operator
+  - name: cdi
+    podSelector:
+      matchExpressions:
+        - {key: app, operator: In, values: [cdi-deployment]}
+    lease: cdi-controller-leader-election-helper
+"#;
+        let c = parse_components(text).expect("valid");
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1].label_selector(), "app in (cdi-deployment)");
+        assert_eq!(c[1].lease, "cdi-controller-leader-election-helper");
+    }
+
+    #[test]
+    fn bad_component_files() {
+        let cases = [
+            ("components: []", "no components"),
+            ("components: [{name: a, lease: a}]", "missing field"),
+            ("nope: 1", "unknown field"),
+            ("components: [{name: a, lease: a, podSelector: {}}]", "every pod"),
+            ("components: [{name: a, lease: 'Bad Name', podSelector: {matchLabels: {a: b}}}]", "lease"),
+            ("components: [{name: a, lease: a, podSelector: {matchLabels: {'bad key!': b}}}]", "label key"),
+            ("components: [{name: a, lease: a, podSelector: {matchLabels: {a: 'b c'}}}]", "label value"),
+            (
+                "components: [{name: a, lease: a, podSelector: {matchExpressions: [{key: a, operator: Sideways}]}}]",
+                "podSelector",
+            ),
+            (
+                "components: [{name: a, lease: a, podSelector: {matchLabels: {a: b}}}, {name: a, lease: b, podSelector: {matchLabels: {a: b}}}]",
+                "twice",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse_components(text).expect_err(text).to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = load_components(std::path::Path::new("/nonexistent/components.yaml")).expect_err("missing");
+        assert!(err.to_string().contains("/nonexistent/components.yaml"));
+    }
+}

@@ -1,0 +1,102 @@
+//! The HTTP endpoints: /metrics, /livez, /readyz and a status page for people.
+
+use std::{fmt::Write, sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+
+use crate::{cache::Cache, metrics::Metrics};
+
+/// The content type of the Prometheus text format.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub cache: Arc<Cache>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The exporter's routes. Methods other than GET and HEAD get 405, unknown paths 404.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/metrics", get(metrics))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics.render() {
+        Ok(body) => ([(header::CONTENT_TYPE, TEXT_FORMAT)], body).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "encoding metrics failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+        }
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.cache.synced() {
+        "ok\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first list of pods and leases\n").into_response()
+    }
+}
+
+async fn status_page(State(state): State<AppState>) -> Html<String> {
+    Html(render_status(&state.cache, Instant::now()))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A table per namespace and component: holder, whether the leader is present and why,
+/// lease age and ready pods.
+pub fn render_status(cache: &Cache, now: Instant) -> String {
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>kubevirt-leader-exporter</title>\
+         <style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}</style></head><body>\
+         <h1>kubevirt-leader-exporter</h1><p><a href=\"/metrics\">/metrics</a></p>\
+         <table><tr><th>namespace</th><th>component</th><th>holder</th><th>leader present</th>\
+         <th>why</th><th>lease age</th><th>ready pods</th></tr>",
+    );
+    for target in cache.targets() {
+        let component = escape(&target.component.name);
+        let Some(verdicts) = target.verdicts(now, cache.grace) else {
+            let scope = escape(target.scope());
+            let _ = write!(
+                page,
+                "<tr><td>{scope}</td><td>{component}</td><td colspan=\"5\">unknown: the watches have not synced or are failing</td></tr>"
+            );
+            continue;
+        };
+        for (ns, v) in verdicts {
+            let age = v
+                .lease
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |l| format!("{:.1}s", l.age.as_secs_f64()));
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{component}</td><td>{}</td><td>{}</td><td>{}</td><td>{age}</td><td>{}/{}</td></tr>",
+                escape(&ns),
+                escape(v.holder.as_deref().unwrap_or("-")),
+                if v.present { "yes" } else { "no" },
+                escape(&v.reason.to_string()),
+                v.pods_ready,
+                v.pods,
+            );
+        }
+    }
+    page.push_str("</table></body></html>\n");
+    page
+}

@@ -1,0 +1,133 @@
+//! kubevirt-leader-exporter: tells Prometheus whether KubeVirt's leader-elected components
+//! have a live leader.
+//!
+//! The exporter watches the components' pods and Leases, keeps a reduced copy in memory
+//! ([`cache`]), judges leadership at scrape time ([`judge`]) and serves the result
+//! ([`metrics`], [`http`]).
+
+pub mod cache;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod judge;
+pub mod metrics;
+pub mod sim;
+pub mod watch;
+
+use std::{future::Future, net::SocketAddr, path::Path, sync::Arc};
+
+use kube::{
+    Client,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+use crate::{cache::Cache, config::Settings, http::AppState, metrics::Metrics, watch::Watches};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no Kubernetes configuration found (in-cluster, KUBECONFIG or ~/.kube/config): {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// A kube client from `path`, or from kube's own inference (in-cluster, then KUBECONFIG,
+/// then ~/.kube/config) when `path` is empty.
+pub async fn client(path: &Path) -> Result<Client, Error> {
+    if path.as_os_str().is_empty() {
+        let config = kube::Config::infer().await?;
+        return Ok(Client::try_from(config)?);
+    }
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
+        path: path.display().to_string(),
+        source,
+    })?;
+    client_from_kubeconfig(kubeconfig).await
+}
+
+/// A kube client from an in-memory kubeconfig, by the same path as a file.
+pub async fn client_from_kubeconfig(kubeconfig: Kubeconfig) -> Result<Client, Error> {
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|source| Error::Kubeconfig {
+            path: "(generated)".into(),
+            source,
+        })?;
+    Ok(Client::try_from(config)?)
+}
+
+/// A running exporter: watch tasks and the HTTP server.
+pub struct Exporter {
+    pub addr: SocketAddr,
+    pub cache: Arc<Cache>,
+    server: JoinHandle<Result<(), std::io::Error>>,
+    watches: Vec<JoinHandle<()>>,
+}
+
+impl Exporter {
+    /// Starts watching with `client` and serving on `listen`, until `shutdown` completes.
+    pub async fn start(
+        settings: &Settings,
+        client: Client,
+        listen: SocketAddr,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Self, Error> {
+        let cache = Arc::new(Cache::new(settings));
+        let metrics = Arc::new(Metrics::new(cache.clone())?);
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| Error::Listen { addr: listen, source })?;
+        let addr = listener.local_addr().map_err(|source| Error::Listen { addr: listen, source })?;
+        watch::log_scope(&cache);
+        let watches = Watches {
+            client,
+            cache: cache.clone(),
+            metrics: metrics.clone(),
+        }
+        .spawn();
+        let app = http::router(AppState {
+            cache: cache.clone(),
+            metrics,
+        });
+        let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+        tracing::info!(%addr, "serving /metrics");
+        Ok(Self {
+            addr,
+            cache,
+            server,
+            watches,
+        })
+    }
+
+    /// Waits for the HTTP server to finish after shutdown, then stops the watches.
+    pub async fn wait(mut self) -> Result<(), Error> {
+        let served = (&mut self.server).await;
+        match served {
+            Ok(result) => result.map_err(Error::Serve),
+            Err(join) => Err(Error::Serve(std::io::Error::other(join))),
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.server.abort();
+        for task in &self.watches {
+            task.abort();
+        }
+    }
+}

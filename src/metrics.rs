@@ -1,0 +1,254 @@
+//! The Prometheus registry. The per-component series are judged at scrape time by a
+//! collector over the cache, so a lease that silently stops being renewed shows without any
+//! new event, and concurrent scrapes never see each other's half-written values.
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use prometheus::{
+    Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    core::{Collector, Desc},
+    proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType},
+};
+
+use crate::{cache::Cache, judge::Verdict};
+
+/// Prefix of every series the exporter serves.
+pub const PREFIX: &str = "kubevirt_leader";
+
+/// Pod names are DNS subdomains (at most 253 characters); a longer holder cannot name a pod,
+/// and an unbounded label value would bloat every scrape.
+const MAX_HOLDER_LEN: usize = 253;
+
+/// The two watched resources, as they appear in the `resource` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Pods,
+    Leases,
+}
+
+impl Resource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Pods => "pods",
+            Resource::Leases => "leases",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("registering metrics: {0}")]
+    Register(#[from] prometheus::Error),
+    #[error("encoded metrics are not UTF-8")]
+    Utf8(#[from] std::string::FromUtf8Error),
+}
+
+/// The registry and the metrics updated outside of scrapes.
+pub struct Metrics {
+    registry: Registry,
+    watch_errors: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers every metric once.
+    pub fn new(cache: Arc<Cache>) -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let watch_errors = IntCounterVec::new(
+            Opts::new(format!("{PREFIX}_exporter_watch_errors_total"), "Watch errors seen, by resource."),
+            &["resource"],
+        )?;
+        for r in [Resource::Pods, Resource::Leases] {
+            watch_errors.with_label_values(&[r.as_str()]);
+        }
+        let build_info = IntGaugeVec::new(
+            Opts::new(format!("{PREFIX}_exporter_build_info"), "Always 1; names the exporter's version."),
+            &["version"],
+        )?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(watch_errors.clone()))?;
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(LeaderCollector::new(cache)?))?;
+        register_process_collector(&registry)?;
+        Ok(Self { registry, watch_errors })
+    }
+
+    pub fn watch_error(&self, resource: Resource) {
+        self.watch_errors.with_label_values(&[resource.as_str()]).inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        let mut buf = Vec::with_capacity(4096);
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        Ok(String::from_utf8(buf)?)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn register_process_collector(registry: &Registry) -> Result<(), prometheus::Error> {
+    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn register_process_collector(_: &Registry) -> Result<(), prometheus::Error> {
+    Ok(())
+}
+
+/// One per-scrape series family.
+struct Family {
+    desc: Desc,
+    extract: fn(&Verdict) -> Option<f64>,
+}
+
+/// Builds the per-component and watch health series from the cache at scrape time.
+struct LeaderCollector {
+    cache: Arc<Cache>,
+    families: Vec<Family>,
+    holder: Desc,
+    watch_healthy: Desc,
+}
+
+fn desc(name: &str, help: &str, labels: &[&str]) -> Result<Desc, prometheus::Error> {
+    Desc::new(
+        format!("{PREFIX}_{name}"),
+        help.into(),
+        labels.iter().map(|l| (*l).to_owned()).collect(),
+        HashMap::new(),
+    )
+}
+
+impl LeaderCollector {
+    fn new(cache: Arc<Cache>) -> Result<Self, prometheus::Error> {
+        let nc = &["namespace", "component"];
+        let family = |name, help, extract| Ok::<_, prometheus::Error>(Family { desc: desc(name, help, nc)?, extract });
+        let families = vec![
+            family("pods", "Matching pods not being deleted.", |v| Some(v.pods.into()))?,
+            family("pods_ready", "Matching pods that are Ready.", |v| Some(v.pods_ready.into()))?,
+            family("present", "1 when a live leader holds the lease, else 0.", |v| {
+                Some(if v.present { 1.0 } else { 0.0 })
+            })?,
+            family(
+                "lease_age_seconds",
+                "Seconds since the exporter last saw the lease record change.",
+                |v| v.lease.as_ref().map(|l| l.age.as_secs_f64()),
+            )?,
+            family("lease_duration_seconds", "The lease's own duration.", |v| {
+                v.lease.as_ref().and_then(|l| l.duration).map(|d| d.as_secs_f64())
+            })?,
+            family("lease_transitions", "The lease's leaseTransitions.", |v| {
+                v.lease.as_ref().and_then(|l| l.transitions).map(f64::from)
+            })?,
+        ];
+        Ok(Self {
+            cache,
+            families,
+            holder: desc(
+                "holder_info",
+                "1, naming the current lease holder.",
+                &["namespace", "component", "holder"],
+            )?,
+            watch_healthy: desc(
+                "exporter_watch_healthy",
+                "1 while every watch of the resource is working, else 0.",
+                &["resource"],
+            )?,
+        })
+    }
+
+    fn watch_health(&self) -> MetricFamily {
+        let mut pods = true;
+        let mut leases = true;
+        for t in self.cache.targets() {
+            pods &= t.pods.healthy();
+            leases &= t.leases.healthy();
+        }
+        let mut family = family_of(&self.watch_healthy);
+        for (resource, ok) in [(Resource::Pods, pods), (Resource::Leases, leases)] {
+            let value = if ok { 1.0 } else { 0.0 };
+            family.mut_metric().push(gauge(&[("resource", resource.as_str())], value));
+        }
+        family
+    }
+}
+
+fn family_of(desc: &Desc) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(desc.fq_name.clone());
+    family.set_help(desc.help.clone());
+    family.set_field_type(MetricType::GAUGE);
+    family
+}
+
+/// A gauge sample; `labels` must be sorted by name.
+fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
+    let pairs = labels
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = LabelPair::default();
+            pair.set_name((*name).to_owned());
+            pair.set_value((*value).to_owned());
+            pair
+        })
+        .collect();
+    let mut g = Gauge::default();
+    g.set_value(value);
+    let mut metric = Metric::from_gauge(g);
+    metric.set_label(pairs);
+    metric
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Collector for LeaderCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs: Vec<&Desc> = self.families.iter().map(|f| &f.desc).collect();
+        descs.extend([&self.holder, &self.watch_healthy]);
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let now = Instant::now();
+        let mut families: Vec<MetricFamily> = self.families.iter().map(|f| family_of(&f.desc)).collect();
+        let mut holders = family_of(&self.holder);
+        for target in self.cache.targets() {
+            let component = target.component.name.as_str();
+            for (ns, verdict) in target.verdicts(now, self.cache.grace).into_iter().flatten() {
+                let labels = [("component", component), ("namespace", ns.as_str())];
+                for (family, out) in self.families.iter().zip(families.iter_mut()) {
+                    if let Some(value) = (family.extract)(&verdict) {
+                        out.mut_metric().push(gauge(&labels, value));
+                    }
+                }
+                if let Some(holder) = &verdict.holder {
+                    let holder = truncate(holder, MAX_HOLDER_LEN);
+                    let labels = [("component", component), ("holder", holder), ("namespace", ns.as_str())];
+                    holders.mut_metric().push(gauge(&labels, 1.0));
+                }
+            }
+        }
+        families.push(holders);
+        families.push(self.watch_health());
+        families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("abcdef", 3), "abc");
+        assert_eq!(truncate("aé", 2), "a");
+    }
+}

@@ -1,0 +1,340 @@
+//! The simulated API server's HTTP side: list, get and watch of pods and leases, speaking
+//! the protocol as kube-rs and client-go use it.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Path, Query, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use futures::stream;
+use serde::Deserialize;
+use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
+
+use super::{
+    selector::{Filter, parse_fields, parse_labels},
+    store::{Change, Kind, Store},
+};
+
+#[derive(Clone)]
+struct Shared {
+    store: Store,
+    bookmark_interval: Duration,
+    /// Turns true when the server stops, to end open watch streams.
+    stopping: watch::Receiver<bool>,
+}
+
+/// Builds the router for `store`. Watch streams end when `stopping` turns true.
+pub fn router(store: Store, bookmark_interval: Duration, stopping: watch::Receiver<bool>) -> Router {
+    let core = "/api/v1";
+    let coord = "/apis/coordination.k8s.io/v1";
+    Router::new()
+        .route(&format!("{core}/pods"), get(|s, q| collection(s, Kind::Pod, None, q)))
+        .route(
+            &format!("{core}/namespaces/{{ns}}/pods"),
+            get(|s, Path(ns): Path<String>, q| collection(s, Kind::Pod, Some(ns), q)),
+        )
+        .route(
+            &format!("{core}/namespaces/{{ns}}/pods/{{name}}"),
+            get(|s, Path(p): Path<(String, String)>| single(s, Kind::Pod, p)),
+        )
+        .route(&format!("{coord}/leases"), get(|s, q| collection(s, Kind::Lease, None, q)))
+        .route(
+            &format!("{coord}/namespaces/{{ns}}/leases"),
+            get(|s, Path(ns): Path<String>, q| collection(s, Kind::Lease, Some(ns), q)),
+        )
+        .route(
+            &format!("{coord}/namespaces/{{ns}}/leases/{{name}}"),
+            get(|s, Path(p): Path<(String, String)>| single(s, Kind::Lease, p)),
+        )
+        .with_state(Shared {
+            store,
+            bookmark_interval,
+            stopping,
+        })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Params {
+    label_selector: Option<String>,
+    field_selector: Option<String>,
+    watch: Option<String>,
+    resource_version: Option<String>,
+    allow_watch_bookmarks: Option<String>,
+    timeout_seconds: Option<u64>,
+}
+
+fn is_true(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("true" | "1"))
+}
+
+async fn collection(
+    State(shared): State<Shared>,
+    kind: Kind,
+    namespace: Option<String>,
+    Query(params): Query<Params>,
+) -> Response {
+    let filter = match filter(namespace, &params) {
+        Ok(f) => f,
+        Err(message) => return status(StatusCode::BAD_REQUEST, "BadRequest", &message),
+    };
+    if is_true(&params.watch) {
+        watch(shared, kind, filter, &params)
+    } else {
+        list(&shared.store, kind, &filter)
+    }
+}
+
+fn filter(namespace: Option<String>, params: &Params) -> Result<Filter, String> {
+    Ok(Filter {
+        namespace,
+        labels: parse_labels(params.label_selector.as_deref().unwrap_or(""))?,
+        fields: parse_fields(params.field_selector.as_deref().unwrap_or(""))?,
+    })
+}
+
+fn json(code: StatusCode, body: String) -> Response {
+    let mut response = (code, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+    json(code, status_json(code.as_u16(), reason, message))
+}
+
+fn status_json(code: u16, reason: &str, message: &str) -> String {
+    serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code,
+    })
+    .to_string()
+}
+
+fn list(store: &Store, kind: Kind, filter: &Filter) -> Response {
+    let (rv, items) = store.list(kind, |o| filter.matches(o));
+    let mut body = format!(
+        r#"{{"kind":"{}List","apiVersion":"{}","metadata":{{"resourceVersion":"{rv}"}},"items":["#,
+        kind.name(),
+        kind.api_version()
+    );
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&item.json);
+    }
+    body.push_str("]}");
+    json(StatusCode::OK, body)
+}
+
+async fn single(State(shared): State<Shared>, kind: Kind, (namespace, name): (String, String)) -> Response {
+    match shared.store.get_stored(kind, &namespace, &name) {
+        Some(o) => json(StatusCode::OK, o.json.to_string()),
+        None => {
+            let what = format!("{}s {name:?} not found", kind.name().to_lowercase());
+            status(StatusCode::NOT_FOUND, "NotFound", &what)
+        }
+    }
+}
+
+fn event_line(event_type: &str, object: &str) -> String {
+    format!("{{\"type\":\"{event_type}\",\"object\":{object}}}\n")
+}
+
+/// What a watch with `filter` sends for `change`, if anything.
+fn translate(change: &Change, kind: Kind, filter: &Filter) -> Option<String> {
+    let object = &change.object;
+    if object.kind != kind {
+        return None;
+    }
+    let now = filter.matches(object);
+    let before = change.old_labels.as_ref().map(|l| filter.matches_labels(object, l));
+    let event_type = match (change.event_type, before, now) {
+        ("DELETED", _, true) => "DELETED",
+        ("MODIFIED", Some(true), true) => "MODIFIED",
+        ("MODIFIED", Some(true), false) => "DELETED",
+        (_, Some(false) | None, true) => "ADDED",
+        _ => return None,
+    };
+    Some(event_line(event_type, &object.json))
+}
+
+fn bookmark(kind: Kind, rv: u64) -> String {
+    let object = format!(
+        r#"{{"kind":"{}","apiVersion":"{}","metadata":{{"resourceVersion":"{rv}"}}}}"#,
+        kind.name(),
+        kind.api_version()
+    );
+    event_line("BOOKMARK", &object)
+}
+
+fn watch(shared: Shared, kind: Kind, filter: Filter, params: &Params) -> Response {
+    let from = match params.resource_version.as_deref() {
+        None | Some("" | "0") => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => return status(StatusCode::BAD_REQUEST, "BadRequest", "invalid resourceVersion"),
+        },
+    };
+    let (tx, rx) = mpsc::channel::<String>(64);
+    match shared.store.watch_from(kind, from) {
+        Err(oldest) => {
+            let message = format!("too old resource version: {} ({oldest})", from.unwrap_or(0));
+            let line = event_line("ERROR", &status_json(410, "Expired", &message));
+            let _ = tx.try_send(line);
+        }
+        Ok(start) => {
+            let stream = WatchStream {
+                kind,
+                filter,
+                bookmarks: is_true(&params.allow_watch_bookmarks).then_some(shared.bookmark_interval),
+                timeout: Duration::from_secs(params.timeout_seconds.unwrap_or(1800)),
+                tx,
+                stopping: shared.stopping.clone(),
+            };
+            tokio::spawn(stream.run(start));
+        }
+    }
+    let body = stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|line| (Ok::<_, std::convert::Infallible>(line), rx))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+struct WatchStream {
+    kind: Kind,
+    filter: Filter,
+    bookmarks: Option<Duration>,
+    timeout: Duration,
+    tx: mpsc::Sender<String>,
+    stopping: watch::Receiver<bool>,
+}
+
+impl WatchStream {
+    async fn run(self, start: super::store::WatchStart) {
+        let mut rv = start.rv;
+        let mut stopping = self.stopping.clone();
+        if *stopping.borrow_and_update() {
+            return;
+        }
+        let mut receiver = start.receiver;
+        for change in &start.backlog {
+            if !self.send(change).await {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval(self.bookmarks.unwrap_or(Duration::from_secs(3600)));
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                received = receiver.recv() => match received {
+                    Ok(change) if change.rv <= rv => {}
+                    Ok(change) => {
+                        rv = change.rv;
+                        if !self.send(&change).await {
+                            return;
+                        }
+                    }
+                    // A client too slow to keep up is cut off, as the real server does;
+                    // it resumes from its last version.
+                    Err(RecvError::Lagged(_) | RecvError::Closed) => return,
+                },
+                _ = ticker.tick(), if self.bookmarks.is_some() => {
+                    if self.tx.send(bookmark(self.kind, rv)).await.is_err() {
+                        return;
+                    }
+                }
+                () = &mut deadline => return,
+                () = self.tx.closed() => return,
+                _ = stopping.changed() => return,
+            }
+        }
+    }
+
+    async fn send(&self, change: &Change) -> bool {
+        match translate(change, self.kind, &self.filter) {
+            Some(line) => self.tx.send(line).await.is_ok(),
+            None => true,
+        }
+    }
+}
+
+/// A running simulated API server on loopback.
+pub struct SimServer {
+    pub addr: SocketAddr,
+    pub store: Store,
+    stopping: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SimServer {
+    /// Serves `store` on a free loopback port.
+    pub async fn start(store: Store) -> std::io::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), store).await
+    }
+
+    /// Serves `store` on `addr`.
+    pub async fn start_on(addr: SocketAddr, store: Store) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stopping, mut stopped) = watch::channel(false);
+        let app = router(store.clone(), Duration::from_secs(5), stopped.clone());
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            });
+            if let Err(error) = serve.await {
+                tracing::warn!(%error, "simulated API server stopped");
+            }
+        });
+        Ok(Self {
+            addr,
+            store,
+            stopping,
+            task,
+        })
+    }
+
+    /// The server's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig that points a kube client at this server.
+    pub fn kubeconfig(&self) -> kube::config::Kubeconfig {
+        kubeconfig_for(&self.url())
+    }
+
+    /// Stops serving: open watch streams end and connections close.
+    pub async fn stop(self) {
+        let _ = self.stopping.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// A kubeconfig with one cluster, user and context for `url`.
+pub fn kubeconfig_for(url: &str) -> kube::config::Kubeconfig {
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: sim\n\
+         clusters: [{{name: sim, cluster: {{server: '{url}'}}}}]\n\
+         users: [{{name: sim, user: {{}}}}]\n\
+         contexts: [{{name: sim, context: {{cluster: sim, user: sim}}}}]\n"
+    );
+    serde_yaml::from_str(&yaml).unwrap_or_default()
+}

@@ -1,0 +1,267 @@
+//! The watch tasks: kube-rs watchers that keep the cache filled, and the direct reads that
+//! confirm a lease that seems to have stopped being renewed.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream::BoxStream};
+use k8s_openapi::api::{coordination::v1::Lease, core::v1::Pod};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::watcher::{self, DefaultBackoff, Event},
+};
+use tracing::{debug, info, warn};
+
+use crate::{
+    cache::{Cache, Change, Key},
+    judge::{LeaseRecord, PodInfo},
+    metrics::{Metrics, Resource},
+};
+
+/// How long a confirming read of a lease may take before it counts as failed.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the watch tasks share.
+#[derive(Clone)]
+pub struct Watches {
+    pub client: Client,
+    pub cache: Arc<Cache>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Watches {
+    /// Spawns a pod watch and a lease watch for every target in the cache.
+    pub fn spawn(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..self.cache.len())
+            .flat_map(|i| {
+                [
+                    tokio::spawn(self.clone().watch_pods(i)),
+                    tokio::spawn(self.clone().watch_leases(i)),
+                ]
+            })
+            .collect()
+    }
+
+    fn api<K>(&self, index: usize) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match &self.cache.target(index).namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    fn pod_stream(&self, index: usize) -> BoxStream<'static, watcher::Result<Event<Pod>>> {
+        let selector = self.cache.target(index).component.label_selector();
+        watcher(self.api(index), watcher::Config::default().labels(&selector))
+    }
+
+    fn lease_stream(&self, index: usize) -> BoxStream<'static, watcher::Result<Event<Lease>>> {
+        let name = self.cache.target(index).component.lease.clone();
+        watcher(self.api(index), watcher::Config::default().fields(&format!("metadata.name={name}")))
+    }
+
+    fn failed(&self, index: usize, resource: Resource, error: &dyn std::fmt::Display) {
+        self.metrics.watch_error(resource);
+        let mut target = self.cache.target(index);
+        let (component, scope) = (target.component.name.clone(), target.scope().to_owned());
+        warn!(resource = resource.as_str(), component, scope, %error, "watch failed, retrying");
+        match resource {
+            Resource::Pods => target.pods_failed(),
+            Resource::Leases => target.leases_failed(),
+        }
+    }
+
+    async fn watch_pods(self, index: usize) {
+        let mut backoff = DefaultBackoff::default();
+        loop {
+            let mut stream = self.pod_stream(index);
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(event) => {
+                        let mut target = self.cache.target(index);
+                        target.apply_pod(reduce(event, pod_info));
+                        target.log_changes(Instant::now(), self.cache.grace);
+                    }
+                    Err(error) => {
+                        self.failed(index, Resource::Pods, &error);
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(30))).await;
+        }
+    }
+
+    async fn watch_leases(self, index: usize) {
+        let mut backoff = DefaultBackoff::default();
+        loop {
+            match self.lease_stream_once(index).await {
+                Restart::AfterError => {
+                    tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(30))).await;
+                }
+                Restart::Now => {}
+            }
+        }
+    }
+
+    /// Runs one lease watcher until it fails or a direct read shows it fell behind.
+    async fn lease_stream_once(&self, index: usize) -> Restart {
+        let mut stream = self.lease_stream(index);
+        loop {
+            let deadline = self.cache.target(index).next_deadline(Instant::now(), self.cache.grace);
+            let timer = sleep_until(deadline);
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(Ok(event)) => {
+                        let now = Instant::now();
+                        let mut target = self.cache.target(index);
+                        target.apply_lease(reduce(event, lease_record), now);
+                        target.log_changes(now, self.cache.grace);
+                    }
+                    Some(Err(error)) => {
+                        self.failed(index, Resource::Leases, &error);
+                        return Restart::AfterError;
+                    }
+                    None => return Restart::AfterError,
+                },
+                () = timer => {
+                    if let Some(restart) = self.confirm_leases(index).await {
+                        return restart;
+                    }
+                    self.cache.target(index).log_changes(Instant::now(), self.cache.grace);
+                }
+            }
+        }
+    }
+
+    /// Reads each lease that has not changed for a full lease duration, so that a watch that
+    /// hangs silently cannot make a live leader look dead.
+    async fn confirm_leases(&self, index: usize) -> Option<Restart> {
+        let due = self.cache.target(index).leases_to_confirm(Instant::now());
+        for key in due {
+            let api: Api<Lease> = Api::namespaced(self.client.clone(), &key.0);
+            let read = tokio::time::timeout(CONFIRM_TIMEOUT, api.get_opt(&key.1)).await;
+            let fresh = match read {
+                Ok(Ok(lease)) => lease.as_ref().map(lease_record),
+                Ok(Err(error)) => {
+                    self.failed(index, Resource::Leases, &error);
+                    return Some(Restart::AfterError);
+                }
+                Err(_) => {
+                    self.failed(index, Resource::Leases, &"confirming read of the lease timed out");
+                    return Some(Restart::AfterError);
+                }
+            };
+            if let Some(restart) = self.compare_read(index, &key, fresh) {
+                return Some(restart);
+            }
+        }
+        None
+    }
+
+    fn compare_read(&self, index: usize, key: &Key, fresh: Option<LeaseRecord>) -> Option<Restart> {
+        let now = Instant::now();
+        let mut target = self.cache.target(index);
+        let held = target.leases.objects().get(key).map(|seen| &seen.record);
+        if held == fresh.as_ref() {
+            debug!(namespace = key.0, lease = key.1, "lease confirmed unrenewed by a direct read");
+            target.mark_confirmed(&key.0, now);
+            return None;
+        }
+        drop(target);
+        self.metrics.watch_error(Resource::Leases);
+        let mut target = self.cache.target(index);
+        warn!(namespace = key.0, lease = key.1, "lease watch fell behind a direct read; restarting it");
+        let change = match fresh {
+            Some(record) => Change::Applied(key.clone(), record),
+            None => Change::Deleted(key.clone()),
+        };
+        target.apply_lease(change, now);
+        target.leases_failed();
+        Some(Restart::Now)
+    }
+}
+
+enum Restart {
+    AfterError,
+    Now,
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A watcher, restarted from a fresh list after every error. Only a completed list tells the
+/// exporter that its cache matches the server again, which is what `watch_healthy` and the
+/// per-component series stand on. Retries wait by kube's `DefaultBackoff`.
+fn watcher<K>(api: Api<K>, config: watcher::Config) -> BoxStream<'static, watcher::Result<Event<K>>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher::watcher(api, config).boxed()
+}
+
+fn key_of<K: kube::Resource>(object: &K) -> Key {
+    (object.namespace().unwrap_or_default(), object.name_any())
+}
+
+/// Reduces a watch event to what the cache keeps, so full objects are never stored.
+fn reduce<K: kube::Resource, T>(event: Event<K>, keep: fn(&K) -> T) -> Change<T> {
+    match event {
+        Event::Init => Change::Begin,
+        Event::InitApply(o) => Change::Listed(key_of(&o), keep(&o)),
+        Event::InitDone => Change::End,
+        Event::Apply(o) => Change::Applied(key_of(&o), keep(&o)),
+        Event::Delete(o) => Change::Deleted(key_of(&o)),
+    }
+}
+
+/// The readiness facts of a pod. A pod without status or conditions is not Ready.
+pub fn pod_info(pod: &Pod) -> PodInfo {
+    let ready_condition = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    PodInfo {
+        name: pod.name_any(),
+        ready_condition,
+        deleting: pod.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+/// The record of a lease, as leader election writes it.
+pub fn lease_record(lease: &Lease) -> LeaseRecord {
+    let Some(spec) = &lease.spec else {
+        return LeaseRecord::default();
+    };
+    LeaseRecord {
+        holder: spec.holder_identity.clone(),
+        duration_seconds: spec.lease_duration_seconds,
+        transitions: spec.lease_transitions,
+        renew_time: spec.renew_time.as_ref().map(|t| t.0.to_string()),
+        acquire_time: spec.acquire_time.as_ref().map(|t| t.0.to_string()),
+        has_spec: true,
+    }
+}
+
+/// Logs where the exporter looks, once at start-up.
+pub fn log_scope(cache: &Cache) {
+    for target in cache.targets() {
+        info!(
+            component = target.component.name,
+            scope = target.scope(),
+            pods = target.component.label_selector(),
+            lease = target.component.lease,
+            "watching"
+        );
+    }
+}
