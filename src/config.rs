@@ -20,17 +20,17 @@ pub struct Args {
     #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 
-    /// Kubeconfig file to use. Empty: in-cluster config, then KUBECONFIG, then ~/.kube/config.
-    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_KUBECONFIG", default_value = "")]
-    pub kubeconfig: PathBuf,
+    /// Kubeconfig file to use. Default: in-cluster config, then KUBECONFIG, then ~/.kube/config.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
 
-    /// YAML file listing the components to watch; replaces the built-in virt-operator and
-    /// virt-controller. Empty: the built-in list.
-    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_CONFIG", default_value = "")]
-    pub config: PathBuf,
+    /// YAML file listing the components to watch; replaces the built-in list. Default: the
+    /// built-in virt-operator and virt-controller.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_CONFIG")]
+    pub config: Option<PathBuf>,
 
-    /// Namespace to watch (repeat, or separate with commas). Empty: the whole cluster.
-    #[arg(long = "namespace", env = "KUBEVIRT_LEADER_EXPORTER_NAMESPACES", value_delimiter = ',', default_value = "")]
+    /// Namespace to watch (repeat, or separate with commas). Default: the whole cluster.
+    #[arg(long = "namespace", env = "KUBEVIRT_LEADER_EXPORTER_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
 
     /// Extra time, beyond the lease's own duration, before an unrenewed lease counts as dead.
@@ -249,10 +249,9 @@ pub struct Settings {
 impl Settings {
     /// Validates the flags and loads the component file they name.
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
-        let components = if args.config.as_os_str().is_empty() {
-            default_components()
-        } else {
-            load_components(&args.config)?
+        let components = match &args.config {
+            Some(path) => load_components(path)?,
+            None => default_components(),
         };
         let mut namespaces: Vec<String> = args
             .namespaces

@@ -46,12 +46,12 @@ pub enum Error {
 }
 
 /// A kube client from `path`, or from kube's own inference (in-cluster, then KUBECONFIG,
-/// then ~/.kube/config) when `path` is empty.
-pub async fn client(path: &Path) -> Result<Client, Error> {
-    if path.as_os_str().is_empty() {
+/// then ~/.kube/config) without one.
+pub async fn client(path: Option<&Path>) -> Result<Client, Error> {
+    let Some(path) = path else {
         let config = kube::Config::infer().await?;
         return Ok(Client::try_from(config)?);
-    }
+    };
     let kubeconfig = Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
         path: path.display().to_string(),
         source,

@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
     match args.command {
         Some(Command::Demo) => demo::run(&settings, args.listen, shutdown_signal()).await?,
         None => {
-            let client = client(&args.kubeconfig).await?;
+            let client = client(args.kubeconfig.as_deref()).await?;
             let exporter = Exporter::start(&settings, client, args.listen, shutdown_signal()).await?;
             exporter.wait().await?;
         }

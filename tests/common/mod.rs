@@ -1,0 +1,162 @@
+//! A test bed: the simulated API server, the exporter's library pointed at it through a
+//! generated kubeconfig, and helpers that read `/metrics` over HTTP.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use kubevirt_leader_exporter::{
+    Exporter, client_from_kubeconfig,
+    config::Settings,
+    sim::{SimServer, Store, kubeconfig_for, lease, pod},
+};
+
+pub const NS: &str = "kubevirt";
+pub const OPERATOR: &str = "virt-operator";
+pub const POD_A: &str = "virt-operator-a";
+pub const POD_B: &str = "virt-operator-b";
+/// Short leases keep the tests quick; the rules are the same as for 15 s.
+pub const LEASE_SECONDS: i32 = 2;
+pub const GRACE: Duration = Duration::from_secs(1);
+/// How long to wait for something that must happen: generous, as these machines are shared.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub struct Bed {
+    pub sim: Option<SimServer>,
+    pub store: Store,
+    pub exporter: Exporter,
+    pub http: reqwest::Client,
+}
+
+pub fn settings(namespaces: &[&str]) -> Settings {
+    let mut s = Settings::with_defaults(GRACE);
+    s.namespaces = namespaces.iter().map(|n| (*n).to_owned()).collect();
+    s
+}
+
+/// An exporter watching a simulated API server at `api_url`.
+pub async fn exporter_for(api_url: &str, settings: &Settings) -> Exporter {
+    let client = client_from_kubeconfig(kubeconfig_for(api_url))
+        .await
+        .expect("client");
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    Exporter::start(settings, client, listen, std::future::pending())
+        .await
+        .expect("exporter starts")
+}
+
+impl Bed {
+    pub async fn start(settings: Settings) -> Self {
+        let store = Store::default();
+        let sim = SimServer::start(store.clone()).await.expect("sim server");
+        let exporter = exporter_for(&sim.url(), &settings).await;
+        Self {
+            sim: Some(sim),
+            store,
+            exporter,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The usual KubeVirt: two Ready virt-operator pods, `POD_A` holding the lease.
+    pub fn seed_operator(&self, ns: &str) {
+        self.store.apply(pod(ns, POD_A, &[("kubevirt.io", OPERATOR)], true));
+        self.store.apply(pod(ns, POD_B, &[("kubevirt.io", OPERATOR)], true));
+        self.store.apply(lease(ns, OPERATOR, POD_A, LEASE_SECONDS));
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.exporter.addr)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self.http.get(self.url(path)).send().await.expect("request");
+        let code = response.status().as_u16();
+        (code, response.text().await.expect("body"))
+    }
+
+    pub async fn scrape(&self) -> Scrape {
+        let (code, body) = self.get("/metrics").await;
+        assert_eq!(code, 200, "{body}");
+        Scrape(body)
+    }
+
+    /// Scrapes until `check` holds, or fails with the last scrape.
+    pub async fn until(&self, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
+        let start = Instant::now();
+        loop {
+            let scrape = self.scrape().await;
+            if check(&scrape) {
+                return scrape;
+            }
+            assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}; last scrape:\n{}", scrape.0);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The text of one scrape.
+pub struct Scrape(pub String);
+
+impl Scrape {
+    /// The value of the series `name` whose labels include all of `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if metric != name {
+                return None;
+            }
+            let all = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            all.then(|| value.parse().ok()).flatten()
+        })
+    }
+
+    /// The value of `kubevirt_leader_<name>` for virt-operator in `ns`.
+    pub fn operator(&self, name: &str, ns: &str) -> Option<f64> {
+        self.value(&format!("kubevirt_leader_{name}"), &[("namespace", ns), ("component", OPERATOR)])
+    }
+
+    pub fn present(&self, ns: &str) -> Option<f64> {
+        self.operator("present", ns)
+    }
+
+    /// The holder named by `holder_info` for virt-operator in `ns`.
+    pub fn holder(&self, ns: &str) -> Option<String> {
+        self.0
+            .lines()
+            .filter(|l| l.starts_with("kubevirt_leader_holder_info{"))
+            .filter(|l| l.contains(&format!("namespace=\"{ns}\"")) && l.contains("component=\"virt-operator\""))
+            .find_map(|l| {
+                let start = l.find("holder=\"")? + "holder=\"".len();
+                let end = l[start..].find('"')?;
+                Some(l[start..start + end].to_owned())
+            })
+    }
+
+    /// No per-component series at all.
+    pub fn blind(&self) -> bool {
+        const PER_COMPONENT: [&str; 7] = [
+            "pods",
+            "pods_ready",
+            "present",
+            "holder_info",
+            "lease_age_seconds",
+            "lease_duration_seconds",
+            "lease_transitions",
+        ];
+        !self.0.lines().any(|l| {
+            PER_COMPONENT
+                .iter()
+                .any(|n| l.starts_with(&format!("kubevirt_leader_{n}{{")) || l.starts_with(&format!("kubevirt_leader_{n} ")))
+        })
+    }
+}
+
+/// A loopback address with nothing listening on it (yet).
+pub fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
