@@ -153,7 +153,8 @@ impl Target {
             }
             Change::End => {
                 self.leases.end_list();
-                let live: BTreeSet<&String> = self.leases.objects.keys().map(|(ns, _)| ns).collect();
+                let live: BTreeSet<&String> =
+                    self.leases.objects.keys().map(|(ns, _)| ns).collect();
                 self.confirmed.retain(|ns, _| live.contains(ns));
             }
             Change::Applied(key, record) => {
@@ -256,7 +257,9 @@ impl Target {
     /// An expired lease is reported only once a direct read has confirmed it, so that a
     /// hung watch alone cannot produce "no leader".
     fn confirmed_since_change(&self, namespace: &str, lease: &LeaseSeen) -> bool {
-        self.confirmed.get(namespace).is_some_and(|&at| at >= lease.changed_at)
+        self.confirmed
+            .get(namespace)
+            .is_some_and(|&at| at >= lease.changed_at)
     }
 
     fn pods_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a PodInfo> + 'a {
@@ -311,12 +314,21 @@ fn log_change(old: Option<&Logged>, new: &Logged, namespace: &str, component: &s
         None => tracing::info!(namespace, component, holder, reason, "no leader"),
         Some(old) if old.holder != new.holder => {
             let previous = old.holder.as_deref().unwrap_or("");
-            tracing::info!(namespace, component, holder, previous, present = new.present, "leader changed");
+            tracing::info!(
+                namespace,
+                component,
+                holder,
+                previous,
+                present = new.present,
+                "leader changed"
+            );
         }
         Some(old) if old.present && !new.present => {
             tracing::info!(namespace, component, holder, reason, "leader lost")
         }
-        Some(old) if !old.present && new.present => tracing::info!(namespace, component, holder, "leader back"),
+        Some(old) if !old.present && new.present => {
+            tracing::info!(namespace, component, holder, "leader back")
+        }
         Some(_) => {}
     }
     if !new.present && old.is_none_or(|o| o.present || o.holder != new.holder) {
@@ -342,7 +354,11 @@ impl Cache {
         let targets = settings
             .components
             .iter()
-            .flat_map(|c| scopes.iter().map(|s| Mutex::new(Target::new(c.clone(), s.clone()))))
+            .flat_map(|c| {
+                scopes
+                    .iter()
+                    .map(|s| Mutex::new(Target::new(c.clone(), s.clone())))
+            })
             .collect();
         Self {
             targets,
@@ -361,7 +377,9 @@ impl Cache {
     /// The target at `index`. A panic elsewhere while holding the lock leaves plain data
     /// behind, so a poisoned lock is used as it is.
     pub fn target(&self, index: usize) -> MutexGuard<'_, Target> {
-        self.targets[index].lock().unwrap_or_else(PoisonError::into_inner)
+        self.targets[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn targets(&self) -> impl Iterator<Item = MutexGuard<'_, Target>> {
@@ -439,9 +457,15 @@ mod tests {
         t.apply_pod(Change::Begin);
         t.apply_pod(Change::Listed(key("kubevirt", "b"), ready("b")));
         // Mid-list the old contents still stand.
-        assert_eq!(t.verdicts(t0, Duration::ZERO).expect("sighted")[0].1.pods, 2);
+        assert_eq!(
+            t.verdicts(t0, Duration::ZERO).expect("sighted")[0].1.pods,
+            2
+        );
         t.apply_pod(Change::End);
-        assert_eq!(t.verdicts(t0, Duration::ZERO).expect("sighted")[0].1.pods, 1);
+        assert_eq!(
+            t.verdicts(t0, Duration::ZERO).expect("sighted")[0].1.pods,
+            1
+        );
     }
 
     #[test]
@@ -466,12 +490,18 @@ mod tests {
         let k = key("kubevirt", "virt-operator");
         t.apply_lease(Change::Applied(k.clone(), record("a", "r1")), t0);
         assert!(t.leases_to_confirm(t0 + Duration::from_secs(14)).is_empty());
-        assert_eq!(t.leases_to_confirm(t0 + Duration::from_secs(15)), vec![k.clone()]);
+        assert_eq!(
+            t.leases_to_confirm(t0 + Duration::from_secs(15)),
+            vec![k.clone()]
+        );
         t.mark_confirmed("kubevirt", t0 + Duration::from_secs(15));
         assert!(t.leases_to_confirm(t0 + Duration::from_secs(29)).is_empty());
         assert_eq!(t.leases_to_confirm(t0 + Duration::from_secs(30)), vec![k]);
         let grace = Duration::from_secs(5);
-        assert_eq!(t.next_deadline(t0 + Duration::from_secs(16), grace), Some(t0 + Duration::from_millis(20_001)));
+        assert_eq!(
+            t.next_deadline(t0 + Duration::from_secs(16), grace),
+            Some(t0 + Duration::from_millis(20_001))
+        );
     }
 
     #[test]

@@ -13,7 +13,12 @@ use serde::Deserialize;
 #[command(version, about)]
 pub struct Args {
     /// Address to serve /metrics, /livez, /readyz and the status page on.
-    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_LISTEN", default_value = "0.0.0.0:8080", global = true)]
+    #[arg(
+        long,
+        env = "KUBEVIRT_LEADER_EXPORTER_LISTEN",
+        default_value = "0.0.0.0:8080",
+        global = true
+    )]
     pub listen: SocketAddr,
 
     /// Log format: `text` for people, `json` for log pipelines. Verbosity comes from RUST_LOG.
@@ -30,7 +35,11 @@ pub struct Args {
     pub config: Option<PathBuf>,
 
     /// Namespace to watch (repeat, or separate with commas). Default: the whole cluster.
-    #[arg(long = "namespace", env = "KUBEVIRT_LEADER_EXPORTER_NAMESPACES", value_delimiter = ',')]
+    #[arg(
+        long = "namespace",
+        env = "KUBEVIRT_LEADER_EXPORTER_NAMESPACES",
+        value_delimiter = ','
+    )]
     pub namespaces: Vec<String>,
 
     /// Extra time, beyond the lease's own duration, before an unrenewed lease counts as dead.
@@ -165,16 +174,25 @@ fn component_error(component: &str, message: impl Into<String>) -> ConfigError {
 fn validate_entry(entry: ComponentEntry) -> Result<Component, ConfigError> {
     let name = entry.name;
     if !is_label_value(&name) || name.is_empty() {
-        return Err(component_error(&name, "name must be a non-empty label value"));
+        return Err(component_error(
+            &name,
+            "name must be a non-empty label value",
+        ));
     }
     if !is_dns_subdomain(&entry.lease) {
-        return Err(component_error(&name, format!("lease {:?} is not a valid object name", entry.lease)));
+        return Err(component_error(
+            &name,
+            format!("lease {:?} is not a valid object name", entry.lease),
+        ));
     }
     check_label_selector(&entry.pod_selector).map_err(|m| component_error(&name, m))?;
     let selector = Selector::try_from(entry.pod_selector)
         .map_err(|e| component_error(&name, format!("podSelector: {e}")))?;
     if selector.selects_all() {
-        return Err(component_error(&name, "podSelector is empty and would select every pod"));
+        return Err(component_error(
+            &name,
+            "podSelector is empty and would select every pod",
+        ));
     }
     Ok(Component {
         name,
@@ -218,7 +236,9 @@ fn check_key(key: &str) -> Result<(), String> {
 fn is_label_value(s: &str) -> bool {
     let bytes = s.as_bytes();
     s.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
         && bytes.first().is_none_or(u8::is_ascii_alphanumeric)
         && bytes.last().is_none_or(u8::is_ascii_alphanumeric)
 }
@@ -227,7 +247,9 @@ fn is_label_value(s: &str) -> bool {
 pub fn is_dns_label(s: &str) -> bool {
     let bytes = s.as_bytes();
     (1..=63).contains(&s.len())
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
 }
@@ -286,7 +308,9 @@ mod tests {
     use super::*;
 
     fn args(extra: &[&str]) -> Result<Args, clap::Error> {
-        Args::try_parse_from(std::iter::once("kubevirt-leader-exporter").chain(extra.iter().copied()))
+        Args::try_parse_from(
+            std::iter::once("kubevirt-leader-exporter").chain(extra.iter().copied()),
+        )
     }
 
     #[test]
@@ -298,17 +322,29 @@ mod tests {
         assert!(s.namespaces.is_empty());
         let names: Vec<_> = s.components.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["virt-operator", "virt-controller"]);
-        assert_eq!(s.components[0].label_selector(), "kubevirt.io=virt-operator");
+        assert_eq!(
+            s.components[0].label_selector(),
+            "kubevirt.io=virt-operator"
+        );
         assert_eq!(s.components[0].lease, "virt-operator");
     }
 
     #[test]
     fn namespaces_repeat_and_split() {
-        let a = args(&["--namespace", "kubevirt", "--namespace", "openshift-cnv,kubevirt"]).expect("parse");
+        let a = args(&[
+            "--namespace",
+            "kubevirt",
+            "--namespace",
+            "openshift-cnv,kubevirt",
+        ])
+        .expect("parse");
         let s = Settings::from_args(&a).expect("settings");
         assert_eq!(s.namespaces, ["kubevirt", "openshift-cnv"]);
         let a = args(&["--namespace", "Not_Valid"]).expect("parse");
-        assert!(matches!(Settings::from_args(&a), Err(ConfigError::Namespace(_))));
+        assert!(matches!(
+            Settings::from_args(&a),
+            Err(ConfigError::Namespace(_))
+        ));
     }
 
     #[test]
@@ -316,8 +352,18 @@ mod tests {
         assert!(args(&["--listen", "nowhere"]).is_err());
         assert!(args(&["--lease-grace", "soon"]).is_err());
         assert!(args(&["--log-format", "xml"]).is_err());
-        assert_eq!(args(&["--lease-grace", "1500ms"]).expect("parse").lease_grace, Duration::from_millis(1500));
-        assert!(matches!(args(&["demo", "--listen", "127.0.0.1:9"]).expect("parse").command, Some(Command::Demo)));
+        assert_eq!(
+            args(&["--lease-grace", "1500ms"])
+                .expect("parse")
+                .lease_grace,
+            Duration::from_millis(1500)
+        );
+        assert!(matches!(
+            args(&["demo", "--listen", "127.0.0.1:9"])
+                .expect("parse")
+                .command,
+            Some(Command::Demo)
+        ));
     }
 
     #[test]
@@ -346,10 +392,22 @@ components:
             ("components: []", "no components"),
             ("components: [{name: a, lease: a}]", "missing field"),
             ("nope: 1", "unknown field"),
-            ("components: [{name: a, lease: a, podSelector: {}}]", "every pod"),
-            ("components: [{name: a, lease: 'Bad Name', podSelector: {matchLabels: {a: b}}}]", "lease"),
-            ("components: [{name: a, lease: a, podSelector: {matchLabels: {'bad key!': b}}}]", "label key"),
-            ("components: [{name: a, lease: a, podSelector: {matchLabels: {a: 'b c'}}}]", "label value"),
+            (
+                "components: [{name: a, lease: a, podSelector: {}}]",
+                "every pod",
+            ),
+            (
+                "components: [{name: a, lease: 'Bad Name', podSelector: {matchLabels: {a: b}}}]",
+                "lease",
+            ),
+            (
+                "components: [{name: a, lease: a, podSelector: {matchLabels: {'bad key!': b}}}]",
+                "label key",
+            ),
+            (
+                "components: [{name: a, lease: a, podSelector: {matchLabels: {a: 'b c'}}}]",
+                "label value",
+            ),
             (
                 "components: [{name: a, lease: a, podSelector: {matchExpressions: [{key: a, operator: Sideways}]}}]",
                 "podSelector",
@@ -367,7 +425,8 @@ components:
 
     #[test]
     fn missing_file_names_the_path() {
-        let err = load_components(std::path::Path::new("/nonexistent/components.yaml")).expect_err("missing");
+        let err = load_components(std::path::Path::new("/nonexistent/components.yaml"))
+            .expect_err("missing");
         assert!(err.to_string().contains("/nonexistent/components.yaml"));
     }
 }

@@ -15,7 +15,10 @@ use crate::{
 
 const NAMESPACE: &str = "kubevirt";
 const COMPONENT: &str = "virt-operator";
-const PODS: [&str; 2] = ["virt-operator-7c9f5d4b8-a1b2c", "virt-operator-7c9f5d4b8-x9y8z"];
+const PODS: [&str; 2] = [
+    "virt-operator-7c9f5d4b8-a1b2c",
+    "virt-operator-7c9f5d4b8-x9y8z",
+];
 /// KubeVirt's own leader election: a 15 s lease renewed every 2 s.
 const LEASE_SECONDS: i32 = 15;
 const RENEW_EVERY: Duration = Duration::from_secs(2);
@@ -43,7 +46,9 @@ pub async fn run(
     println!("Simulated Kubernetes API server: {}", server.url());
     println!("Metrics:     http://{}/metrics", exporter.addr);
     println!("Status page: http://{}/", exporter.addr);
-    println!("Watch kubevirt_leader_present{{namespace=\"{NAMESPACE}\",component=\"{COMPONENT}\"}}. Ctrl-C stops.\n");
+    println!(
+        "Watch kubevirt_leader_present{{namespace=\"{NAMESPACE}\",component=\"{COMPONENT}\"}}. Ctrl-C stops.\n"
+    );
     let story = tokio::spawn(play(store, exporter.cache.clone()));
     let result = exporter.wait().await;
     story.abort();
@@ -68,26 +73,35 @@ async fn play(store: Store, cache: std::sync::Arc<crate::cache::Cache>) {
     let start = Instant::now();
     let mut leader = 0;
     let mut reported = None;
-    say(start, &format!("{} holds the lease and renews it every 2s", PODS[leader]));
+    say(
+        start,
+        &format!("{} holds the lease and renews it every 2s", PODS[leader]),
+    );
     loop {
         let round = Instant::now();
         while round.elapsed() < LEADING + HUNG {
             if round.elapsed() < LEADING {
                 store.renew_lease(NAMESPACE, COMPONENT);
             } else if round.elapsed() < LEADING + RENEW_EVERY {
-                say(start, &format!(
-                    "{} hangs: it stops renewing, stays Ready, and its name stays in the lease; \
+                say(
+                    start,
+                    &format!(
+                        "{} hangs: it stops renewing, stays Ready, and its name stays in the lease; \
                      the exporter should report no leader in about {}s (lease duration + grace)",
-                    PODS[leader],
-                    LEASE_SECONDS + 5
-                ));
+                        PODS[leader],
+                        LEASE_SECONDS + 5
+                    ),
+                );
             }
             report(start, &cache, &mut reported);
             tokio::time::sleep(RENEW_EVERY).await;
         }
         leader = 1 - leader;
         store.take_lease(NAMESPACE, COMPONENT, PODS[leader]);
-        say(start, &format!("{} takes over the lease and renews it", PODS[leader]));
+        say(
+            start,
+            &format!("{} takes over the lease and renews it", PODS[leader]),
+        );
     }
 }
 
@@ -104,7 +118,13 @@ fn report(start: Instant, cache: &crate::cache::Cache, reported: &mut Option<(bo
     let state = (v.present, v.holder.clone().unwrap_or_default());
     if reported.as_ref() != Some(&state) {
         let value = u8::from(v.present);
-        say(start, &format!("exporter: kubevirt_leader_present = {value}, holder {} ({})", state.1, v.reason));
+        say(
+            start,
+            &format!(
+                "exporter: kubevirt_leader_present = {value}, holder {} ({})",
+                state.1, v.reason
+            ),
+        );
         *reported = Some(state);
     }
 }

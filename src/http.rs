@@ -45,7 +45,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.cache.synced() {
         "ok\n".into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first list of pods and leases\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first list of pods and leases\n",
+        )
+            .into_response()
     }
 }
 
@@ -81,10 +85,10 @@ pub fn render_status(cache: &Cache, now: Instant) -> String {
             continue;
         };
         for (ns, v) in verdicts {
-            let age = v
-                .lease
-                .as_ref()
-                .map_or_else(|| "-".to_owned(), |l| format!("{:.1}s", l.age.as_secs_f64()));
+            let age = v.lease.as_ref().map_or_else(
+                || "-".to_owned(),
+                |l| format!("{:.1}s", l.age.as_secs_f64()),
+            );
             let _ = write!(
                 page,
                 "<tr><td>{}</td><td>{component}</td><td>{}</td><td>{}</td><td>{}</td><td>{age}</td><td>{}/{}</td></tr>",

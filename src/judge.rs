@@ -79,11 +79,13 @@ impl std::fmt::Display for Reason {
             Reason::NoSpec => f.write_str("the lease has no spec"),
             Reason::NoHolder => f.write_str("the lease has no holder"),
             Reason::InvalidDuration(None) => f.write_str("the lease has no duration"),
-            Reason::InvalidDuration(Some(s)) => write!(f, "the lease duration {s}s is not positive"),
+            Reason::InvalidDuration(Some(s)) => {
+                write!(f, "the lease duration {s}s is not positive")
+            }
             Reason::NoRenewTime => f.write_str("the lease has no renew time"),
             Reason::Expired { age, limit } => write!(
                 f,
-                "the lease was last renewed {:.1}s ago, longer than {:.1}s",
+                "the lease record has not changed for {:.3}s, over the {:.3}s limit (duration + grace)",
                 age.as_secs_f64(),
                 limit.as_secs_f64()
             ),
@@ -314,13 +316,20 @@ mod tests {
     fn odd_records_are_not_present() {
         let t0 = Instant::now();
         let pods = two_pods();
-        let cases: Vec<(fn(&mut LeaseRecord), Reason)> = vec![
+        type Mutation = fn(&mut LeaseRecord);
+        let cases: Vec<(Mutation, Reason)> = vec![
             (|r| *r = LeaseRecord::default(), Reason::NoSpec),
             (|r| r.holder = None, Reason::NoHolder),
             (|r| r.holder = Some(String::new()), Reason::NoHolder),
             (|r| r.duration_seconds = None, Reason::InvalidDuration(None)),
-            (|r| r.duration_seconds = Some(0), Reason::InvalidDuration(Some(0))),
-            (|r| r.duration_seconds = Some(-5), Reason::InvalidDuration(Some(-5))),
+            (
+                |r| r.duration_seconds = Some(0),
+                Reason::InvalidDuration(Some(0)),
+            ),
+            (
+                |r| r.duration_seconds = Some(-5),
+                Reason::InvalidDuration(Some(-5)),
+            ),
             (|r| r.renew_time = None, Reason::NoRenewTime),
         ];
         for (mutate, want) in cases {
@@ -346,7 +355,12 @@ mod tests {
         let t0 = Instant::now();
         let mut l = lease("virt-operator-a", t0);
         l.record.duration_seconds = Some(i32::MAX);
-        let v = judge(&two_pods(), Some(&l), t0 + Duration::from_secs(86_400), Duration::MAX);
+        let v = judge(
+            &two_pods(),
+            Some(&l),
+            t0 + Duration::from_secs(86_400),
+            Duration::MAX,
+        );
         assert!(v.present);
     }
 

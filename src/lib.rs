@@ -31,7 +31,10 @@ pub enum Error {
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
     #[error("kubeconfig {path}: {source}")]
@@ -90,8 +93,14 @@ impl Exporter {
         let metrics = Arc::new(Metrics::new(cache.clone())?);
         let listener = TcpListener::bind(listen)
             .await
-            .map_err(|source| Error::Listen { addr: listen, source })?;
-        let addr = listener.local_addr().map_err(|source| Error::Listen { addr: listen, source })?;
+            .map_err(|source| Error::Listen {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?;
         watch::log_scope(&cache);
         let watches = Watches {
             client,
@@ -103,7 +112,11 @@ impl Exporter {
             cache: cache.clone(),
             metrics,
         });
-        let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        });
         tracing::info!(%addr, "serving /metrics");
         Ok(Self {
             addr,

@@ -16,7 +16,8 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Demo) => demo::run(&settings, args.listen, shutdown_signal()).await?,
         None => {
             let client = client(args.kubeconfig.as_deref()).await?;
-            let exporter = Exporter::start(&settings, client, args.listen, shutdown_signal()).await?;
+            let exporter =
+                Exporter::start(&settings, client, args.listen, shutdown_signal()).await?;
             exporter.wait().await?;
         }
     }

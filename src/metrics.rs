@@ -54,26 +54,39 @@ impl Metrics {
     pub fn new(cache: Arc<Cache>) -> Result<Self, MetricsError> {
         let registry = Registry::new();
         let watch_errors = IntCounterVec::new(
-            Opts::new(format!("{PREFIX}_exporter_watch_errors_total"), "Watch errors seen, by resource."),
+            Opts::new(
+                format!("{PREFIX}_exporter_watch_errors_total"),
+                "Watch errors seen, by resource.",
+            ),
             &["resource"],
         )?;
         for r in [Resource::Pods, Resource::Leases] {
             watch_errors.with_label_values(&[r.as_str()]);
         }
         let build_info = IntGaugeVec::new(
-            Opts::new(format!("{PREFIX}_exporter_build_info"), "Always 1; names the exporter's version."),
+            Opts::new(
+                format!("{PREFIX}_exporter_build_info"),
+                "Always 1; names the exporter's version.",
+            ),
             &["version"],
         )?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         registry.register(Box::new(watch_errors.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(LeaderCollector::new(cache)?))?;
         register_process_collector(&registry)?;
-        Ok(Self { registry, watch_errors })
+        Ok(Self {
+            registry,
+            watch_errors,
+        })
     }
 
     pub fn watch_error(&self, resource: Resource) {
-        self.watch_errors.with_label_values(&[resource.as_str()]).inc();
+        self.watch_errors
+            .with_label_values(&[resource.as_str()])
+            .inc();
     }
 
     /// The text exposition of every metric.
@@ -86,7 +99,9 @@ impl Metrics {
 
 #[cfg(target_os = "linux")]
 fn register_process_collector(registry: &Registry) -> Result<(), prometheus::Error> {
-    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -120,20 +135,34 @@ fn desc(name: &str, help: &str, labels: &[&str]) -> Result<Desc, prometheus::Err
 impl LeaderCollector {
     fn new(cache: Arc<Cache>) -> Result<Self, prometheus::Error> {
         let nc = &["namespace", "component"];
-        let family = |name, help, extract| Ok::<_, prometheus::Error>(Family { desc: desc(name, help, nc)?, extract });
+        let family = |name, help, extract| {
+            Ok::<_, prometheus::Error>(Family {
+                desc: desc(name, help, nc)?,
+                extract,
+            })
+        };
         let families = vec![
-            family("pods", "Matching pods not being deleted.", |v| Some(v.pods.into()))?,
-            family("pods_ready", "Matching pods that are Ready.", |v| Some(v.pods_ready.into()))?,
-            family("present", "1 when a live leader holds the lease, else 0.", |v| {
-                Some(if v.present { 1.0 } else { 0.0 })
+            family("pods", "Matching pods not being deleted.", |v| {
+                Some(v.pods.into())
             })?,
+            family("pods_ready", "Matching pods that are Ready.", |v| {
+                Some(v.pods_ready.into())
+            })?,
+            family(
+                "present",
+                "1 when a live leader holds the lease, else 0.",
+                |v| Some(if v.present { 1.0 } else { 0.0 }),
+            )?,
             family(
                 "lease_age_seconds",
                 "Seconds since the exporter last saw the lease record change.",
                 |v| v.lease.as_ref().map(|l| l.age.as_secs_f64()),
             )?,
             family("lease_duration_seconds", "The lease's own duration.", |v| {
-                v.lease.as_ref().and_then(|l| l.duration).map(|d| d.as_secs_f64())
+                v.lease
+                    .as_ref()
+                    .and_then(|l| l.duration)
+                    .map(|d| d.as_secs_f64())
             })?,
             family("lease_transitions", "The lease's leaseTransitions.", |v| {
                 v.lease.as_ref().and_then(|l| l.transitions).map(f64::from)
@@ -165,7 +194,9 @@ impl LeaderCollector {
         let mut family = family_of(&self.watch_healthy);
         for (resource, ok) in [(Resource::Pods, pods), (Resource::Leases, leases)] {
             let value = if ok { 1.0 } else { 0.0 };
-            family.mut_metric().push(gauge(&[("resource", resource.as_str())], value));
+            family
+                .mut_metric()
+                .push(gauge(&[("resource", resource.as_str())], value));
         }
         family
     }
@@ -217,7 +248,8 @@ impl Collector for LeaderCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let now = Instant::now();
-        let mut families: Vec<MetricFamily> = self.families.iter().map(|f| family_of(&f.desc)).collect();
+        let mut families: Vec<MetricFamily> =
+            self.families.iter().map(|f| family_of(&f.desc)).collect();
         let mut holders = family_of(&self.holder);
         for target in self.cache.targets() {
             let component = target.component.name.as_str();
@@ -230,7 +262,11 @@ impl Collector for LeaderCollector {
                 }
                 if let Some(holder) = &verdict.holder {
                     let holder = truncate(holder, MAX_HOLDER_LEN);
-                    let labels = [("component", component), ("holder", holder), ("namespace", ns.as_str())];
+                    let labels = [
+                        ("component", component),
+                        ("holder", holder),
+                        ("namespace", ns.as_str()),
+                    ];
                     holders.mut_metric().push(gauge(&labels, 1.0));
                 }
             }

@@ -57,12 +57,18 @@ impl Watches {
 
     fn pod_stream(&self, index: usize) -> BoxStream<'static, watcher::Result<Event<Pod>>> {
         let selector = self.cache.target(index).component.label_selector();
-        watcher(self.api(index), watcher::Config::default().labels(&selector))
+        watcher(
+            self.api(index),
+            watcher::Config::default().labels(&selector),
+        )
     }
 
     fn lease_stream(&self, index: usize) -> BoxStream<'static, watcher::Result<Event<Lease>>> {
         let name = self.cache.target(index).component.lease.clone();
-        watcher(self.api(index), watcher::Config::default().fields(&format!("metadata.name={name}")))
+        watcher(
+            self.api(index),
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+        )
     }
 
     fn failed(&self, index: usize, resource: Resource, error: &dyn std::fmt::Display) {
@@ -113,7 +119,10 @@ impl Watches {
     async fn lease_stream_once(&self, index: usize) -> Restart {
         let mut stream = self.lease_stream(index);
         loop {
-            let deadline = self.cache.target(index).next_deadline(Instant::now(), self.cache.grace);
+            let deadline = self
+                .cache
+                .target(index)
+                .next_deadline(Instant::now(), self.cache.grace);
             let timer = sleep_until(deadline);
             tokio::select! {
                 item = stream.next() => match item {
@@ -153,7 +162,11 @@ impl Watches {
                     return Some(Restart::AfterError);
                 }
                 Err(_) => {
-                    self.failed(index, Resource::Leases, &"confirming read of the lease timed out");
+                    self.failed(
+                        index,
+                        Resource::Leases,
+                        &"confirming read of the lease timed out",
+                    );
                     return Some(Restart::AfterError);
                 }
             };
@@ -169,14 +182,22 @@ impl Watches {
         let mut target = self.cache.target(index);
         let held = target.leases.objects().get(key).map(|seen| &seen.record);
         if held == fresh.as_ref() {
-            debug!(namespace = key.0, lease = key.1, "lease confirmed unrenewed by a direct read");
+            debug!(
+                namespace = key.0,
+                lease = key.1,
+                "lease confirmed unrenewed by a direct read"
+            );
             target.mark_confirmed(&key.0, now);
             return None;
         }
         drop(target);
         self.metrics.watch_error(Resource::Leases);
         let mut target = self.cache.target(index);
-        warn!(namespace = key.0, lease = key.1, "lease watch fell behind a direct read; restarting it");
+        warn!(
+            namespace = key.0,
+            lease = key.1,
+            "lease watch fell behind a direct read; restarting it"
+        );
         let change = match fresh {
             Some(record) => Change::Applied(key.clone(), record),
             None => Change::Deleted(key.clone()),

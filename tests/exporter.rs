@@ -11,23 +11,43 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
 };
-use kubevirt_leader_exporter::sim::{SimServer, Store, lease, pod};
+use kubevirt_leader_exporter::sim::{Kind, SimServer, Store, lease, pod};
 
 #[tokio::test]
 async fn reports_a_live_leader() {
     let bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
-    let s = bed.until("leader present", |s| s.present(NS) == Some(1.0)).await;
+    let s = bed
+        .until("leader present", |s| s.present(NS) == Some(1.0))
+        .await;
     assert_eq!(s.operator("pods", NS), Some(2.0));
     assert_eq!(s.operator("pods_ready", NS), Some(2.0));
     assert_eq!(s.holder(NS).as_deref(), Some(POD_A));
-    assert_eq!(s.operator("lease_duration_seconds", NS), Some(f64::from(LEASE_SECONDS)));
+    assert_eq!(
+        s.operator("lease_duration_seconds", NS),
+        Some(f64::from(LEASE_SECONDS))
+    );
     assert_eq!(s.operator("lease_transitions", NS), Some(0.0));
     let age = s.operator("lease_age_seconds", NS).expect("age");
     assert!((0.0..10.0).contains(&age), "{age}");
-    assert_eq!(s.value("kubevirt_leader_exporter_watch_healthy", &[("resource", "pods")]), Some(1.0));
-    assert_eq!(s.value("kubevirt_leader_exporter_watch_healthy", &[("resource", "leases")]), Some(1.0));
-    assert_eq!(s.value("kubevirt_leader_exporter_build_info", &[]), Some(1.0));
+    assert_eq!(
+        s.value(
+            "kubevirt_leader_exporter_watch_healthy",
+            &[("resource", "pods")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.value(
+            "kubevirt_leader_exporter_watch_healthy",
+            &[("resource", "leases")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.value("kubevirt_leader_exporter_build_info", &[]),
+        Some(1.0)
+    );
     assert!(s.value("process_resident_memory_bytes", &[]).is_some());
     // virt-controller is not installed here: no series for it, and no false "no leader".
     assert!(!s.0.contains("component=\"virt-controller\""));
@@ -37,29 +57,48 @@ async fn reports_a_live_leader() {
 async fn ready_count_follows_readiness() {
     let bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
-    bed.until("2 ready", |s| s.operator("pods_ready", NS) == Some(2.0)).await;
+    bed.until("2 ready", |s| s.operator("pods_ready", NS) == Some(2.0))
+        .await;
     bed.store.set_pod_ready(NS, POD_B, false);
-    let s = bed.until("1 ready", |s| s.operator("pods_ready", NS) == Some(1.0)).await;
+    let s = bed
+        .until("1 ready", |s| s.operator("pods_ready", NS) == Some(1.0))
+        .await;
     assert_eq!(s.operator("pods", NS), Some(2.0));
     bed.store.update::<Pod>(NS, POD_B, |p| p.status = None);
-    bed.until("still 1 ready without status", |s| s.operator("pods_ready", NS) == Some(1.0))
-        .await;
+    bed.until("still 1 ready without status", |s| {
+        s.operator("pods_ready", NS) == Some(1.0)
+    })
+    .await;
     bed.store.set_pod_ready(NS, POD_B, true);
-    bed.until("2 ready again", |s| s.operator("pods_ready", NS) == Some(2.0)).await;
+    bed.until("2 ready again", |s| {
+        s.operator("pods_ready", NS) == Some(2.0)
+    })
+    .await;
     // A pod being deleted is neither counted nor Ready.
-    bed.store.update::<Pod>(NS, POD_B, |p| p.metadata.deletion_timestamp = Some(Time(Timestamp::now())));
-    let s = bed.until("terminating pod dropped", |s| s.operator("pods", NS) == Some(1.0)).await;
+    bed.store.update::<Pod>(NS, POD_B, |p| {
+        p.metadata.deletion_timestamp = Some(Time(Timestamp::now()))
+    });
+    let s = bed
+        .until("terminating pod dropped", |s| {
+            s.operator("pods", NS) == Some(1.0)
+        })
+        .await;
     assert_eq!(s.operator("pods_ready", NS), Some(1.0));
     // A pod whose labels stop matching leaves the selection.
-    bed.store.update::<Pod>(NS, POD_A, |p| p.metadata.labels = None);
-    bed.until("unlabelled pod dropped", |s| s.operator("pods", NS) == Some(0.0)).await;
+    bed.store
+        .update::<Pod>(NS, POD_A, |p| p.metadata.labels = None);
+    bed.until("unlabelled pod dropped", |s| {
+        s.operator("pods", NS) == Some(0.0)
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn present_follows_renewals_and_drops_when_they_stop() {
     let bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
-    bed.until("leader present", |s| s.present(NS) == Some(1.0)).await;
+    bed.until("leader present", |s| s.present(NS) == Some(1.0))
+        .await;
     // Renewing well within the lease duration keeps the leader present on every scrape,
     // across more than two lease durations.
     for _ in 0..12 {
@@ -68,7 +107,9 @@ async fn present_follows_renewals_and_drops_when_they_stop() {
         assert_eq!(bed.scrape().await.present(NS), Some(1.0));
     }
     // The leader hangs: its name stays in the lease and its pod stays Ready.
-    let s = bed.until("leader lost", |s| s.present(NS) == Some(0.0)).await;
+    let s = bed
+        .until("leader lost", |s| s.present(NS) == Some(0.0))
+        .await;
     assert_eq!(s.holder(NS).as_deref(), Some(POD_A));
     assert_eq!(s.operator("pods_ready", NS), Some(2.0));
     let age = s.operator("lease_age_seconds", NS).expect("age");
@@ -76,7 +117,9 @@ async fn present_follows_renewals_and_drops_when_they_stop() {
     assert!(age > limit, "reported lost at age {age}, before {limit}s");
     // The other pod takes over.
     bed.store.take_lease(NS, OPERATOR, POD_B);
-    let s = bed.until("new leader", |s| s.present(NS) == Some(1.0)).await;
+    let s = bed
+        .until("new leader", |s| s.present(NS) == Some(1.0))
+        .await;
     assert_eq!(s.holder(NS).as_deref(), Some(POD_B));
     assert_eq!(s.operator("lease_transitions", NS), Some(1.0));
 }
@@ -86,22 +129,31 @@ async fn holder_not_ready_or_deleted_or_lease_deleted_is_no_leader() {
     let bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
     let renewer = spawn_renewer(bed.store.clone());
-    bed.until("leader present", |s| s.present(NS) == Some(1.0)).await;
-
-    bed.store.set_pod_ready(NS, POD_A, false);
-    bed.until("holder not ready", |s| s.present(NS) == Some(0.0)).await;
-    bed.store.set_pod_ready(NS, POD_A, true);
-    bed.until("holder ready again", |s| s.present(NS) == Some(1.0)).await;
-
-    bed.store.delete::<Pod>(NS, POD_A);
-    let s = bed.until("holder deleted", |s| s.present(NS) == Some(0.0)).await;
-    assert_eq!(s.operator("pods", NS), Some(1.0));
-    bed.store.take_lease(NS, OPERATOR, POD_B);
-    bed.until("new holder", |s| s.holder(NS).as_deref() == Some(POD_B) && s.present(NS) == Some(1.0))
+    bed.until("leader present", |s| s.present(NS) == Some(1.0))
         .await;
 
+    bed.store.set_pod_ready(NS, POD_A, false);
+    bed.until("holder not ready", |s| s.present(NS) == Some(0.0))
+        .await;
+    bed.store.set_pod_ready(NS, POD_A, true);
+    bed.until("holder ready again", |s| s.present(NS) == Some(1.0))
+        .await;
+
+    bed.store.delete::<Pod>(NS, POD_A);
+    let s = bed
+        .until("holder deleted", |s| s.present(NS) == Some(0.0))
+        .await;
+    assert_eq!(s.operator("pods", NS), Some(1.0));
+    bed.store.take_lease(NS, OPERATOR, POD_B);
+    bed.until("new holder", |s| {
+        s.holder(NS).as_deref() == Some(POD_B) && s.present(NS) == Some(1.0)
+    })
+    .await;
+
     bed.store.delete::<Lease>(NS, OPERATOR);
-    let s = bed.until("lease deleted", |s| s.present(NS) == Some(0.0)).await;
+    let s = bed
+        .until("lease deleted", |s| s.present(NS) == Some(0.0))
+        .await;
     assert_eq!(s.holder(NS), None);
     assert_eq!(s.operator("lease_age_seconds", NS), None);
     assert_eq!(s.operator("pods_ready", NS), Some(1.0));
@@ -126,11 +178,15 @@ async fn namespaces_are_kept_apart() {
     bed.seed_operator(NS);
     bed.seed_operator("openshift-cnv");
     let renewer = spawn_renewer(bed.store.clone());
-    bed.until("both present", |s| s.present(NS) == Some(1.0) && s.present("openshift-cnv") == Some(1.0))
-        .await;
+    bed.until("both present", |s| {
+        s.present(NS) == Some(1.0) && s.present("openshift-cnv") == Some(1.0)
+    })
+    .await;
     bed.store.set_pod_ready("openshift-cnv", POD_A, false);
     bed.store.set_pod_ready("openshift-cnv", POD_B, false);
-    let s = bed.until("one lost", |s| s.present("openshift-cnv") == Some(0.0)).await;
+    let s = bed
+        .until("one lost", |s| s.present("openshift-cnv") == Some(0.0))
+        .await;
     assert_eq!(s.present(NS), Some(1.0));
     assert_eq!(s.operator("pods_ready", NS), Some(2.0));
     assert_eq!(s.operator("pods_ready", "openshift-cnv"), Some(0.0));
@@ -141,13 +197,17 @@ async fn namespaces_are_kept_apart() {
 async fn cluster_wide_finds_any_namespace_and_namespace_flag_restricts() {
     let wide = Bed::start(settings(&[])).await;
     wide.seed_operator("somewhere-else");
-    let s = wide.until("found", |s| s.present("somewhere-else") == Some(1.0)).await;
+    let s = wide
+        .until("found", |s| s.present("somewhere-else") == Some(1.0))
+        .await;
     assert_eq!(s.operator("pods", "somewhere-else"), Some(2.0));
 
     let narrow = Bed::start(settings(&[NS])).await;
     narrow.seed_operator("somewhere-else");
     narrow.seed_operator(NS);
-    let s = narrow.until("kubevirt present", |s| s.present(NS) == Some(1.0)).await;
+    let s = narrow
+        .until("kubevirt present", |s| s.present(NS) == Some(1.0))
+        .await;
     assert_eq!(s.present("somewhere-else"), None);
     assert_eq!(s.operator("pods", "somewhere-else"), None);
 }
@@ -155,9 +215,15 @@ async fn cluster_wide_finds_any_namespace_and_namespace_flag_restricts() {
 #[tokio::test]
 async fn pods_without_a_lease_and_a_lease_without_pods() {
     let bed = Bed::start(settings(&[])).await;
-    bed.store.apply(pod(NS, POD_A, &[("kubevirt.io", OPERATOR)], true));
-    bed.store.apply(lease("other", OPERATOR, "ghost", LEASE_SECONDS));
-    let s = bed.until("both seen", |s| s.present(NS).is_some() && s.present("other").is_some()).await;
+    bed.store
+        .apply(pod(NS, POD_A, &[("kubevirt.io", OPERATOR)], true));
+    bed.store
+        .apply(lease("other", OPERATOR, "ghost", LEASE_SECONDS));
+    let s = bed
+        .until("both seen", |s| {
+            s.present(NS).is_some() && s.present("other").is_some()
+        })
+        .await;
     assert_eq!(s.present(NS), Some(0.0));
     assert_eq!(s.operator("pods_ready", NS), Some(1.0));
     assert_eq!(s.present("other"), Some(0.0));
@@ -184,12 +250,31 @@ async fn unreachable_api_is_blind_then_ready_when_it_comes_up() {
     assert_eq!(bed.get("/livez").await.0, 200);
     let s = bed.scrape().await;
     assert!(s.blind(), "series exported while blind:\n{}", s.0);
-    assert_eq!(s.value("kubevirt_leader_exporter_watch_healthy", &[("resource", "pods")]), Some(0.0));
-    assert_eq!(s.value("kubevirt_leader_exporter_watch_healthy", &[("resource", "leases")]), Some(0.0));
-    assert!(s.value("kubevirt_leader_exporter_watch_errors_total", &[("resource", "pods")]) >= Some(1.0));
+    assert_eq!(
+        s.value(
+            "kubevirt_leader_exporter_watch_healthy",
+            &[("resource", "pods")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        s.value(
+            "kubevirt_leader_exporter_watch_healthy",
+            &[("resource", "leases")]
+        ),
+        Some(0.0)
+    );
+    assert!(
+        s.value(
+            "kubevirt_leader_exporter_watch_errors_total",
+            &[("resource", "pods")]
+        ) >= Some(1.0)
+    );
 
     let sim = SimServer::start_on(addr, store).await.expect("sim server");
-    let s = bed.until("leader present", |s| s.present(NS) == Some(1.0)).await;
+    let s = bed
+        .until("leader present", |s| s.present(NS) == Some(1.0))
+        .await;
     assert_eq!(s.operator("pods_ready", NS), Some(2.0));
     assert_eq!(bed.get("/readyz").await.0, 200);
     sim.stop().await;
@@ -199,20 +284,37 @@ async fn unreachable_api_is_blind_then_ready_when_it_comes_up() {
 async fn http_endpoints() {
     let bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
-    bed.until("leader present", |s| s.present(NS) == Some(1.0)).await;
+    bed.until("leader present", |s| s.present(NS) == Some(1.0))
+        .await;
     assert_eq!(bed.get("/readyz").await.0, 200);
     let (code, page) = bed.get("/").await;
     assert_eq!(code, 200);
     assert!(page.contains("href=\"/metrics\""));
     assert!(page.contains(POD_A) && page.contains("virt-operator") && page.contains("2/2"));
     assert_eq!(bed.get("/nope").await.0, 404);
-    let post = bed.http.post(bed.url("/metrics")).send().await.expect("post");
+    let post = bed
+        .http
+        .post(bed.url("/metrics"))
+        .send()
+        .await
+        .expect("post");
     assert_eq!(post.status().as_u16(), 405);
-    let head = bed.http.head(bed.url("/metrics")).send().await.expect("head");
+    let head = bed
+        .http
+        .head(bed.url("/metrics"))
+        .send()
+        .await
+        .expect("head");
     assert_eq!(head.status().as_u16(), 200);
     let response = bed.http.get(bed.url("/metrics")).send().await.expect("get");
-    let content_type = response.headers()["content-type"].to_str().expect("ascii").to_owned();
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
 }
 
 #[tokio::test]
@@ -220,13 +322,28 @@ async fn scrape_passes_promtool_check_metrics() {
     let bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
     // A holder with characters that must be escaped in a label value.
-    bed.store.apply(lease("odd", OPERATOR, "a \"quoted\\\" holder\nwith é", LEASE_SECONDS));
+    bed.store.apply(lease(
+        "odd",
+        OPERATOR,
+        "a \"quoted\\\" holder\nwith é",
+        LEASE_SECONDS,
+    ));
     let s = bed
-        .until("both namespaces", |s| s.present(NS) == Some(1.0) && s.present("odd").is_some())
+        .until("both namespaces", |s| {
+            s.present(NS) == Some(1.0) && s.present("odd").is_some()
+        })
         .await;
-    assert!(s.0.contains(r#"holder="a \"quoted\\\" holder\nwith é""#), "{}", s.0);
+    assert!(
+        s.0.contains(r#"holder="a \"quoted\\\" holder\nwith é""#),
+        "{}",
+        s.0
+    );
     let output = promtool_check(&s.0).await;
-    assert!(output.status.success(), "promtool: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 async fn promtool_check(text: &str) -> std::process::Output {
@@ -242,4 +359,45 @@ async fn promtool_check(text: &str) -> std::process::Output {
     stdin.write_all(text.as_bytes()).await.expect("write");
     drop(stdin);
     child.wait_with_output().await.expect("promtool output")
+}
+
+#[tokio::test]
+async fn silent_lease_watch_is_caught_by_a_direct_read() {
+    let bed = Bed::start(settings(&[])).await;
+    bed.seed_operator(NS);
+    bed.until("leader present", |s| s.present(NS) == Some(1.0))
+        .await;
+    let errors = |s: &Scrape| {
+        s.value(
+            "kubevirt_leader_exporter_watch_errors_total",
+            &[("resource", "leases")],
+        )
+    };
+    assert_eq!(errors(&bed.scrape().await), Some(0.0));
+    bed.store.hang_watches(Kind::Lease, true);
+    // The leader keeps renewing in the store, but the exporter's watch delivers nothing.
+    // Over several lease durations no scrape may say "no leader".
+    for _ in 0..30 {
+        bed.store.renew_lease(NS, OPERATOR);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let s = bed.scrape().await;
+        assert_ne!(
+            s.present(NS),
+            Some(0.0),
+            "hung watch reported as no leader:\n{}",
+            s.0
+        );
+    }
+    // The reads found newer records and restarted the watch, and said so.
+    let s = bed.scrape().await;
+    assert!(errors(&s) >= Some(1.0), "{}", s.0);
+    bed.store.hang_watches(Kind::Lease, false);
+    bed.store.renew_lease(NS, OPERATOR);
+    bed.until("leader present after the restart", |s| {
+        s.present(NS) == Some(1.0)
+    })
+    .await;
+    // A lease that really stops being renewed is still reported dead.
+    bed.until("leader lost", |s| s.present(NS) == Some(0.0))
+        .await;
 }

@@ -14,7 +14,9 @@ pub fn parse_labels(text: &str) -> Result<Selector, String> {
         if term.is_empty() {
             continue;
         }
-        exprs.push(parse_term(term).ok_or_else(|| format!("unable to parse requirement: {term:?}"))?);
+        exprs.push(
+            parse_term(term).ok_or_else(|| format!("unable to parse requirement: {term:?}"))?,
+        );
     }
     Ok(Selector::from_iter(exprs))
 }
@@ -115,7 +117,9 @@ impl Filter {
 
     /// Matches with `labels` standing for the object's labels.
     pub fn matches_labels(&self, object: &Stored, labels: &BTreeMap<String, String>) -> bool {
-        self.namespace.as_ref().is_none_or(|ns| *ns == object.namespace)
+        self.namespace
+            .as_ref()
+            .is_none_or(|ns| *ns == object.namespace)
             && self.fields.matches(object)
             && self.labels.matches(labels)
     }
@@ -126,16 +130,33 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
     }
 
     #[test]
     fn label_selectors() {
-        let s = parse_labels("kubevirt.io=virt-operator,tier in (a, b),!gone,present,x!=y").expect("parse");
-        assert!(s.matches(&labels(&[("kubevirt.io", "virt-operator"), ("tier", "b"), ("present", "")])));
-        assert!(!s.matches(&labels(&[("kubevirt.io", "virt-operator"), ("tier", "c"), ("present", "")])));
+        let s = parse_labels("kubevirt.io=virt-operator,tier in (a, b),!gone,present,x!=y")
+            .expect("parse");
+        assert!(s.matches(&labels(&[
+            ("kubevirt.io", "virt-operator"),
+            ("tier", "b"),
+            ("present", "")
+        ])));
+        assert!(!s.matches(&labels(&[
+            ("kubevirt.io", "virt-operator"),
+            ("tier", "c"),
+            ("present", "")
+        ])));
         assert!(!s.matches(&labels(&[("kubevirt.io", "virt-operator"), ("tier", "a")])));
-        assert!(!s.matches(&labels(&[("kubevirt.io", "virt-operator"), ("tier", "a"), ("present", ""), ("gone", "")])));
+        assert!(!s.matches(&labels(&[
+            ("kubevirt.io", "virt-operator"),
+            ("tier", "a"),
+            ("present", ""),
+            ("gone", "")
+        ])));
         assert!(parse_labels("a in b").is_err());
         assert!(parse_labels("").expect("empty").selects_all());
     }
@@ -149,9 +170,21 @@ mod tests {
             labels: BTreeMap::new(),
             json: "{}".into(),
         };
-        assert!(parse_fields("metadata.name=virt-operator").expect("parse").matches(&object));
-        assert!(!parse_fields("metadata.name=other").expect("parse").matches(&object));
-        assert!(parse_fields("metadata.namespace!=kube-system").expect("parse").matches(&object));
+        assert!(
+            parse_fields("metadata.name=virt-operator")
+                .expect("parse")
+                .matches(&object)
+        );
+        assert!(
+            !parse_fields("metadata.name=other")
+                .expect("parse")
+                .matches(&object)
+        );
+        assert!(
+            parse_fields("metadata.namespace!=kube-system")
+                .expect("parse")
+                .matches(&object)
+        );
         assert!(parse_fields("spec.holderIdentity=x").is_err());
     }
 }

@@ -29,11 +29,18 @@ struct Shared {
 }
 
 /// Builds the router for `store`. Watch streams end when `stopping` turns true.
-pub fn router(store: Store, bookmark_interval: Duration, stopping: watch::Receiver<bool>) -> Router {
+pub fn router(
+    store: Store,
+    bookmark_interval: Duration,
+    stopping: watch::Receiver<bool>,
+) -> Router {
     let core = "/api/v1";
     let coord = "/apis/coordination.k8s.io/v1";
     Router::new()
-        .route(&format!("{core}/pods"), get(|s, q| collection(s, Kind::Pod, None, q)))
+        .route(
+            &format!("{core}/pods"),
+            get(|s, q| collection(s, Kind::Pod, None, q)),
+        )
         .route(
             &format!("{core}/namespaces/{{ns}}/pods"),
             get(|s, Path(ns): Path<String>, q| collection(s, Kind::Pod, Some(ns), q)),
@@ -42,7 +49,10 @@ pub fn router(store: Store, bookmark_interval: Duration, stopping: watch::Receiv
             &format!("{core}/namespaces/{{ns}}/pods/{{name}}"),
             get(|s, Path(p): Path<(String, String)>| single(s, Kind::Pod, p)),
         )
-        .route(&format!("{coord}/leases"), get(|s, q| collection(s, Kind::Lease, None, q)))
+        .route(
+            &format!("{coord}/leases"),
+            get(|s, q| collection(s, Kind::Lease, None, q)),
+        )
         .route(
             &format!("{coord}/namespaces/{{ns}}/leases"),
             get(|s, Path(ns): Path<String>, q| collection(s, Kind::Lease, Some(ns), q)),
@@ -100,9 +110,10 @@ fn filter(namespace: Option<String>, params: &Params) -> Result<Filter, String> 
 
 fn json(code: StatusCode, body: String) -> Response {
     let mut response = (code, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -135,7 +146,11 @@ fn list(store: &Store, kind: Kind, filter: &Filter) -> Response {
     json(StatusCode::OK, body)
 }
 
-async fn single(State(shared): State<Shared>, kind: Kind, (namespace, name): (String, String)) -> Response {
+async fn single(
+    State(shared): State<Shared>,
+    kind: Kind,
+    (namespace, name): (String, String),
+) -> Response {
     match shared.store.get_stored(kind, &namespace, &name) {
         Some(o) => json(StatusCode::OK, o.json.to_string()),
         None => {
@@ -156,7 +171,10 @@ fn translate(change: &Change, kind: Kind, filter: &Filter) -> Option<String> {
         return None;
     }
     let now = filter.matches(object);
-    let before = change.old_labels.as_ref().map(|l| filter.matches_labels(object, l));
+    let before = change
+        .old_labels
+        .as_ref()
+        .map(|l| filter.matches_labels(object, l));
     let event_type = match (change.event_type, before, now) {
         ("DELETED", _, true) => "DELETED",
         ("MODIFIED", Some(true), true) => "MODIFIED",
@@ -181,7 +199,13 @@ fn watch(shared: Shared, kind: Kind, filter: Filter, params: &Params) -> Respons
         None | Some("" | "0") => None,
         Some(v) => match v.parse::<u64>() {
             Ok(n) => Some(n),
-            Err(_) => return status(StatusCode::BAD_REQUEST, "BadRequest", "invalid resourceVersion"),
+            Err(_) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "invalid resourceVersion",
+                );
+            }
         },
     };
     let (tx, rx) = mpsc::channel::<String>(64);
@@ -195,10 +219,12 @@ fn watch(shared: Shared, kind: Kind, filter: Filter, params: &Params) -> Respons
             let stream = WatchStream {
                 kind,
                 filter,
-                bookmarks: is_true(&params.allow_watch_bookmarks).then_some(shared.bookmark_interval),
+                bookmarks: is_true(&params.allow_watch_bookmarks)
+                    .then_some(shared.bookmark_interval),
                 timeout: Duration::from_secs(params.timeout_seconds.unwrap_or(1800)),
                 tx,
                 stopping: shared.stopping.clone(),
+                store: shared.store.clone(),
             };
             tokio::spawn(stream.run(start));
         }
@@ -209,9 +235,10 @@ fn watch(shared: Shared, kind: Kind, filter: Filter, params: &Params) -> Respons
             .map(|line| (Ok::<_, std::convert::Infallible>(line), rx))
     });
     let mut response = Response::new(Body::from_stream(body));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -222,6 +249,7 @@ struct WatchStream {
     timeout: Duration,
     tx: mpsc::Sender<String>,
     stopping: watch::Receiver<bool>,
+    store: Store,
 }
 
 impl WatchStream {
@@ -241,9 +269,13 @@ impl WatchStream {
         tokio::pin!(deadline);
         let mut ticker = tokio::time::interval(self.bookmarks.unwrap_or(Duration::from_secs(3600)));
         ticker.tick().await;
+        // Once hung, a stream stays open and silent for good, as a stuck connection does.
+        let mut silent = false;
         loop {
+            silent = silent || self.store.watches_hung(self.kind);
             tokio::select! {
                 received = receiver.recv() => match received {
+                    Ok(_) if silent => {}
                     Ok(change) if change.rv <= rv => {}
                     Ok(change) => {
                         rv = change.rv;
@@ -255,7 +287,7 @@ impl WatchStream {
                     // it resumes from its last version.
                     Err(RecvError::Lagged(_) | RecvError::Closed) => return,
                 },
-                _ = ticker.tick(), if self.bookmarks.is_some() => {
+                _ = ticker.tick(), if self.bookmarks.is_some() && !silent => {
                     if self.tx.send(bookmark(self.kind, rv)).await.is_err() {
                         return;
                     }

@@ -44,7 +44,11 @@ impl Kind {
     }
 
     fn of<K: Resource<DynamicType = ()>>() -> Self {
-        if K::kind(&()) == "Lease" { Kind::Lease } else { Kind::Pod }
+        if K::kind(&()) == "Lease" {
+            Kind::Lease
+        } else {
+            Kind::Pod
+        }
     }
 }
 
@@ -76,6 +80,8 @@ struct State {
     history: VecDeque<Arc<Change>>,
     /// Watches must resume from this resource version or later.
     compacted: u64,
+    /// Kinds whose open watch streams go silent.
+    hung: Vec<Kind>,
 }
 
 /// A handle to the store, cheap to clone.
@@ -123,11 +129,16 @@ impl Store {
         state.rv += 1;
         let rv = state.rv;
         let meta = object.meta_mut();
-        let namespace = meta.namespace.get_or_insert_with(|| "default".into()).clone();
+        let namespace = meta
+            .namespace
+            .get_or_insert_with(|| "default".into())
+            .clone();
         let name = meta.name.clone().unwrap_or_default();
         meta.resource_version = Some(rv.to_string());
-        meta.uid.get_or_insert_with(|| format!("{}-{rv}", kind.name().to_lowercase()));
-        meta.creation_timestamp.get_or_insert_with(|| Time(Timestamp::now()));
+        meta.uid
+            .get_or_insert_with(|| format!("{}-{rv}", kind.name().to_lowercase()));
+        meta.creation_timestamp
+            .get_or_insert_with(|| Time(Timestamp::now()));
         let labels = meta.labels.clone().unwrap_or_default();
         let stored = Stored {
             kind,
@@ -136,7 +147,9 @@ impl Store {
             labels,
             json: serde_json::to_string(&object).unwrap_or_default().into(),
         };
-        let old = state.objects.insert((kind, namespace, name), stored.clone());
+        let old = state
+            .objects
+            .insert((kind, namespace, name), stored.clone());
         let event_type = if old.is_some() { "MODIFIED" } else { "ADDED" };
         let old_labels = old.map(|o| o.labels);
         self.record(&mut state, rv, event_type, stored, old_labels);
@@ -149,9 +162,10 @@ impl Store {
         K: Resource<DynamicType = ()> + DeserializeOwned,
     {
         let state = self.lock();
-        let stored = state
-            .objects
-            .get(&(Kind::of::<K>(), namespace.to_owned(), name.to_owned()))?;
+        let stored =
+            state
+                .objects
+                .get(&(Kind::of::<K>(), namespace.to_owned(), name.to_owned()))?;
         serde_json::from_str(&stored.json).ok()
     }
 
@@ -210,6 +224,20 @@ impl Store {
         state.history.push_back(change.clone());
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(change);
+    }
+
+    /// Makes every open and new watch of `kind` hang: the stream stays open and sends
+    /// nothing more, while lists and reads still answer. Streams that hung stay silent.
+    pub fn hang_watches(&self, kind: Kind, hang: bool) {
+        let mut state = self.lock();
+        state.hung.retain(|k| *k != kind);
+        if hang {
+            state.hung.push(kind);
+        }
+    }
+
+    pub fn watches_hung(&self, kind: Kind) -> bool {
+        self.lock().hung.contains(&kind)
     }
 
     /// Forgets the event history, as etcd compaction does: watches resuming from an older
@@ -290,7 +318,12 @@ pub fn pod(namespace: &str, name: &str, labels: &[(&str, &str)], ready: bool) ->
         metadata: ObjectMeta {
             namespace: Some(namespace.into()),
             name: Some(name.into()),
-            labels: Some(labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect(),
+            ),
             ..Default::default()
         },
         ..Default::default()

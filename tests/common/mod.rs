@@ -62,8 +62,10 @@ impl Bed {
 
     /// The usual KubeVirt: two Ready virt-operator pods, `POD_A` holding the lease.
     pub fn seed_operator(&self, ns: &str) {
-        self.store.apply(pod(ns, POD_A, &[("kubevirt.io", OPERATOR)], true));
-        self.store.apply(pod(ns, POD_B, &[("kubevirt.io", OPERATOR)], true));
+        self.store
+            .apply(pod(ns, POD_A, &[("kubevirt.io", OPERATOR)], true));
+        self.store
+            .apply(pod(ns, POD_B, &[("kubevirt.io", OPERATOR)], true));
         self.store.apply(lease(ns, OPERATOR, POD_A, LEASE_SECONDS));
     }
 
@@ -91,7 +93,11 @@ impl Bed {
             if check(&scrape) {
                 return scrape;
             }
-            assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}; last scrape:\n{}", scrape.0);
+            assert!(
+                start.elapsed() < PATIENCE,
+                "timed out waiting for {what}; last scrape:\n{}",
+                scrape.0
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -103,20 +109,28 @@ pub struct Scrape(pub String);
 impl Scrape {
     /// The value of the series `name` whose labels include all of `labels`.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.0.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
-            if metric != name {
-                return None;
-            }
-            let all = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            all.then(|| value.parse().ok()).flatten()
-        })
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+                if metric != name {
+                    return None;
+                }
+                let all = labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+                all.then(|| value.parse().ok()).flatten()
+            })
     }
 
     /// The value of `kubevirt_leader_<name>` for virt-operator in `ns`.
     pub fn operator(&self, name: &str, ns: &str) -> Option<f64> {
-        self.value(&format!("kubevirt_leader_{name}"), &[("namespace", ns), ("component", OPERATOR)])
+        self.value(
+            &format!("kubevirt_leader_{name}"),
+            &[("namespace", ns), ("component", OPERATOR)],
+        )
     }
 
     pub fn present(&self, ns: &str) -> Option<f64> {
@@ -128,7 +142,10 @@ impl Scrape {
         self.0
             .lines()
             .filter(|l| l.starts_with("kubevirt_leader_holder_info{"))
-            .filter(|l| l.contains(&format!("namespace=\"{ns}\"")) && l.contains("component=\"virt-operator\""))
+            .filter(|l| {
+                l.contains(&format!("namespace=\"{ns}\""))
+                    && l.contains("component=\"virt-operator\"")
+            })
             .find_map(|l| {
                 let start = l.find("holder=\"")? + "holder=\"".len();
                 let end = l[start..].find('"')?;
@@ -148,9 +165,10 @@ impl Scrape {
             "lease_transitions",
         ];
         !self.0.lines().any(|l| {
-            PER_COMPONENT
-                .iter()
-                .any(|n| l.starts_with(&format!("kubevirt_leader_{n}{{")) || l.starts_with(&format!("kubevirt_leader_{n} ")))
+            PER_COMPONENT.iter().any(|n| {
+                l.starts_with(&format!("kubevirt_leader_{n}{{"))
+                    || l.starts_with(&format!("kubevirt_leader_{n} "))
+            })
         })
     }
 }
