@@ -1,3 +1,5 @@
+use std::future::Future;
+
 use anyhow::Context;
 use clap::Parser;
 use kubevirt_leader_exporter::{
@@ -5,6 +7,7 @@ use kubevirt_leader_exporter::{
     config::{Args, Command, LogFormat, Settings},
     demo,
 };
+use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -13,11 +16,11 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(args.log_format);
     let settings = Settings::from_args(&args).context("invalid configuration")?;
     match args.command {
-        Some(Command::Demo) => demo::run(&settings, args.listen, shutdown_signal()).await?,
+        Some(Command::Demo) => demo::run(&settings, args.listen, shutdown_signal()?).await?,
         None => {
             let client = client(args.kubeconfig.as_deref()).await?;
             let exporter =
-                Exporter::start(&settings, client, args.listen, shutdown_signal()).await?;
+                Exporter::start(&settings, client, args.listen, shutdown_signal()?).await?;
             exporter.wait().await?;
         }
     }
@@ -36,26 +39,24 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+/// Listens for SIGTERM and SIGINT from now on; the returned future completes on the first.
+/// A second signal exits at once, for when a graceful stop hangs.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down; a second signal exits at once");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            tracing::warn!("second signal, exiting now");
+            std::process::exit(130);
+        });
+    })
 }

@@ -1,0 +1,110 @@
+//! The binary itself: bad configuration stops it at start-up with a clear message, and it
+//! shuts down cleanly on SIGTERM.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kubevirt-leader-exporter");
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).args(args).output().expect("run binary");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configuration_exits_non_zero_with_a_reason() {
+    let dir = std::env::temp_dir().join(format!("kle-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bad_selector = dir.join("bad-selector.yaml");
+    std::fs::write(
+        &bad_selector,
+        "components: [{name: x, lease: x, podSelector: {matchLabels: {'no spaces allowed': y}}}]",
+    )
+    .expect("write");
+    let not_yaml = dir.join("not-yaml.yaml");
+    std::fs::write(&not_yaml, "components: [").expect("write");
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--config", "/nonexistent/components.yaml"],
+            "/nonexistent/components.yaml",
+        ),
+        (
+            &["--config", bad_selector.to_str().expect("utf-8")],
+            "label key",
+        ),
+        (
+            &["--config", not_yaml.to_str().expect("utf-8")],
+            "not valid",
+        ),
+        (&["--namespace", "Not_A_Namespace"], "Not_A_Namespace"),
+        (&["--listen", "not-an-address"], "not-an-address"),
+    ];
+    for (args, want) in cases {
+        let (ok, stderr) = run(args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn help_names_every_env_var() {
+    let out = Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("run binary");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "LISTEN",
+        "LOG_FORMAT",
+        "KUBECONFIG",
+        "CONFIG",
+        "NAMESPACES",
+        "LEASE_GRACE",
+    ] {
+        assert!(
+            help.contains(&format!("KUBEVIRT_LEADER_EXPORTER_{var}")),
+            "{var} missing:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn demo_serves_and_stops_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let metrics_line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("Metrics:"))
+        .expect("demo prints the metrics URL");
+    assert!(metrics_line.contains("/metrics"), "{metrics_line}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let start = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("demo did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+}
