@@ -182,28 +182,19 @@ impl Watches {
         let mut target = self.cache.target(index);
         let held = target.leases.objects().get(key).map(|seen| &seen.record);
         if held == fresh.as_ref() {
-            debug!(
-                namespace = key.0,
-                lease = key.1,
-                "lease confirmed unrenewed by a direct read"
-            );
+            debug!(namespace = key.0, lease = key.1, "lease confirmed unrenewed by a direct read");
             target.mark_confirmed(&key.0, now);
             return None;
         }
-        drop(target);
-        self.metrics.watch_error(Resource::Leases);
-        let mut target = self.cache.target(index);
-        warn!(
-            namespace = key.0,
-            lease = key.1,
-            "lease watch fell behind a direct read; restarting it"
-        );
         let change = match fresh {
             Some(record) => Change::Applied(key.clone(), record),
             None => Change::Deleted(key.clone()),
         };
         target.apply_lease(change, now);
         target.leases_failed();
+        drop(target);
+        self.metrics.watch_error(Resource::Leases);
+        warn!(namespace = key.0, lease = key.1, "lease watch fell behind a direct read; restarting it");
         Some(Restart::Now)
     }
 }
