@@ -12,6 +12,10 @@ use axum::{
 
 use crate::{cache::Cache, metrics::Metrics};
 
+pub const METRICS_PATH: &str = "/metrics";
+pub const LIVEZ_PATH: &str = "/livez";
+pub const READYZ_PATH: &str = "/readyz";
+
 /// The content type of the Prometheus text format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -25,9 +29,9 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(status_page))
-        .route("/metrics", get(metrics))
-        .route("/livez", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route(METRICS_PATH, get(metrics))
+        .route(LIVEZ_PATH, get(|| async { "ok\n" }))
+        .route(READYZ_PATH, get(readyz))
         .with_state(state)
 }
 

@@ -20,6 +20,13 @@ use crate::{
     metrics::{Metrics, Resource},
 };
 
+/// The API access the exporter needs, as (API group, resource, verbs): the RBAC rules in
+/// `deploy/` must grant exactly this.
+pub const API_ACCESS: [(&str, &str, [&str; 3]); 2] = [
+    ("", "pods", ["get", "list", "watch"]),
+    ("coordination.k8s.io", "leases", ["get", "list", "watch"]),
+];
+
 /// How long a confirming read of a lease may take before it counts as failed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -182,7 +189,11 @@ impl Watches {
         let mut target = self.cache.target(index);
         let held = target.leases.objects().get(key).map(|seen| &seen.record);
         if held == fresh.as_ref() {
-            debug!(namespace = key.0, lease = key.1, "lease confirmed unrenewed by a direct read");
+            debug!(
+                namespace = key.0,
+                lease = key.1,
+                "lease confirmed unrenewed by a direct read"
+            );
             target.mark_confirmed(&key.0, now);
             return None;
         }
@@ -194,7 +205,11 @@ impl Watches {
         target.leases_failed();
         drop(target);
         self.metrics.watch_error(Resource::Leases);
-        warn!(namespace = key.0, lease = key.1, "lease watch fell behind a direct read; restarting it");
+        warn!(
+            namespace = key.0,
+            lease = key.1,
+            "lease watch fell behind a direct read; restarting it"
+        );
         Some(Restart::Now)
     }
 }

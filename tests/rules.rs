@@ -1,0 +1,86 @@
+//! The alert rules: promtool's unit tests (the real Prometheus rule engine) and the promise
+//! that the PrometheusRule and the plain rule file carry the same groups.
+
+use std::{path::Path, process::Command};
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn promtool(args: &[&str]) -> std::process::Output {
+    Command::new("promtool")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("promtool must be installed (Debian package `prometheus`)")
+}
+
+fn yaml(path: &str) -> serde_yaml::Value {
+    let text = std::fs::read_to_string(repo(path)).expect("read");
+    serde_yaml::from_str(&text).expect("valid YAML")
+}
+
+#[test]
+fn rule_file_is_valid() {
+    let out = promtool(&["check", "rules", "deploy/rules/kubevirt-leader.rules.yml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn promtool_unit_tests_pass() {
+    let out = promtool(&["test", "rules", "tests/rules/kubevirt-leader.test.yml"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("SUCCESS"), "{text}");
+}
+
+#[test]
+fn prometheus_rule_and_rule_file_do_not_drift() {
+    let plain = yaml("deploy/rules/kubevirt-leader.rules.yml");
+    let operator = yaml("deploy/core/prometheusrule.yaml");
+    assert_eq!(operator["kind"], "PrometheusRule");
+    assert!(plain["groups"].as_sequence().is_some_and(|g| !g.is_empty()));
+    assert_eq!(
+        operator["spec"]["groups"], plain["groups"],
+        "deploy/core/prometheusrule.yaml and deploy/rules/kubevirt-leader.rules.yml differ: change both"
+    );
+}
+
+#[test]
+fn leader_alerts_name_their_runbook_and_labels() {
+    let plain = yaml("deploy/rules/kubevirt-leader.rules.yml");
+    let rules: Vec<&serde_yaml::Value> = plain["groups"]
+        .as_sequence()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().expect("rules"))
+        .collect();
+    for (alert, component) in [
+        ("NoLeadingVirtOperator", "virt-operator"),
+        ("NoLeadingVirtController", "virt-controller"),
+    ] {
+        let rule = rules.iter().find(|r| r["alert"] == alert).expect(alert);
+        assert_eq!(rule["for"], "10m");
+        let expr = rule["expr"].as_str().expect("expr");
+        assert!(
+            expr.contains(&format!(
+                "kubevirt_leader_present{{component=\"{component}\"}}"
+            )),
+            "{expr}"
+        );
+        assert_eq!(rule["labels"]["severity"], "critical");
+        assert_eq!(rule["labels"]["operator_health_impact"], "critical");
+        assert_eq!(
+            rule["annotations"]["runbook_url"].as_str(),
+            Some(format!("https://kubevirt.io/monitoring/runbooks/{alert}").as_str())
+        );
+    }
+}
