@@ -1,0 +1,188 @@
+//! A real Prometheus server scrapes the exporter, which watches the simulated API server, and
+//! evaluates the shipped rule file: a leader that stops renewing must show up as
+//! `kubevirt_leader_present 0` and a pending NoLeadingVirtOperator.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+/// A Prometheus server on loopback, killed when dropped.
+struct Prometheus {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "kle-prometheus-{}-{}",
+            std::process::id(),
+            free_addr().port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let rules =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rules/kubevirt-leader.rules.yml");
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             rule_files: ['{}']\n\
+             scrape_configs:\n\
+             - job_name: kubevirt-leader-exporter\n\
+             \x20 honor_labels: true\n\
+             \x20 static_configs: [{{targets: ['{target}']}}]\n",
+            rules.display()
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
+        let listen = free_addr();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={listen}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus must be installed (Debian package `prometheus`)");
+        Self {
+            child,
+            url: format!("http://{listen}"),
+            dir,
+        }
+    }
+
+    async fn api(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Option<Value> {
+        let response = http
+            .get(format!("{}{path}", self.url))
+            .query(query)
+            .send()
+            .await
+            .ok()?;
+        let body: Value = response.json().await.ok()?;
+        (body["status"] == "success").then(|| body["data"].clone())
+    }
+
+    /// The value of an instant query with a single result.
+    async fn value(&self, http: &reqwest::Client, query: &str) -> Option<f64> {
+        let data = self.api(http, "/api/v1/query", &[("query", query)]).await?;
+        let result = data["result"].as_array()?;
+        if result.len() != 1 {
+            return None;
+        }
+        result[0]["value"][1].as_str()?.parse().ok()
+    }
+
+    async fn alert_state(
+        &self,
+        http: &reqwest::Client,
+        name: &str,
+        namespace: &str,
+    ) -> Option<String> {
+        let data = self.api(http, "/api/v1/alerts", &[]).await?;
+        data["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["labels"]["alertname"] == name && a["labels"]["namespace"] == namespace)
+            .and_then(|a| a["state"].as_str().map(str::to_owned))
+    }
+}
+
+async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn prometheus_sees_the_leader_go_and_no_leading_virt_operator_pends() {
+    let bed = Bed::start(settings(&[])).await;
+    bed.seed_operator(NS);
+    let store = bed.store.clone();
+    let renewer = tokio::spawn(async move {
+        loop {
+            store.renew_lease(NS, OPERATOR);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let prometheus = Prometheus::start(&bed.exporter.addr.to_string());
+    let http = reqwest::Client::new();
+    let present = format!("kubevirt_leader_present{{namespace=\"{NS}\",component=\"{OPERATOR}\"}}");
+
+    eventually("Prometheus scrapes present = 1", async || {
+        (prometheus.value(&http, &present).await? == 1.0).then_some(())
+    })
+    .await;
+    let ready =
+        format!("kubevirt_leader_pods_ready{{namespace=\"{NS}\",component=\"{OPERATOR}\"}}");
+    assert_eq!(prometheus.value(&http, &ready).await, Some(2.0));
+    assert_eq!(
+        prometheus
+            .alert_state(&http, "NoLeadingVirtOperator", NS)
+            .await,
+        None
+    );
+
+    // The leader hangs: it stops renewing, its pod stays Ready.
+    renewer.abort();
+    eventually("Prometheus scrapes present = 0", async || {
+        (prometheus.value(&http, &present).await? == 0.0).then_some(())
+    })
+    .await;
+    let state = eventually("NoLeadingVirtOperator in Prometheus", async || {
+        prometheus
+            .alert_state(&http, "NoLeadingVirtOperator", NS)
+            .await
+    })
+    .await;
+    // The rule waits 10 minutes before firing; promtool's tests prove that part.
+    assert_eq!(state, "pending");
+    assert_eq!(prometheus.value(&http, &ready).await, Some(2.0));
+    // The exporter is up and sighted: no other alert is even pending.
+    let alerts = prometheus
+        .api(&http, "/api/v1/alerts", &[])
+        .await
+        .expect("alerts");
+    let names: Vec<&str> = alerts["alerts"]
+        .as_array()
+        .expect("alert list")
+        .iter()
+        .filter_map(|a| a["labels"]["alertname"].as_str())
+        .collect();
+    assert_eq!(names, ["NoLeadingVirtOperator"]);
+    let up = prometheus
+        .value(&http, "up{job=\"kubevirt-leader-exporter\"}")
+        .await;
+    assert_eq!(up, Some(1.0));
+}
