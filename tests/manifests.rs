@@ -308,6 +308,12 @@ fn deployment_matches_the_binary() {
     assert_eq!(sport.name.as_deref(), Some("metrics"));
     let monitor = find(&docs, "ServiceMonitor")[0];
     let spec: ServiceMonitorSpec = serde_yaml::from_value(monitor["spec"].clone()).expect("spec");
+    let service_labels = service.metadata.labels.unwrap_or_default();
+    let wanted = spec.selector.match_labels.unwrap_or_default();
+    assert!(
+        !wanted.is_empty() && wanted.iter().all(|(k, v)| service_labels.get(k) == Some(v)),
+        "ServiceMonitor does not select the Service"
+    );
     assert_eq!(spec.endpoints[0].port, "metrics");
     assert_eq!(spec.endpoints[0].path, http::METRICS_PATH);
     assert!(spec.endpoints[0].honor_labels);
