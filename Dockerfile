@@ -1,0 +1,16 @@
+# A static (musl) binary on distroless/static: no shell, no libc, runs as uid 65532.
+#   docker build -t REGISTRY/kubevirt-leader-exporter:VERSION .
+FROM docker.io/library/rust:1.95.0-slim-bookworm AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends musl-tools \
+    && rm -rf /var/lib/apt/lists/* \
+    && rustup target add x86_64-unknown-linux-musl
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin kubevirt-leader-exporter
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /src/target/x86_64-unknown-linux-musl/release/kubevirt-leader-exporter /usr/local/bin/kubevirt-leader-exporter
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/kubevirt-leader-exporter"]
