@@ -99,6 +99,8 @@ pub struct Target {
     pub leases: Slot<LeaseSeen>,
     /// When each lease (by namespace) was last confirmed with a direct read.
     confirmed: BTreeMap<String, Instant>,
+    /// Since when the lease watch has been failing, if it is.
+    leases_blind_since: Option<Instant>,
     logged: BTreeMap<String, Logged>,
 }
 
@@ -123,6 +125,7 @@ impl Target {
             pods: Slot::default(),
             leases: Slot::default(),
             confirmed: BTreeMap::new(),
+            leases_blind_since: None,
             logged: BTreeMap::new(),
         }
     }
@@ -152,6 +155,7 @@ impl Target {
                 self.leases.put(key, seen, true);
             }
             Change::End => {
+                self.discount_blind_time(now);
                 self.leases.end_list();
                 let live: BTreeSet<&String> =
                     self.leases.objects.keys().map(|(ns, _)| ns).collect();
@@ -183,8 +187,34 @@ impl Target {
         self.pods.fail();
     }
 
-    pub fn leases_failed(&mut self) {
+    /// The lease watch failed at `now`.
+    pub fn leases_failed(&mut self, now: Instant) {
         self.leases.fail();
+        self.leases_blind_since.get_or_insert(now);
+    }
+
+    /// The exporter's clock for a lease runs only while it can see the lease: a record that
+    /// did not change across a blind spell has its change time moved on by the spell's
+    /// length. Otherwise a live leader that renewed during an API server outage would look
+    /// dead after it, while a dead leader still accumulates age whenever the exporter can see.
+    fn discount_blind_time(&mut self, now: Instant) {
+        let Some(since) = self.leases_blind_since.take() else {
+            return;
+        };
+        let blind = now.saturating_duration_since(since);
+        for seen in self
+            .leases
+            .relisting
+            .iter_mut()
+            .flat_map(|m| m.values_mut())
+        {
+            if seen.changed_at < since {
+                seen.changed_at = seen
+                    .changed_at
+                    .checked_add(blind)
+                    .map_or(now, |t| t.min(now));
+            }
+        }
     }
 
     /// Neither watch has a problem: the cache can be judged.
@@ -443,7 +473,7 @@ mod tests {
         let v = t.verdicts(t0, Duration::ZERO).expect("sighted");
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].1.pods_ready, 1);
-        t.leases_failed();
+        t.leases_failed(t0);
         assert!(t.verdicts(t0, Duration::ZERO).is_none());
         assert!(t.leases.synced());
     }
@@ -481,6 +511,34 @@ mod tests {
         assert_eq!(t.leases.objects()[&k].changed_at, t0);
         t.apply_lease(Change::Applied(k.clone(), record("a", "r2")), t1);
         assert_eq!(t.leases.objects()[&k].changed_at, t1);
+    }
+
+    #[test]
+    fn blind_time_does_not_age_a_lease() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let grace = Duration::from_secs(5);
+        let k = key("kubevirt", "virt-operator");
+        let mut t = synced_target();
+        t.apply_pod(Change::Applied(key("kubevirt", "a"), ready("a")));
+        t.apply_lease(Change::Applied(k.clone(), record("a", "r1")), t0);
+        // The watch fails at 5 s and lists again at 65 s: the unchanged record is 5 s old.
+        t.leases_failed(at(5));
+        t.apply_lease(Change::Begin, at(65));
+        t.apply_lease(Change::Listed(k.clone(), record("a", "r1")), at(65));
+        t.apply_lease(Change::End, at(65));
+        assert_eq!(t.leases.objects()[&k].changed_at, at(60));
+        let v = t.verdicts(at(66), grace).expect("sighted");
+        assert!(v[0].1.present, "{:?}", v[0].1.reason);
+        // A dead leader still dies by the sighted clock: 20 s of sight after its last change.
+        t.mark_confirmed("kubevirt", at(81));
+        let v = t.verdicts(at(81), grace).expect("sighted");
+        assert!(!v[0].1.present);
+        // A second relist without a failure moves nothing.
+        t.apply_lease(Change::Begin, at(90));
+        t.apply_lease(Change::Listed(k.clone(), record("a", "r1")), at(90));
+        t.apply_lease(Change::End, at(90));
+        assert_eq!(t.leases.objects()[&k].changed_at, at(60));
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl Watches {
         warn!(resource = resource.as_str(), component, scope, %error, "watch failed, retrying");
         match resource {
             Resource::Pods => target.pods_failed(),
-            Resource::Leases => target.leases_failed(),
+            Resource::Leases => target.leases_failed(Instant::now()),
         }
     }
 
@@ -202,7 +202,7 @@ impl Watches {
             None => Change::Deleted(key.clone()),
         };
         target.apply_lease(change, now);
-        target.leases_failed();
+        target.leases_failed(now);
         drop(target);
         self.metrics.watch_error(Resource::Leases);
         warn!(
