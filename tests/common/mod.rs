@@ -85,6 +85,15 @@ impl Bed {
         Scrape(body)
     }
 
+    /// Waits for `/readyz` to answer 200.
+    pub async fn until_ready(&self) {
+        let start = Instant::now();
+        while self.get("/readyz").await.0 != 200 {
+            assert!(start.elapsed() < PATIENCE, "timed out waiting for /readyz");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Scrapes until `check` holds, or fails with the last scrape.
     pub async fn until(&self, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
         let start = Instant::now();
