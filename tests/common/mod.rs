@@ -80,9 +80,7 @@ impl Bed {
     }
 
     pub async fn scrape(&self) -> Scrape {
-        let (code, body) = self.get("/metrics").await;
-        assert_eq!(code, 200, "{body}");
-        Scrape(body)
+        scrape(&self.http, self.exporter.addr).await
     }
 
     /// Waits for `/readyz` to answer 200.
@@ -96,19 +94,42 @@ impl Bed {
 
     /// Scrapes until `check` holds, or fails with the last scrape.
     pub async fn until(&self, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
-        let start = Instant::now();
-        loop {
-            let scrape = self.scrape().await;
-            if check(&scrape) {
-                return scrape;
-            }
-            assert!(
-                start.elapsed() < PATIENCE,
-                "timed out waiting for {what}; last scrape:\n{}",
-                scrape.0
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        until(&self.http, self.exporter.addr, what, check).await
+    }
+}
+
+/// One scrape of the exporter at `addr`.
+pub async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> Scrape {
+    let response = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    let code = response.status().as_u16();
+    let body = response.text().await.expect("body");
+    assert_eq!(code, 200, "{body}");
+    Scrape(body)
+}
+
+/// Scrapes `addr` until `check` holds, or fails with the last scrape.
+pub async fn until(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    what: &str,
+    check: impl Fn(&Scrape) -> bool,
+) -> Scrape {
+    let start = Instant::now();
+    loop {
+        let scrape = scrape(http, addr).await;
+        if check(&scrape) {
+            return scrape;
         }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "timed out waiting for {what}; last scrape:\n{}",
+            scrape.0
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

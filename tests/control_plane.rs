@@ -1,0 +1,240 @@
+//! The exporter against a real kube-apiserver and etcd (envtest-style assets from
+//! `KUBEBUILDER_ASSETS`). The exporter binary runs as an unprivileged user bound to exactly the
+//! ClusterRole shipped in deploy/, and every assertion reads `/metrics` over HTTP.
+
+mod common;
+mod envtest;
+
+use std::time::{Duration, Instant};
+
+use common::{Scrape, scrape, until};
+use envtest::{ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, ExporterProcess, assets};
+
+/// Short leases keep the tests quick; KubeVirt's own are 15 s. The exporter runs with a 2 s
+/// grace.
+const LEASE_SECONDS: i32 = 5;
+const LIMIT_SECONDS: f64 = 7.0;
+const A: &str = "virt-operator-a";
+const B: &str = "virt-operator-b";
+
+struct Setup {
+    plane: ControlPlane,
+    cluster: Cluster,
+    http: reqwest::Client,
+}
+
+async fn setup() -> Option<Setup> {
+    let assets = assets()?;
+    let plane = ControlPlane::start(&assets).await;
+    let admin = plane.client(ADMIN_TOKEN).await;
+    plane.grant_exporter_rbac(&admin).await;
+    Some(Setup {
+        plane,
+        cluster: Cluster { client: admin },
+        http: reqwest::Client::new(),
+    })
+}
+
+impl Setup {
+    fn exporter(&self, extra: &[&str]) -> ExporterProcess {
+        ExporterProcess::start(&self.plane.kubeconfig_file(EXPORTER_TOKEN), extra)
+    }
+
+    /// Two Ready virt-operator pods in `ns`, `A` holding the lease.
+    async fn kubevirt(&self, ns: &str) {
+        self.cluster.namespace(ns).await;
+        self.cluster.pod(ns, A, true).await;
+        self.cluster.pod(ns, B, true).await;
+        self.cluster.lease(ns, A, LEASE_SECONDS).await;
+    }
+}
+
+fn op(s: &Scrape, name: &str, ns: &str) -> Option<f64> {
+    s.operator(name, ns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_life_cycle_on_a_real_api_server() {
+    let Some(t) = setup().await else { return };
+    let exporter = t.exporter(&[]);
+    let ns = "kubevirt";
+    t.kubevirt(ns).await;
+
+    // 1. A live leader.
+    let renewer = t.cluster.renew_every_2s(ns, A);
+    let s = until(&t.http, exporter.addr, "leader present", |s| {
+        op(s, "present", ns) == Some(1.0)
+    })
+    .await;
+    assert_eq!(op(&s, "pods_ready", ns), Some(2.0));
+    assert_eq!(s.holder(ns).as_deref(), Some(A));
+
+    // 2. The leader hangs: not before duration + grace, then no leader.
+    renewer.abort();
+    let stopped = Instant::now();
+    let s = scrape(&t.http, exporter.addr).await;
+    if stopped.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            op(&s, "present", ns),
+            Some(1.0),
+            "reported lost right after the last renewal"
+        );
+    }
+    let s = until(&t.http, exporter.addr, "leader lost", |s| {
+        op(s, "present", ns) == Some(0.0)
+    })
+    .await;
+    let age = op(&s, "lease_age_seconds", ns).expect("age");
+    assert!(
+        age > LIMIT_SECONDS,
+        "lost at lease age {age}, before {LIMIT_SECONDS}"
+    );
+    assert_eq!(
+        s.holder(ns).as_deref(),
+        Some(A),
+        "the dead leader's name stays in the lease"
+    );
+
+    // 3. The other pod takes the lease.
+    let renewer = t.cluster.renew_every_2s(ns, B);
+    let s = until(&t.http, exporter.addr, "new leader", |s| {
+        op(s, "present", ns) == Some(1.0) && s.holder(ns).as_deref() == Some(B)
+    })
+    .await;
+    assert_eq!(op(&s, "lease_transitions", ns), Some(1.0));
+    let changes = exporter.log_lines(&["leader changed", "\"namespace\":\"kubevirt\"", B]);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+
+    // 4. The holder stops being Ready, then is deleted.
+    t.cluster.set_ready(ns, B, false).await;
+    until(&t.http, exporter.addr, "holder not ready", |s| {
+        op(s, "present", ns) == Some(0.0)
+    })
+    .await;
+    t.cluster.set_ready(ns, B, true).await;
+    until(&t.http, exporter.addr, "holder ready again", |s| {
+        op(s, "present", ns) == Some(1.0)
+    })
+    .await;
+    t.cluster.delete_pod(ns, B).await;
+    let s = until(&t.http, exporter.addr, "holder deleted", |s| {
+        op(s, "present", ns) == Some(0.0)
+    })
+    .await;
+    assert_eq!(op(&s, "pods", ns), Some(1.0));
+    renewer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finds_openshift_cnv_without_configuration_and_namespace_flag_restricts() {
+    let Some(t) = setup().await else { return };
+    t.kubevirt("kubevirt").await;
+    t.kubevirt("openshift-cnv").await;
+    let renewers = [
+        t.cluster.renew_every_2s("kubevirt", A),
+        t.cluster.renew_every_2s("openshift-cnv", A),
+    ];
+    let wide = t.exporter(&[]);
+    let narrow = t.exporter(&["--namespace=kubevirt"]);
+    let s = until(&t.http, wide.addr, "both namespaces", |s| {
+        op(s, "present", "kubevirt") == Some(1.0) && op(s, "present", "openshift-cnv") == Some(1.0)
+    })
+    .await;
+    assert_eq!(op(&s, "pods_ready", "openshift-cnv"), Some(2.0));
+    let s = until(&t.http, narrow.addr, "kubevirt", |s| {
+        op(s, "present", "kubevirt") == Some(1.0)
+    })
+    .await;
+    assert!(!s.0.contains("openshift-cnv"), "{}", s.0);
+    for r in renewers {
+        r.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_restart_and_compaction() {
+    let Some(mut t) = setup().await else { return };
+    let ns = "kubevirt";
+    t.kubevirt(ns).await;
+    let renewer = t.cluster.renew_every_2s(ns, A);
+    let mut exporter = t.exporter(&[]);
+    until(&t.http, exporter.addr, "leader present", |s| {
+        op(s, "present", ns) == Some(1.0)
+    })
+    .await;
+
+    // 6. kube-apiserver dies and comes back on the same etcd, while the leader keeps renewing
+    // (its renewals fail while the API server is down). A scraper watches every 100 ms.
+    let http = t.http.clone();
+    let addr = exporter.addr;
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(async move {
+        let (mut zeros, mut blind) = (Vec::new(), 0);
+        while !*stopped.borrow_and_update() {
+            let s = scrape(&http, addr).await;
+            match op(&s, "present", ns) {
+                Some(0.0) => zeros.push(s.0),
+                None => blind += 1,
+                _ => {}
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), stopped.changed()).await;
+        }
+        (zeros, blind)
+    });
+    t.plane.kill_apiserver();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    t.plane.start_apiserver().await;
+    until(&t.http, exporter.addr, "watches healthy again", |s| {
+        s.value(
+            "kubevirt_leader_exporter_watch_healthy",
+            &[("resource", "leases")],
+        ) == Some(1.0)
+            && s.value(
+                "kubevirt_leader_exporter_watch_healthy",
+                &[("resource", "pods")],
+            ) == Some(1.0)
+            && op(s, "present", ns) == Some(1.0)
+    })
+    .await;
+    // Two more lease durations on the restarted server.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let _ = stop.send(true);
+    let (zeros, blind) = watcher.await.expect("scraper");
+    assert!(
+        zeros.is_empty(),
+        "a scrape said no leader during the restart:\n{}",
+        zeros[0]
+    );
+    assert!(
+        blind > 0,
+        "the exporter never went blind: the restart was not observed"
+    );
+    let s = scrape(&t.http, exporter.addr).await;
+    assert_eq!(op(&s, "present", ns), Some(1.0));
+    assert!(
+        s.value(
+            "kubevirt_leader_exporter_watch_errors_total",
+            &[("resource", "leases")]
+        ) >= Some(1.0)
+    );
+    assert!(
+        exporter.process_alive(),
+        "the exporter must ride out the restart"
+    );
+
+    // 7. The exporter misses changes (stopped), etcd compacts past its resource version, and
+    // its watches drop: it must list again and match the store, deletions included.
+    exporter.signal("STOP");
+    t.cluster.delete_pod(ns, B).await;
+    t.cluster.set_ready(ns, A, false).await;
+    t.plane.compact_etcd().await;
+    t.plane.kill_apiserver();
+    t.plane.start_apiserver().await;
+    exporter.signal("CONT");
+    let s = until(&t.http, exporter.addr, "state after compaction", |s| {
+        op(s, "pods", ns) == Some(1.0) && op(s, "pods_ready", ns) == Some(0.0)
+    })
+    .await;
+    assert_eq!(op(&s, "present", ns), Some(0.0));
+    renewer.abort();
+}

@@ -1,0 +1,499 @@
+//! A real control plane for tests: etcd and kube-apiserver from an envtest-style assets
+//! folder (`KUBEBUILDER_ASSETS`), on free loopback ports with a temporary data dir, generated
+//! TLS material and a token file. Everything it starts is stopped when it is dropped.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::{
+        coordination::v1::{Lease, LeaseSpec},
+        core::v1::{Container, Namespace, Pod, PodSpec},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject},
+    },
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    config::Kubeconfig,
+};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use serde_json::json;
+
+use crate::common::free_addr;
+
+pub const ADMIN_TOKEN: &str = "admin-token";
+pub const EXPORTER_TOKEN: &str = "exporter-token";
+/// The exporter's user: it gets only the ClusterRole shipped in deploy/.
+pub const EXPORTER_USER: &str = "kubevirt-leader-exporter";
+
+/// The assets folder, or `None` when the tests cannot run here. Under CI missing assets
+/// are a failure.
+pub fn assets() -> Option<PathBuf> {
+    match std::env::var_os("KUBEBUILDER_ASSETS").filter(|v| !v.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("KUBEBUILDER_ASSETS is not set, and CI must run the control-plane tests")
+        }
+        None => {
+            // Written past the test harness's capture, so it shows in a passing run.
+            let _ = writeln!(
+                std::io::stderr(),
+                "control-plane tests NOT RUN: set KUBEBUILDER_ASSETS to a folder with etcd and kube-apiserver \
+                 (`../shared/k8s/install-assets target/k8s-assets`, or `setup-envtest use -p path`)"
+            );
+            None
+        }
+    }
+}
+
+/// A child process killed and reaped when dropped.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub struct ControlPlane {
+    dir: PathBuf,
+    assets: PathBuf,
+    etcd: Process,
+    apiserver: Option<Process>,
+    pub etcd_url: String,
+    pub api_addr: SocketAddr,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.apiserver.take();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// A CA, a serving certificate for 127.0.0.1 signed by it, and a service-account key.
+fn write_tls(dir: &Path) {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("CA key");
+    let ca = ca_params.self_signed(&ca_key).expect("CA cert");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let serving_key = KeyPair::generate().expect("serving key");
+    let serving = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("serving params")
+        .signed_by(&serving_key, &issuer)
+        .expect("serving cert");
+    let sa_key = KeyPair::generate().expect("service account key");
+    write(&dir.join("ca.crt"), &ca.pem());
+    write(&dir.join("serving.crt"), &serving.pem());
+    write(&dir.join("serving.key"), &serving_key.serialize_pem());
+    write(&dir.join("sa.key"), &sa_key.serialize_pem());
+    write(&dir.join("sa.pub"), &sa_key.public_key_pem());
+    write(
+        &dir.join("tokens.csv"),
+        &format!(
+            "{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n{EXPORTER_TOKEN},{EXPORTER_USER},exporter-uid\n"
+        ),
+    );
+}
+
+impl ControlPlane {
+    pub async fn start(assets: &Path) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "kle-envtest-{}-{}",
+            std::process::id(),
+            free_addr().port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        write_tls(&dir);
+        let (client, peer) = (free_addr(), free_addr());
+        let etcd_url = format!("http://{client}");
+        let etcd = Command::new(assets.join("etcd"))
+            .arg(format!("--data-dir={}", dir.join("etcd").display()))
+            .arg(format!("--listen-client-urls={etcd_url}"))
+            .arg(format!("--advertise-client-urls={etcd_url}"))
+            .arg(format!("--listen-peer-urls=http://{peer}"))
+            .arg(format!("--initial-advertise-peer-urls=http://{peer}"))
+            .arg(format!("--initial-cluster=default=http://{peer}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let mut plane = Self {
+            dir,
+            assets: assets.to_owned(),
+            etcd: Process(etcd),
+            apiserver: None,
+            etcd_url,
+            api_addr: free_addr(),
+        };
+        plane.start_apiserver().await;
+        plane
+    }
+
+    fn apiserver_command(&self) -> Command {
+        let d = |f: &str| self.dir.join(f).display().to_string();
+        let mut cmd = Command::new(self.assets.join("kube-apiserver"));
+        cmd.args([
+            format!("--etcd-servers={}", self.etcd_url),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={}", self.api_addr.port()),
+            "--insecure-port=0".into(),
+            format!("--cert-dir={}", d("certs")),
+            format!("--tls-cert-file={}", d("serving.crt")),
+            format!("--tls-private-key-file={}", d("serving.key")),
+            format!("--client-ca-file={}", d("ca.crt")),
+            format!("--token-auth-file={}", d("tokens.csv")),
+            "--authorization-mode=RBAC".into(),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            format!("--service-account-key-file={}", d("sa.pub")),
+            format!("--service-account-signing-key-file={}", d("sa.key")),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::create(self.dir.join("apiserver.log"))
+                .map_or(Stdio::null(), Stdio::from),
+        );
+        cmd
+    }
+
+    /// Starts kube-apiserver and waits until it answers `/readyz`.
+    pub async fn start_apiserver(&mut self) {
+        let child = self
+            .apiserver_command()
+            .spawn()
+            .expect("start kube-apiserver");
+        self.apiserver = Some(Process(child));
+        let admin = self.client(ADMIN_TOKEN).await;
+        let start = Instant::now();
+        loop {
+            let request = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("request");
+            if admin
+                .request_text(request)
+                .await
+                .is_ok_and(|body| body.trim() == "ok")
+            {
+                return;
+            }
+            let log = std::fs::read_to_string(self.dir.join("apiserver.log")).unwrap_or_default();
+            let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().join("\n");
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "kube-apiserver not ready:\n{tail}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Kills kube-apiserver; etcd keeps the data.
+    pub fn kill_apiserver(&mut self) {
+        self.apiserver.take();
+    }
+
+    /// A kubeconfig for the user with `token`.
+    pub fn kubeconfig_yaml(&self, token: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: envtest\n\
+             clusters: [{{name: envtest, cluster: {{server: 'https://{}', certificate-authority: '{}'}}}}]\n\
+             users: [{{name: user, user: {{token: '{token}'}}}}]\n\
+             contexts: [{{name: envtest, context: {{cluster: envtest, user: user}}}}]\n",
+            self.api_addr,
+            self.dir.join("ca.crt").display()
+        )
+    }
+
+    pub fn kubeconfig_file(&self, token: &str) -> PathBuf {
+        let path = self.dir.join(format!("kubeconfig-{token}"));
+        write(&path, &self.kubeconfig_yaml(token));
+        path
+    }
+
+    pub async fn client(&self, token: &str) -> Client {
+        let kubeconfig: Kubeconfig =
+            serde_yaml::from_str(&self.kubeconfig_yaml(token)).expect("kubeconfig");
+        kubevirt_leader_exporter::client_from_kubeconfig(kubeconfig)
+            .await
+            .expect("client")
+    }
+
+    /// Binds the exporter's user to the ClusterRole from deploy/clusterrole.yaml, as shipped.
+    pub async fn grant_exporter_rbac(&self, admin: &Client) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/clusterrole.yaml");
+        let role: ClusterRole = serde_yaml::from_str(&std::fs::read_to_string(path).expect("read"))
+            .expect("ClusterRole");
+        let name = role.metadata.name.clone().expect("name");
+        Api::<ClusterRole>::all(admin.clone())
+            .create(&PostParams::default(), &role)
+            .await
+            .expect("create ClusterRole");
+        let binding = ClusterRoleBinding {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name,
+            },
+            subjects: Some(vec![Subject {
+                kind: "User".into(),
+                name: EXPORTER_USER.into(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                ..Default::default()
+            }]),
+        };
+        Api::<ClusterRoleBinding>::all(admin.clone())
+            .create(&PostParams::default(), &binding)
+            .await
+            .expect("create ClusterRoleBinding");
+    }
+
+    /// The current etcd revision, through etcd's JSON gateway.
+    pub async fn etcd_revision(&self) -> i64 {
+        let body = self
+            .etcd_call("/v3/kv/range", json!({"key": "L3JlZ2lzdHJ5", "limit": 1}))
+            .await;
+        body["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .expect("revision")
+    }
+
+    /// Compacts etcd's history up to the current revision.
+    pub async fn compact_etcd(&self) -> i64 {
+        let revision = self.etcd_revision().await;
+        self.etcd_call(
+            "/v3/kv/compaction",
+            json!({"revision": revision.to_string(), "physical": true}),
+        )
+        .await;
+        revision
+    }
+
+    async fn etcd_call(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.etcd_url))
+            .json(&body)
+            .send()
+            .await
+            .expect("etcd request");
+        assert!(
+            response.status().is_success(),
+            "etcd {path}: {}",
+            response.status()
+        );
+        response.json().await.expect("etcd JSON")
+    }
+}
+
+/// The exporter binary, run as its unprivileged user, with its logs collected.
+pub struct ExporterProcess {
+    pub process: Process,
+    pub addr: SocketAddr,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl ExporterProcess {
+    pub fn start(kubeconfig: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args([
+                "--listen=127.0.0.1:0",
+                "--log-format=json",
+                "--lease-grace=2s",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start exporter");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = serving_addr(&line) {
+                    let _ = tx.send(addr);
+                }
+                sink.lock().expect("logs").push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("exporter logs its address");
+        Self {
+            process: Process(child),
+            addr,
+            logs,
+        }
+    }
+
+    pub fn log_lines(&self, containing: &[&str]) -> Vec<String> {
+        let logs = self.logs.lock().expect("logs");
+        logs.iter()
+            .filter(|l| containing.iter().all(|c| l.contains(c)))
+            .cloned()
+            .collect()
+    }
+
+    pub fn process_alive(&mut self) -> bool {
+        self.process.0.try_wait().is_ok_and(|exit| exit.is_none())
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.process.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+fn serving_addr(line: &str) -> Option<SocketAddr> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    (value["fields"]["message"] == "serving /metrics").then_some(())?;
+    value["fields"]["addr"].as_str()?.parse().ok()
+}
+
+/// Objects as KubeVirt and the kubelet would write them, through the admin client.
+pub struct Cluster {
+    pub client: Client,
+}
+
+impl Cluster {
+    pub async fn namespace(&self, name: &str) {
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+    }
+
+    /// A virt-operator pod, Ready when `ready`.
+    pub async fn pod(&self, ns: &str, name: &str, ready: bool) {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some([("kubevirt.io".to_owned(), "virt-operator".to_owned())].into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "virt-operator".into(),
+                    image: Some("quay.io/kubevirt/virt-operator:v1.4.0".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Api::<Pod>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+        self.set_ready(ns, name, ready).await;
+    }
+
+    /// Patches the pod's status as the kubelet would.
+    pub async fn set_ready(&self, ns: &str, name: &str, ready: bool) {
+        let status = if ready { "True" } else { "False" };
+        let patch = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": status}]}});
+        Api::<Pod>::namespaced(self.client.clone(), ns)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("patch pod status");
+    }
+
+    pub async fn delete_pod(&self, ns: &str, name: &str) {
+        Api::<Pod>::namespaced(self.client.clone(), ns)
+            .delete(name, &DeleteParams::default().grace_period(0))
+            .await
+            .expect("delete pod");
+    }
+
+    /// The virt-operator Lease, held by `holder`.
+    pub async fn lease(&self, ns: &str, holder: &str, duration_seconds: i32) {
+        let now = MicroTime(Timestamp::now());
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some("virt-operator".into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                lease_duration_seconds: Some(duration_seconds),
+                acquire_time: Some(now.clone()),
+                renew_time: Some(now),
+                lease_transitions: Some(0),
+                ..Default::default()
+            }),
+        };
+        Api::<Lease>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &lease)
+            .await
+            .expect("create lease");
+    }
+
+    /// The holder renews, or `holder` takes the lease over (transitions + 1).
+    pub async fn write_lease(&self, ns: &str, holder: &str) -> kube::Result<Lease> {
+        let api = Api::<Lease>::namespaced(self.client.clone(), ns);
+        let mut lease = api.get("virt-operator").await?;
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        let now = MicroTime(Timestamp::now());
+        if spec.holder_identity.as_deref() != Some(holder) {
+            spec.holder_identity = Some(holder.into());
+            spec.acquire_time = Some(now.clone());
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.renew_time = Some(now);
+        api.replace("virt-operator", &PostParams::default(), &lease)
+            .await
+    }
+
+    /// Renews the lease as `holder` every 2 s, as KubeVirt's leader does, until aborted.
+    /// Failed renewals (the API server is down) are retried on the next tick.
+    pub fn renew_every_2s(&self, ns: &str, holder: &str) -> tokio::task::JoinHandle<()> {
+        let (cluster, ns, holder) = (
+            Cluster {
+                client: self.client.clone(),
+            },
+            ns.to_owned(),
+            holder.to_owned(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let _ = cluster.write_lease(&ns, &holder).await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    }
+}
