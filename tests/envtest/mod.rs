@@ -45,12 +45,16 @@ pub fn assets() -> Option<PathBuf> {
             panic!("KUBEBUILDER_ASSETS is not set, and CI must run the control-plane tests")
         }
         None => {
-            // Written past the test harness's capture, so it shows in a passing run.
-            let _ = writeln!(
-                std::io::stderr(),
+            // Written past the test harness's capture, so it shows in a passing run; once
+            // for the whole file.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
                 "control-plane tests NOT RUN: set KUBEBUILDER_ASSETS to a folder with etcd and kube-apiserver \
                  (`../shared/k8s/install-assets target/k8s-assets`, or `setup-envtest use -p path`)"
-            );
+                );
+            });
             None
         }
     }
