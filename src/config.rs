@@ -46,6 +46,23 @@ pub struct Args {
     #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_LEASE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub lease_grace: Duration,
 
+    /// PEM certificate (chain) to serve HTTPS with; needs --tls-key-file. Reloaded when it
+    /// changes on disk. Default: plain HTTP.
+    #[arg(
+        long,
+        env = "KUBEVIRT_LEADER_EXPORTER_TLS_CERT_FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(
+        long,
+        env = "KUBEVIRT_LEADER_EXPORTER_TLS_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -266,6 +283,8 @@ pub struct Settings {
     /// Empty: the whole cluster.
     pub namespaces: Vec<String>,
     pub lease_grace: Duration,
+    /// Certificate and key files for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Settings {
@@ -290,6 +309,7 @@ impl Settings {
             components,
             namespaces,
             lease_grace: args.lease_grace,
+            tls: args.tls_cert_file.clone().zip(args.tls_key_file.clone()),
         })
     }
 
@@ -299,6 +319,7 @@ impl Settings {
             components: default_components(),
             namespaces: Vec::new(),
             lease_grace,
+            tls: None,
         }
     }
 }
@@ -352,6 +373,14 @@ mod tests {
         assert!(args(&["--listen", "nowhere"]).is_err());
         assert!(args(&["--lease-grace", "soon"]).is_err());
         assert!(args(&["--log-format", "xml"]).is_err());
+        assert!(
+            args(&["--tls-cert-file", "/tls.crt"]).is_err(),
+            "a certificate needs its key"
+        );
+        assert!(
+            args(&["--tls-key-file", "/tls.key"]).is_err(),
+            "a key needs its certificate"
+        );
         assert_eq!(
             args(&["--lease-grace", "1500ms"])
                 .expect("parse")

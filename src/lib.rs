@@ -12,6 +12,7 @@ pub mod http;
 pub mod judge;
 pub mod metrics;
 pub mod sim;
+pub mod tls;
 pub mod watch;
 
 use std::{future::Future, net::SocketAddr, path::Path, sync::Arc};
@@ -37,6 +38,8 @@ pub enum Error {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("kubeconfig {path}: {source}")]
     Kubeconfig {
         path: String,
@@ -77,7 +80,7 @@ pub async fn client_from_kubeconfig(kubeconfig: Kubeconfig) -> Result<Client, Er
 pub struct Exporter {
     pub addr: SocketAddr,
     pub cache: Arc<Cache>,
-    server: JoinHandle<Result<(), std::io::Error>>,
+    server: JoinHandle<()>,
     watches: Vec<JoinHandle<()>>,
 }
 
@@ -89,6 +92,12 @@ impl Exporter {
         listen: SocketAddr,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Self, Error> {
+        let tls = match &settings.tls {
+            Some((cert, key)) => {
+                Some(Arc::new(tls::ReloadingCert::new(cert, key)?).server_config()?)
+            }
+            None => None,
+        };
         let cache = Arc::new(Cache::new(settings));
         let metrics = Arc::new(Metrics::new(cache.clone())?);
         let listener = TcpListener::bind(listen)
@@ -112,12 +121,9 @@ impl Exporter {
             cache: cache.clone(),
             metrics,
         });
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        });
-        tracing::info!(%addr, "serving /metrics");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let server = tokio::spawn(http::serve(listener, app, tls, shutdown));
+        tracing::info!(%addr, scheme, "serving /metrics");
         Ok(Self {
             addr,
             cache,
@@ -128,11 +134,9 @@ impl Exporter {
 
     /// Waits for the HTTP server to finish after shutdown, then stops the watches.
     pub async fn wait(mut self) -> Result<(), Error> {
-        let served = (&mut self.server).await;
-        match served {
-            Ok(result) => result.map_err(Error::Serve),
-            Err(join) => Err(Error::Serve(std::io::Error::other(join))),
-        }
+        (&mut self.server)
+            .await
+            .map_err(|join| Error::Serve(std::io::Error::other(join)))
     }
 }
 

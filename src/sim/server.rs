@@ -1,13 +1,14 @@
 //! The simulated API server's HTTP side: list, get and watch of pods and leases, speaking
 //! the protocol as kube-rs and client-go use it.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
     body::Body,
     extract::{Path, Query, State},
     http::{HeaderValue, StatusCode, header},
+    middleware,
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
 
 use super::{
+    faults::Faults,
     selector::{Filter, parse_fields, parse_labels},
     store::{Change, Kind, Store},
 };
@@ -23,14 +25,17 @@ use super::{
 #[derive(Clone)]
 struct Shared {
     store: Store,
+    faults: Arc<Faults>,
     bookmark_interval: Duration,
     /// Turns true when the server stops, to end open watch streams.
     stopping: watch::Receiver<bool>,
 }
 
-/// Builds the router for `store`. Watch streams end when `stopping` turns true.
+/// Builds the router for `store`, misbehaving as `faults` say. Watch streams end when
+/// `stopping` turns true.
 pub fn router(
     store: Store,
+    faults: Arc<Faults>,
     bookmark_interval: Duration,
     stopping: watch::Receiver<bool>,
 ) -> Router {
@@ -61,8 +66,13 @@ pub fn router(
             &format!("{coord}/namespaces/{{ns}}/leases/{{name}}"),
             get(|s, Path(p): Path<(String, String)>| single(s, Kind::Lease, p)),
         )
+        .layer(middleware::from_fn_with_state(
+            faults.clone(),
+            super::faults::middleware,
+        ))
         .with_state(Shared {
             store,
+            faults,
             bookmark_interval,
             stopping,
         })
@@ -121,7 +131,7 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
     json(code, status_json(code.as_u16(), reason, message))
 }
 
-fn status_json(code: u16, reason: &str, message: &str) -> String {
+pub(super) fn status_json(code: u16, reason: &str, message: &str) -> String {
     serde_json::json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "message": message, "reason": reason, "code": code,
@@ -209,7 +219,14 @@ fn watch(shared: Shared, kind: Kind, filter: Filter, params: &Params) -> Respons
         },
     };
     let (tx, rx) = mpsc::channel::<String>(64);
-    match shared.store.watch_from(kind, from) {
+    let injected_gone = from.is_some() && shared.faults.take_gone_resume();
+    match shared.store.watch_from(kind, from).and_then(|start| {
+        if injected_gone {
+            Err(start.rv)
+        } else {
+            Ok(start)
+        }
+    }) {
         Err(oldest) => {
             let message = format!("too old resource version: {} ({oldest})", from.unwrap_or(0));
             let line = event_line("ERROR", &status_json(410, "Expired", &message));
@@ -224,6 +241,7 @@ fn watch(shared: Shared, kind: Kind, filter: Filter, params: &Params) -> Respons
                 timeout: Duration::from_secs(params.timeout_seconds.unwrap_or(1800)),
                 tx,
                 stopping: shared.stopping.clone(),
+                closer: shared.faults.watch_closer(),
                 store: shared.store.clone(),
             };
             tokio::spawn(stream.run(start));
@@ -249,6 +267,7 @@ struct WatchStream {
     timeout: Duration,
     tx: mpsc::Sender<String>,
     stopping: watch::Receiver<bool>,
+    closer: watch::Receiver<u64>,
     store: Store,
 }
 
@@ -256,6 +275,7 @@ impl WatchStream {
     async fn run(self, start: super::store::WatchStart) {
         let mut rv = start.rv;
         let mut stopping = self.stopping.clone();
+        let mut closer = self.closer.clone();
         if *stopping.borrow_and_update() {
             return;
         }
@@ -295,6 +315,7 @@ impl WatchStream {
                 () = &mut deadline => return,
                 () = self.tx.closed() => return,
                 _ = stopping.changed() => return,
+                _ = closer.changed() => return,
             }
         }
     }
@@ -311,6 +332,7 @@ impl WatchStream {
 pub struct SimServer {
     pub addr: SocketAddr,
     pub store: Store,
+    pub faults: Arc<Faults>,
     stopping: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -323,10 +345,19 @@ impl SimServer {
 
     /// Serves `store` on `addr`.
     pub async fn start_on(addr: SocketAddr, store: Store) -> std::io::Result<Self> {
+        Self::serve(addr, store, Arc::default()).await
+    }
+
+    async fn serve(addr: SocketAddr, store: Store, faults: Arc<Faults>) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stopping, mut stopped) = watch::channel(false);
-        let app = router(store.clone(), Duration::from_secs(5), stopped.clone());
+        let app = router(
+            store.clone(),
+            faults.clone(),
+            Duration::from_secs(5),
+            stopped.clone(),
+        );
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
@@ -338,6 +369,7 @@ impl SimServer {
         Ok(Self {
             addr,
             store,
+            faults,
             stopping,
             task,
         })
@@ -353,10 +385,20 @@ impl SimServer {
         kubeconfig_for(&self.url())
     }
 
-    /// Stops serving: open watch streams end and connections close.
-    pub async fn stop(self) {
+    /// Stops serving: open watch streams end and connections close. Until a new server
+    /// listens on the address, connections are refused.
+    pub async fn stop(self) -> (SocketAddr, Store, Arc<Faults>) {
         let _ = self.stopping.send(true);
         let _ = self.task.await;
+        (self.addr, self.store, self.faults)
+    }
+
+    /// Stops and starts again on the same address with the same store and switches, as an
+    /// API server restart does.
+    pub async fn restart(self, down_for: Duration) -> std::io::Result<Self> {
+        let (addr, store, faults) = self.stop().await;
+        tokio::time::sleep(down_for).await;
+        Self::serve(addr, store, faults).await
     }
 }
 

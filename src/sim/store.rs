@@ -120,32 +120,52 @@ impl Store {
     }
 
     /// Creates or replaces an object, giving it a new resource version.
-    pub fn apply<K>(&self, mut object: K) -> K
+    pub fn apply<K>(&self, object: K)
     where
         K: Resource<DynamicType = ()> + Serialize,
     {
-        let kind = Kind::of::<K>();
+        match serde_json::to_value(&object) {
+            Ok(value) => self.apply_json(Kind::of::<K>(), value),
+            Err(error) => tracing::warn!(%error, "cannot serialise object"),
+        }
+    }
+
+    /// Creates or replaces an object given as raw JSON, which need not be a valid object of
+    /// its kind: tests use it to send what a typed client could not. Only `metadata` must be
+    /// an object.
+    pub fn apply_json(&self, kind: Kind, mut value: serde_json::Value) {
         let mut state = self.lock();
         state.rv += 1;
         let rv = state.rv;
-        let meta = object.meta_mut();
-        let namespace = meta
-            .namespace
-            .get_or_insert_with(|| "default".into())
-            .clone();
-        let name = meta.name.clone().unwrap_or_default();
-        meta.resource_version = Some(rv.to_string());
-        meta.uid
-            .get_or_insert_with(|| format!("{}-{rv}", kind.name().to_lowercase()));
-        meta.creation_timestamp
-            .get_or_insert_with(|| Time(Timestamp::now()));
-        let labels = meta.labels.clone().unwrap_or_default();
+        let object = value.as_object_mut();
+        let Some(object) = object else { return };
+        object.insert("apiVersion".into(), kind.api_version().into());
+        object.insert("kind".into(), kind.name().into());
+        let meta = object
+            .entry("metadata")
+            .or_insert_with(|| serde_json::json!({}));
+        let Some(meta) = meta.as_object_mut() else {
+            return;
+        };
+        let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
+        let namespace = text(meta.get("namespace")).unwrap_or_else(|| "default".into());
+        let name = text(meta.get("name")).unwrap_or_default();
+        meta.insert("namespace".into(), namespace.clone().into());
+        meta.insert("resourceVersion".into(), rv.to_string().into());
+        meta.entry("uid")
+            .or_insert_with(|| format!("{}-{rv}", kind.name().to_lowercase()).into());
+        meta.entry("creationTimestamp")
+            .or_insert_with(|| Timestamp::now().to_string().into());
+        let labels = meta
+            .get("labels")
+            .and_then(|l| serde_json::from_value(l.clone()).ok())
+            .unwrap_or_default();
         let stored = Stored {
             kind,
             namespace: namespace.clone(),
             name: name.clone(),
             labels,
-            json: serde_json::to_string(&object).unwrap_or_default().into(),
+            json: value.to_string().into(),
         };
         let old = state
             .objects
@@ -153,7 +173,6 @@ impl Store {
         let event_type = if old.is_some() { "MODIFIED" } else { "ADDED" };
         let old_labels = old.map(|o| o.labels);
         self.record(&mut state, rv, event_type, stored, old_labels);
-        object
     }
 
     /// Reads an object back as its typed value.

@@ -1,0 +1,126 @@
+//! Switches that make the simulated API server misbehave the way real ones do, for tests.
+
+use std::{
+    sync::{
+        Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use tokio::sync::watch;
+
+#[derive(Default)]
+struct Switches {
+    /// Status and Retry-After for the next `count` requests.
+    failing: Option<(u32, StatusCode, Option<u64>)>,
+    /// Watches resuming from a resource version get 410 Gone, this many more times.
+    gone_resumes: u32,
+    delay: Duration,
+}
+
+/// Shared by the server's handlers; survives restarts of the listener.
+pub struct Faults {
+    switches: Mutex<Switches>,
+    requests: AtomicU64,
+    /// Bumped to end every open watch stream.
+    close_watches: watch::Sender<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            switches: Mutex::default(),
+            requests: AtomicU64::new(0),
+            close_watches: watch::channel(0).0,
+        }
+    }
+}
+
+impl Faults {
+    fn lock(&self) -> MutexGuard<'_, Switches> {
+        self.switches.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Answers the next `count` requests with 500 Internal Server Error.
+    pub fn fail_next(&self, count: u32) {
+        self.lock().failing = Some((count, StatusCode::INTERNAL_SERVER_ERROR, None));
+    }
+
+    /// Answers the next `count` requests with 429 Too Many Requests and `Retry-After`.
+    pub fn throttle_next(&self, count: u32, retry_after_secs: u64) {
+        self.lock().failing = Some((count, StatusCode::TOO_MANY_REQUESTS, Some(retry_after_secs)));
+    }
+
+    /// The next `count` watches that resume from a resource version get 410 Gone.
+    pub fn gone_on_resume(&self, count: u32) {
+        self.lock().gone_resumes = count;
+    }
+
+    /// Delays every response by `delay`.
+    pub fn delay(&self, delay: Duration) {
+        self.lock().delay = delay;
+    }
+
+    /// Ends every open watch stream, as a load balancer dropping connections does.
+    pub fn close_watches(&self) {
+        self.close_watches.send_modify(|n| *n += 1);
+    }
+
+    pub fn watch_closer(&self) -> watch::Receiver<u64> {
+        self.close_watches.subscribe()
+    }
+
+    /// Requests served since start, faults included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn take_gone_resume(&self) -> bool {
+        let mut s = self.lock();
+        let gone = s.gone_resumes > 0;
+        s.gone_resumes = s.gone_resumes.saturating_sub(1);
+        gone
+    }
+
+    fn take_failure(&self) -> Option<(StatusCode, Option<u64>)> {
+        let mut s = self.lock();
+        let (count, status, retry) = s.failing.as_mut()?;
+        let out = (*status, *retry);
+        *count -= 1;
+        if *count == 0 {
+            s.failing = None;
+        }
+        Some(out)
+    }
+}
+
+/// Counts every request, then delays or fails it as the switches say.
+pub async fn middleware(
+    State(faults): State<std::sync::Arc<Faults>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    faults.requests.fetch_add(1, Ordering::Relaxed);
+    let delay = faults.lock().delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some((status, retry)) = faults.take_failure() {
+        let body = super::server::status_json(status.as_u16(), "InternalError", "injected fault");
+        let mut response = (status, body).into_response();
+        if let Some(secs) = retry
+            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    next.run(request).await
+}
