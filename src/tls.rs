@@ -32,8 +32,10 @@ pub enum TlsError {
     Config(rustls::Error),
 }
 
-/// The files' modification times when they were last loaded.
-type Stamp = (Option<SystemTime>, Option<SystemTime>);
+/// What identifies a version of a file: rotations either rewrite it (new modification
+/// time) or swap in a new file (new inode, as Kubernetes' secret volumes do).
+type FileStamp = Option<(SystemTime, u64, u64)>;
+type Stamp = (FileStamp, FileStamp);
 
 /// Serves the certificate in the files, loading them again when either changes.
 #[derive(Debug)]
@@ -43,8 +45,10 @@ pub struct ReloadingCert {
     current: Mutex<(Stamp, Arc<CertifiedKey>)>,
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    fs::metadata(path).and_then(|m| m.modified()).ok()
+fn stamp(path: &Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.ino(), meta.len()))
 }
 
 fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
@@ -82,7 +86,7 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
 impl ReloadingCert {
     /// Loads the files once; a bad pair is an error at start-up.
     pub fn new(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
-        let stamp = (modified(cert_path), modified(key_path));
+        let stamp = (stamp(cert_path), stamp(key_path));
         let certified = load(cert_path, key_path)?;
         Ok(Self {
             cert_path: cert_path.into(),
@@ -94,7 +98,7 @@ impl ReloadingCert {
     /// The certificate to serve now. A pair that fails to load (half-written during a
     /// rotation, say) leaves the previous one in service.
     pub fn current(&self) -> Arc<CertifiedKey> {
-        let stamp = (modified(&self.cert_path), modified(&self.key_path));
+        let stamp = (stamp(&self.cert_path), stamp(&self.key_path));
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         if current.0 != stamp {
             match load(&self.cert_path, &self.key_path) {

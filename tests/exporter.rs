@@ -160,18 +160,6 @@ async fn holder_not_ready_or_deleted_or_lease_deleted_is_no_leader() {
     renewer.abort();
 }
 
-/// Renews the operator lease in every namespace every 500 ms, as a live leader would.
-fn spawn_renewer(store: Store) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            for ns in [NS, "openshift-cnv", "other"] {
-                store.renew_lease(ns, OPERATOR);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-}
-
 #[tokio::test]
 async fn namespaces_are_kept_apart() {
     let bed = Bed::start(settings(&[])).await;
@@ -339,27 +327,12 @@ async fn scrape_passes_promtool_check_metrics() {
         "{}",
         s.0
     );
-    let output = promtool_check(&s.0).await;
+    let output = promtool_check(&s.0);
     assert!(
         output.status.success(),
         "promtool: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-async fn promtool_check(text: &str) -> std::process::Output {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool must be installed (Debian package `prometheus`)");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(text.as_bytes()).await.expect("write");
-    drop(stdin);
-    child.wait_with_output().await.expect("promtool output")
 }
 
 #[tokio::test]

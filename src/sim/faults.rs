@@ -63,6 +63,11 @@ impl Faults {
         self.lock().gone_resumes = count;
     }
 
+    /// Turns every switch off.
+    pub fn heal(&self) {
+        *self.lock() = Switches::default();
+    }
+
     /// Delays every response by `delay`.
     pub fn delay(&self, delay: Duration) {
         self.lock().delay = delay;

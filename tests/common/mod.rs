@@ -98,6 +98,18 @@ impl Bed {
     }
 }
 
+/// Renews the operator lease in every namespace every 500 ms, as a live leader would.
+pub fn spawn_renewer(store: Store) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            for ns in [NS, "openshift-cnv", "other"] {
+                store.renew_lease(ns, OPERATOR);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
 /// One scrape of the exporter at `addr`.
 pub async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> Scrape {
     let response = http
@@ -207,4 +219,20 @@ impl Scrape {
 pub fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
+}
+
+/// Runs `promtool check metrics` over a scrape.
+pub fn promtool_check(text: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (Debian package `prometheus`)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(text.as_bytes()).expect("write");
+    drop(stdin);
+    child.wait_with_output().expect("promtool output")
 }
