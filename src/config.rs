@@ -51,7 +51,8 @@ pub struct Args {
     #[arg(
         long,
         env = "KUBEVIRT_LEADER_EXPORTER_TLS_CERT_FILE",
-        requires = "tls_key_file"
+        requires = "tls_key_file",
+        global = true
     )]
     pub tls_cert_file: Option<PathBuf>,
 
@@ -59,7 +60,8 @@ pub struct Args {
     #[arg(
         long,
         env = "KUBEVIRT_LEADER_EXPORTER_TLS_KEY_FILE",
-        requires = "tls_cert_file"
+        requires = "tls_cert_file",
+        global = true
     )]
     pub tls_key_file: Option<PathBuf>,
 
