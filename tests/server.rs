@@ -181,12 +181,10 @@ async fn a_client_sending_headers_byte_by_byte_is_cut_off() {
         }
         // A closed connection shows as EOF or an error on read.
         let mut buf = [0u8; 64];
-        match tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => {
-                cut_off = true;
-                break 'dribble;
-            }
-            Ok(Ok(_)) | Err(_) => {}
+        let read = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            cut_off = true;
+            break 'dribble;
         }
         if start.elapsed() > Duration::from_secs(60) {
             break;
