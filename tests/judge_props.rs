@@ -1,0 +1,116 @@
+//! Property tests of the judging function over random pods, leases and clock steps.
+
+use std::time::{Duration, Instant};
+
+use kubevirt_leader_exporter::judge::{LeaseRecord, LeaseSeen, PodInfo, judge};
+use proptest::prelude::*;
+
+const NAMES: [&str; 4] = ["virt-operator-a", "virt-operator-b", "virt-operator-c", ""];
+
+fn pods() -> impl Strategy<Value = Vec<PodInfo>> {
+    prop::collection::vec(
+        (0..NAMES.len(), any::<bool>(), any::<bool>()).prop_map(|(n, ready, deleting)| PodInfo {
+            name: NAMES[n].to_owned(),
+            ready_condition: ready,
+            deleting,
+        }),
+        0..5,
+    )
+}
+
+fn record() -> impl Strategy<Value = LeaseRecord> {
+    (
+        prop::option::of(prop_oneof![
+            (0..NAMES.len()).prop_map(|n| NAMES[n].to_owned()),
+            ".{0,300}"
+        ]),
+        prop::option::of(prop_oneof![any::<i32>(), -2..30i32]),
+        prop::option::of(any::<i32>()),
+        prop::option::of("[0-9:TZ.-]{0,30}"),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(holder, duration_seconds, transitions, renew_time, has_spec)| LeaseRecord {
+                holder,
+                duration_seconds,
+                transitions,
+                renew_time,
+                acquire_time: None,
+                has_spec,
+            },
+        )
+}
+
+/// Offsets from a base instant, in milliseconds: when the record changed and when it is judged.
+fn clock() -> impl Strategy<Value = (u64, u64, u64)> {
+    (0..100_000u64, 0..200_000u64, 0..20_000u64)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn present_means_a_ready_matching_holder_with_a_fresh_record(
+        pods in pods(),
+        record in prop::option::of(record()),
+        (changed_ms, now_ms, grace_ms) in clock(),
+    ) {
+        let base = Instant::now();
+        let grace = Duration::from_millis(grace_ms);
+        let lease = record.map(|record| LeaseSeen { record, changed_at: base + Duration::from_millis(changed_ms) });
+        let now = base + Duration::from_millis(now_ms);
+        let v = judge(&pods, lease.as_ref(), now, grace);
+
+        let live: Vec<&PodInfo> = pods.iter().filter(|p| !p.deleting).collect();
+        prop_assert_eq!(v.pods as usize, live.len());
+        prop_assert_eq!(v.pods_ready as usize, live.iter().filter(|p| p.ready_condition).count());
+        if v.present {
+            let lease = lease.as_ref().expect("present needs a lease");
+            let holder = lease.record.holder.as_deref().expect("present needs a holder");
+            prop_assert!(!holder.is_empty());
+            prop_assert!(pods.iter().any(|p| p.name == holder && p.ready_condition && !p.deleting));
+            let seconds = lease.record.duration_seconds.expect("present needs a duration");
+            prop_assert!(seconds > 0);
+            let limit = Duration::from_secs(seconds.unsigned_abs().into()) + grace;
+            prop_assert!(now.saturating_duration_since(lease.changed_at) <= limit);
+            prop_assert!(lease.record.has_spec && lease.record.renew_time.is_some());
+        }
+    }
+
+    #[test]
+    fn renew_time_is_never_compared_with_the_clock(
+        pods in pods(),
+        record in record(),
+        other_renew in "[0-9:TZ.-]{1,30}",
+        (changed_ms, now_ms, grace_ms) in clock(),
+    ) {
+        let base = Instant::now();
+        let changed_at = base + Duration::from_millis(changed_ms);
+        let now = base + Duration::from_millis(now_ms);
+        let grace = Duration::from_millis(grace_ms);
+        let a = LeaseSeen { record: record.clone(), changed_at };
+        let mut b = a.clone();
+        if b.record.renew_time.is_some() {
+            b.record.renew_time = Some(other_renew);
+        }
+        prop_assert_eq!(judge(&pods, Some(&a), now, grace), judge(&pods, Some(&b), now, grace));
+    }
+
+    #[test]
+    fn freshness_only_decays_as_the_clock_advances(
+        pods in pods(),
+        record in record(),
+        (changed_ms, now_ms, grace_ms) in clock(),
+        step_ms in 0..100_000u64,
+    ) {
+        let base = Instant::now();
+        let lease = LeaseSeen { record, changed_at: base + Duration::from_millis(changed_ms) };
+        let grace = Duration::from_millis(grace_ms);
+        let earlier = base + Duration::from_millis(now_ms);
+        let later = earlier + Duration::from_millis(step_ms);
+        let before = judge(&pods, Some(&lease), earlier, grace);
+        let after = judge(&pods, Some(&lease), later, grace);
+        prop_assert!(!after.present || before.present, "a lease became live with time alone");
+        prop_assert_eq!((before.pods, before.pods_ready, before.holder), (after.pods, after.pods_ready, after.holder));
+    }
+}
