@@ -252,24 +252,6 @@ async fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus 
     }
 }
 
-async fn wait_serving(http: &reqwest::Client, addr: SocketAddr) {
-    let start = Instant::now();
-    while http
-        .get(format!("http://{addr}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "the exporter never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_scrapes_in_flight_complete_and_exits_zero() {
     let store = Store::default();

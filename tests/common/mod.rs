@@ -110,6 +110,25 @@ pub fn spawn_renewer(store: Store) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Waits until the exporter at `addr` answers `/readyz` with 200.
+pub async fn wait_serving(http: &reqwest::Client, addr: SocketAddr) {
+    let start = Instant::now();
+    while http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the exporter never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One scrape of the exporter at `addr`.
 pub async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> Scrape {
     let response = http
