@@ -1,4 +1,5 @@
-//! Switches that make the simulated API server misbehave the way real ones do, for tests.
+//! Switches that make the simulated API server misbehave the way real ones do, and counters
+//! of what it served, for tests and benchmarks.
 
 use std::{
     sync::{
@@ -29,6 +30,7 @@ struct Switches {
 pub struct Faults {
     switches: Mutex<Switches>,
     requests: AtomicU64,
+    objects_sent: AtomicU64,
     /// Bumped to end every open watch stream.
     close_watches: watch::Sender<u64>,
 }
@@ -38,6 +40,7 @@ impl Default for Faults {
         Self {
             switches: Mutex::default(),
             requests: AtomicU64::new(0),
+            objects_sent: AtomicU64::new(0),
             close_watches: watch::channel(0).0,
         }
     }
@@ -85,6 +88,15 @@ impl Faults {
     /// Requests served since start, faults included.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Objects sent to clients in lists, watch events and reads.
+    pub fn objects_sent(&self) -> u64 {
+        self.objects_sent.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_sent(&self, objects: usize) {
+        self.objects_sent.fetch_add(objects as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn take_gone_resume(&self) -> bool {

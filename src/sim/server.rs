@@ -106,7 +106,7 @@ async fn collection(
     if is_true(&params.watch) {
         watch(shared, kind, filter, &params)
     } else {
-        list(&shared.store, kind, &filter)
+        list(&shared, kind, &filter)
     }
 }
 
@@ -139,8 +139,9 @@ pub(super) fn status_json(code: u16, reason: &str, message: &str) -> String {
     .to_string()
 }
 
-fn list(store: &Store, kind: Kind, filter: &Filter) -> Response {
-    let (rv, items) = store.list(kind, |o| filter.matches(o));
+fn list(shared: &Shared, kind: Kind, filter: &Filter) -> Response {
+    let (rv, items) = shared.store.list(kind, |o| filter.matches(o));
+    shared.faults.count_sent(items.len());
     let mut body = format!(
         r#"{{"kind":"{}List","apiVersion":"{}","metadata":{{"resourceVersion":"{rv}"}},"items":["#,
         kind.name(),
@@ -162,7 +163,10 @@ async fn single(
     (namespace, name): (String, String),
 ) -> Response {
     match shared.store.get_stored(kind, &namespace, &name) {
-        Some(o) => json(StatusCode::OK, o.json.to_string()),
+        Some(o) => {
+            shared.faults.count_sent(1);
+            json(StatusCode::OK, o.json.to_string())
+        }
         None => {
             let what = format!("{}s {name:?} not found", kind.name().to_lowercase());
             status(StatusCode::NOT_FOUND, "NotFound", &what)
@@ -242,6 +246,7 @@ fn watch(shared: Shared, kind: Kind, filter: Filter, params: &Params) -> Respons
                 tx,
                 stopping: shared.stopping.clone(),
                 closer: shared.faults.watch_closer(),
+                faults: shared.faults.clone(),
                 store: shared.store.clone(),
             };
             tokio::spawn(stream.run(start));
@@ -268,6 +273,7 @@ struct WatchStream {
     tx: mpsc::Sender<String>,
     stopping: watch::Receiver<bool>,
     closer: watch::Receiver<u64>,
+    faults: Arc<Faults>,
     store: Store,
 }
 
@@ -322,7 +328,10 @@ impl WatchStream {
 
     async fn send(&self, change: &Change) -> bool {
         match translate(change, self.kind, &self.filter) {
-            Some(line) => self.tx.send(line).await.is_ok(),
+            Some(line) => {
+                self.faults.count_sent(1);
+                self.tx.send(line).await.is_ok()
+            }
             None => true,
         }
     }

@@ -1,0 +1,301 @@
+//! The benchmark: builds the release binary, runs it against the simulated API server and
+//! prints one table of footprint, scrape throughput (against a static floor), change-to-metric
+//! latency, idle cost and start-up time.
+//!
+//!     cargo run --release --example bench
+//!
+//! Needs `wrk` (Debian package `wrk`) as the load generator.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use kubevirt_leader_exporter::sim::{SimServer, Store, lease, pod};
+
+const NS: &str = "kubevirt";
+const OPERATOR: &str = "virt-operator";
+const PODS: [&str; 2] = ["virt-operator-a", "virt-operator-b"];
+const IDLE: Duration = Duration::from_secs(60);
+const CHANGES: usize = 1000;
+const EXTRA_MATCHING: usize = 998;
+const NON_MATCHING: usize = 10_000;
+const WRK_SECONDS: u32 = 10;
+const WRK_CONNECTIONS: u32 = 64;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("floor") {
+        return floor(&args[2], Path::new(&args[3]));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+/// The floor: a minimal axum server returning a static body, in a process of its own like
+/// the exporter.
+fn floor(addr: &str, body: &Path) -> anyhow::Result<()> {
+    let body: &'static str = std::fs::read_to_string(body)?.leak();
+    let addr: SocketAddr = addr.parse()?;
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { body }));
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn build_release() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--locked", "--bin", "kubevirt-leader-exporter"])
+        .status()?;
+    if !status.success() {
+        bail!("release build failed");
+    }
+    Ok(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/kubevirt-leader-exporter"))
+}
+
+/// Resident memory of `pid`, in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
+/// User plus system CPU time of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat.rsplit_once(')').context("stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / 100.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+struct Wrk {
+    rps: f64,
+    p50: String,
+    p99: String,
+}
+
+fn wrk(url: &str) -> anyhow::Result<Wrk> {
+    let out = Command::new("wrk")
+        .args(["-t2", &format!("-c{WRK_CONNECTIONS}"), &format!("-d{WRK_SECONDS}s"), "--latency", url])
+        .output()
+        .context("wrk is needed: apt-get install wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|v| v.trim().to_owned())
+            .with_context(|| format!("wrk printed no {prefix}: {text}"))
+    };
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        bail!("wrk saw errors: {text}");
+    }
+    Ok(Wrk {
+        rps: field("Requests/sec:")?.parse()?,
+        p50: field("50%")?,
+        p99: field("99%")?,
+    })
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, String)> {
+    let r = http.get(url).send().await?;
+    Ok((r.status().as_u16(), r.text().await?))
+}
+
+async fn wait_for(http: &reqwest::Client, url: &str, check: impl Fn(&str) -> bool) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if let Ok((200, body)) = get(http, url).await
+            && check(&body)
+        {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("timed out waiting on {url}");
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let binary = build_release()?;
+    let store = Store::default();
+    let sim = SimServer::start(store.clone()).await?;
+    for name in PODS {
+        store.apply(pod(NS, name, &[("kubevirt.io", OPERATOR)], true));
+    }
+    store.apply(lease(NS, OPERATOR, PODS[0], 15));
+    let renewer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                store.renew_lease(NS, OPERATOR);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
+    let dir = std::env::temp_dir().join(format!("kle-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, serde_yaml::to_string(&sim.kubeconfig())?)?;
+    let addr = free_addr()?;
+    let metrics = format!("http://{addr}/metrics");
+    let http = reqwest::Client::new();
+
+    // Start to ready.
+    let started = Instant::now();
+    let exporter = Killed(
+        Command::new(&binary)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--listen={addr}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let pid = exporter.0.id();
+    loop {
+        if let Ok((200, _)) = get(&http, &format!("http://{addr}/readyz")).await {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("the exporter never became ready");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let start_to_ready = started.elapsed();
+    let rss_start = rss_kib(pid)?;
+
+    // Idle: only the leader's renewals, as in a quiet cluster.
+    eprintln!("idle for {} s...", IDLE.as_secs());
+    let (requests_before, cpu_before) = (sim.faults.requests(), cpu_seconds(pid)?);
+    tokio::time::sleep(IDLE).await;
+    let idle_requests = sim.faults.requests() - requests_before;
+    let idle_cpu = cpu_seconds(pid)? - cpu_before;
+    let rss_idle = rss_kib(pid)?;
+
+    // Scrape throughput against the floor.
+    eprintln!("scrape load, exporter and floor...");
+    let (_, body) = get(&http, &metrics).await?;
+    let body_file = dir.join("body.txt");
+    std::fs::write(&body_file, &body)?;
+    let ours = wrk(&metrics)?;
+    let floor_addr = free_addr()?;
+    let _floor = Killed(
+        Command::new(std::env::current_exe()?)
+            .args(["floor", &floor_addr.to_string(), &body_file.display().to_string()])
+            .spawn()?,
+    );
+    let floor_url = format!("http://{floor_addr}/metrics");
+    wait_for(&http, &floor_url, |_| true).await?;
+    let base = wrk(&floor_url)?;
+
+    // Change to metric.
+    eprintln!("{CHANGES} changes...");
+    let mut delays = Vec::with_capacity(CHANGES);
+    let ready_series = format!("kubevirt_leader_pods_ready{{component=\"{OPERATOR}\",namespace=\"{NS}\"}}");
+    for i in 0..CHANGES {
+        let t0 = Instant::now();
+        if i % 2 == 0 {
+            let holder = PODS[(i / 2 + 1) % 2];
+            store.take_lease(NS, OPERATOR, holder);
+            let want = format!("holder=\"{holder}\"");
+            wait_for(&http, &metrics, |b| b.contains(&want)).await?;
+        } else {
+            let ready = (i / 2) % 2 == 1;
+            store.set_pod_ready(NS, PODS[1], ready);
+            let want = if ready { 2.0 } else { 1.0 };
+            wait_for(&http, &metrics, |b| value(b, &ready_series) == Some(want)).await?;
+        }
+        delays.push(t0.elapsed());
+    }
+    delays.sort();
+
+    // Scale: 1,000 matching pods, 10,000 others in the same namespace.
+    eprintln!("adding {EXTRA_MATCHING} matching and {NON_MATCHING} non-matching pods...");
+    let sent_before = sim.faults.objects_sent();
+    for i in 0..EXTRA_MATCHING {
+        store.apply(pod(NS, &format!("virt-operator-extra-{i:04}"), &[("kubevirt.io", OPERATOR)], true));
+    }
+    for i in 0..NON_MATCHING {
+        store.apply(pod(NS, &format!("other-{i:05}"), &[("app", "other")], true));
+    }
+    let pods_series = format!("kubevirt_leader_pods{{component=\"{OPERATOR}\",namespace=\"{NS}\"}}");
+    let total = (EXTRA_MATCHING + PODS.len()) as f64;
+    wait_for(&http, &metrics, |b| value(b, &pods_series) == Some(total)).await?;
+    let sent_for_scale = sim.faults.objects_sent() - sent_before;
+    // A full re-list of everything, as after a restart of the watches.
+    sim.faults.close_watches();
+    sim.faults.gone_on_resume(4);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_for(&http, &metrics, |b| value(b, &pods_series) == Some(total)).await?;
+    let rss_scaled = rss_kib(pid)?;
+    let per_pod = (rss_scaled.saturating_sub(rss_idle) * 1024) as f64 / EXTRA_MATCHING as f64;
+    renewer.abort();
+
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .unwrap_or_default();
+    let binary_size = std::fs::metadata(&binary)?.len();
+    println!("kubevirt-leader-exporter benchmark: release binary ({:.1} MiB), {cpu}, {} cores", binary_size as f64 / 1048576.0, std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!();
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!("| RSS after start, 2 pods | {} | ≤ 10 MiB |", mib(rss_start));
+    println!("| RSS after {} s, 2 pods | {} | ≤ 10 MiB |", IDLE.as_secs(), mib(rss_idle));
+    println!("| RSS with {} matching + {NON_MATCHING} non-matching pods, after a full re-list | {} | |", EXTRA_MATCHING + 2, mib(rss_scaled));
+    println!("| memory per extra tracked pod | {per_pod:.0} bytes | ≤ 1 KiB |");
+    println!("| objects the API server sent while {EXTRA_MATCHING} matching and {NON_MATCHING} non-matching pods were added | {sent_for_scale} | no non-matching pod |");
+    println!("| /metrics, exporter ({} bytes) | {:.0} req/s, p50 {}, p99 {} | |", body.len(), ours.rps, ours.p50, ours.p99);
+    println!("| /metrics, floor (static body, same size) | {:.0} req/s, p50 {}, p99 {} | |", base.rps, base.p50, base.p99);
+    println!("| scrape throughput, exporter / floor | {:.2} | ≥ 0.7 |", ours.rps / base.rps);
+    println!(
+        "| change to metric over {CHANGES} changes (holder, readiness) | p50 {:.2} ms, p99 {:.2} ms | p99 ≤ 50 ms |",
+        percentile(&delays, 0.5).as_secs_f64() * 1000.0,
+        percentile(&delays, 0.99).as_secs_f64() * 1000.0
+    );
+    println!("| idle {} s (leader renewing every 2 s): API requests, CPU | {idle_requests} requests, {idle_cpu:.2} CPU s | only the open watches |", IDLE.as_secs());
+    println!("| start to /readyz 200 | {:.0} ms | ≤ 500 ms |", start_to_ready.as_secs_f64() * 1000.0);
+    println!("\n(load: wrk -t2 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s; the simulated API server runs in the benchmark's process)");
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
