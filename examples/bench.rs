@@ -44,7 +44,8 @@ fn floor(addr: &str, body: &Path) -> anyhow::Result<()> {
     let body: &'static str = std::fs::read_to_string(body)?.leak();
     let addr: SocketAddr = addr.parse()?;
     tokio::runtime::Runtime::new()?.block_on(async move {
-        let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { body }));
+        let app =
+            axum::Router::new().route("/metrics", axum::routing::get(move || async move { body }));
         let listener = tokio::net::TcpListener::bind(addr).await?;
         axum::serve(listener, app).await?;
         Ok(())
@@ -67,7 +68,13 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
 fn build_release() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--release", "--locked", "--bin", "kubevirt-leader-exporter"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--bin",
+            "kubevirt-leader-exporter",
+        ])
         .status()?;
     if !status.success() {
         bail!("release build failed");
@@ -111,7 +118,13 @@ struct Wrk {
 
 fn wrk(url: &str) -> anyhow::Result<Wrk> {
     let out = Command::new("wrk")
-        .args(["-t2", &format!("-c{WRK_CONNECTIONS}"), &format!("-d{WRK_SECONDS}s"), "--latency", url])
+        .args([
+            "-t2",
+            &format!("-c{WRK_CONNECTIONS}"),
+            &format!("-d{WRK_SECONDS}s"),
+            "--latency",
+            url,
+        ])
         .output()
         .context("wrk is needed: apt-get install wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -137,7 +150,11 @@ async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, String)>
     Ok((r.status().as_u16(), r.text().await?))
 }
 
-async fn wait_for(http: &reqwest::Client, url: &str, check: impl Fn(&str) -> bool) -> anyhow::Result<Duration> {
+async fn wait_for(
+    http: &reqwest::Client,
+    url: &str,
+    check: impl Fn(&str) -> bool,
+) -> anyhow::Result<Duration> {
     let start = Instant::now();
     loop {
         if let Ok((200, body)) = get(http, url).await
@@ -153,7 +170,8 @@ async fn wait_for(http: &reqwest::Client, url: &str, check: impl Fn(&str) -> boo
 }
 
 fn value(body: &str, series: &str) -> Option<f64> {
-    body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -221,7 +239,11 @@ async fn run() -> anyhow::Result<()> {
     let floor_addr = free_addr()?;
     let _floor = Killed(
         Command::new(std::env::current_exe()?)
-            .args(["floor", &floor_addr.to_string(), &body_file.display().to_string()])
+            .args([
+                "floor",
+                &floor_addr.to_string(),
+                &body_file.display().to_string(),
+            ])
             .spawn()?,
     );
     let floor_url = format!("http://{floor_addr}/metrics");
@@ -231,7 +253,8 @@ async fn run() -> anyhow::Result<()> {
     // Change to metric.
     eprintln!("{CHANGES} changes...");
     let mut delays = Vec::with_capacity(CHANGES);
-    let ready_series = format!("kubevirt_leader_pods_ready{{component=\"{OPERATOR}\",namespace=\"{NS}\"}}");
+    let ready_series =
+        format!("kubevirt_leader_pods_ready{{component=\"{OPERATOR}\",namespace=\"{NS}\"}}");
     for i in 0..CHANGES {
         let t0 = Instant::now();
         if i % 2 == 0 {
@@ -253,12 +276,18 @@ async fn run() -> anyhow::Result<()> {
     eprintln!("adding {EXTRA_MATCHING} matching and {NON_MATCHING} non-matching pods...");
     let sent_before = sim.faults.objects_sent();
     for i in 0..EXTRA_MATCHING {
-        store.apply(pod(NS, &format!("virt-operator-extra-{i:04}"), &[("kubevirt.io", OPERATOR)], true));
+        store.apply(pod(
+            NS,
+            &format!("virt-operator-extra-{i:04}"),
+            &[("kubevirt.io", OPERATOR)],
+            true,
+        ));
     }
     for i in 0..NON_MATCHING {
         store.apply(pod(NS, &format!("other-{i:05}"), &[("app", "other")], true));
     }
-    let pods_series = format!("kubevirt_leader_pods{{component=\"{OPERATOR}\",namespace=\"{NS}\"}}");
+    let pods_series =
+        format!("kubevirt_leader_pods{{component=\"{OPERATOR}\",namespace=\"{NS}\"}}");
     let total = (EXTRA_MATCHING + PODS.len()) as f64;
     wait_for(&http, &metrics, |b| value(b, &pods_series) == Some(total)).await?;
     let sent_for_scale = sim.faults.objects_sent() - sent_before;
@@ -273,29 +302,71 @@ async fn run() -> anyhow::Result<()> {
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
         .unwrap_or_default();
     let binary_size = std::fs::metadata(&binary)?.len();
-    println!("kubevirt-leader-exporter benchmark: release binary ({:.1} MiB), {cpu}, {} cores", binary_size as f64 / 1048576.0, std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "kubevirt-leader-exporter benchmark: release binary ({:.1} MiB), {cpu}, {} cores",
+        binary_size as f64 / 1048576.0,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!();
     println!("| measure | value | target |");
     println!("|---|---|---|");
-    println!("| RSS after start, 2 pods | {} | ≤ 10 MiB |", mib(rss_start));
-    println!("| RSS after {} s, 2 pods | {} | ≤ 10 MiB |", IDLE.as_secs(), mib(rss_idle));
-    println!("| RSS with {} matching + {NON_MATCHING} non-matching pods, after a full re-list | {} | |", EXTRA_MATCHING + 2, mib(rss_scaled));
+    println!(
+        "| RSS after start, 2 pods | {} | ≤ 10 MiB |",
+        mib(rss_start)
+    );
+    println!(
+        "| RSS after {} s, 2 pods | {} | ≤ 10 MiB |",
+        IDLE.as_secs(),
+        mib(rss_idle)
+    );
+    println!(
+        "| RSS with {} matching + {NON_MATCHING} non-matching pods, after a full re-list | {} | |",
+        EXTRA_MATCHING + 2,
+        mib(rss_scaled)
+    );
     println!("| memory per extra tracked pod | {per_pod:.0} bytes | ≤ 1 KiB |");
-    println!("| objects the API server sent while {EXTRA_MATCHING} matching and {NON_MATCHING} non-matching pods were added | {sent_for_scale} | no non-matching pod |");
-    println!("| /metrics, exporter ({} bytes) | {:.0} req/s, p50 {}, p99 {} | |", body.len(), ours.rps, ours.p50, ours.p99);
-    println!("| /metrics, floor (static body, same size) | {:.0} req/s, p50 {}, p99 {} | |", base.rps, base.p50, base.p99);
-    println!("| scrape throughput, exporter / floor | {:.2} | ≥ 0.7 |", ours.rps / base.rps);
+    println!(
+        "| objects the API server sent while {EXTRA_MATCHING} matching and {NON_MATCHING} non-matching pods were added | {sent_for_scale} | no non-matching pod |"
+    );
+    println!(
+        "| /metrics, exporter ({} bytes) | {:.0} req/s, p50 {}, p99 {} | |",
+        body.len(),
+        ours.rps,
+        ours.p50,
+        ours.p99
+    );
+    println!(
+        "| /metrics, floor (static body, same size) | {:.0} req/s, p50 {}, p99 {} | |",
+        base.rps, base.p50, base.p99
+    );
+    println!(
+        "| scrape throughput, exporter / floor | {:.2} | ≥ 0.7 |",
+        ours.rps / base.rps
+    );
     println!(
         "| change to metric over {CHANGES} changes (holder, readiness) | p50 {:.2} ms, p99 {:.2} ms | p99 ≤ 50 ms |",
         percentile(&delays, 0.5).as_secs_f64() * 1000.0,
         percentile(&delays, 0.99).as_secs_f64() * 1000.0
     );
-    println!("| idle {} s (leader renewing every 2 s): API requests, CPU | {idle_requests} requests, {idle_cpu:.2} CPU s | only the open watches |", IDLE.as_secs());
-    println!("| start to /readyz 200 | {:.0} ms | ≤ 500 ms |", start_to_ready.as_secs_f64() * 1000.0);
-    println!("\n(load: wrk -t2 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s; the simulated API server runs in the benchmark's process)");
+    println!(
+        "| idle {} s (leader renewing every 2 s): API requests, CPU | {idle_requests} requests, {idle_cpu:.2} CPU s | only the open watches |",
+        IDLE.as_secs()
+    );
+    println!(
+        "| start to /readyz 200 | {:.0} ms | ≤ 500 ms |",
+        start_to_ready.as_secs_f64() * 1000.0
+    );
+    println!(
+        "\n(load: wrk -t2 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s; the simulated API server runs in the benchmark's process)"
+    );
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }

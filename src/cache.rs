@@ -3,7 +3,11 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{Mutex, MutexGuard, PoisonError},
+    ops::{Deref, DerefMut},
+    sync::{
+        Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -371,6 +375,35 @@ fn log_change(old: Option<&Logged>, new: &Logged, namespace: &str, component: &s
 pub struct Cache {
     targets: Vec<Mutex<Target>>,
     pub grace: Duration,
+    /// Bumped by every update, so that what was computed from the cache can tell whether
+    /// it still stands.
+    generation: AtomicU64,
+}
+
+/// A target locked for an update; the cache's generation moves on when it is released.
+pub struct Updating<'a> {
+    guard: MutexGuard<'a, Target>,
+    generation: &'a AtomicU64,
+}
+
+impl Deref for Updating<'_> {
+    type Target = Target;
+
+    fn deref(&self) -> &Target {
+        &self.guard
+    }
+}
+
+impl DerefMut for Updating<'_> {
+    fn deref_mut(&mut self) -> &mut Target {
+        &mut self.guard
+    }
+}
+
+impl Drop for Updating<'_> {
+    fn drop(&mut self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
 }
 
 impl Cache {
@@ -393,7 +426,21 @@ impl Cache {
         Self {
             targets,
             grace: settings.lease_grace,
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The target at `index`, to change it.
+    pub fn update(&self, index: usize) -> Updating<'_> {
+        Updating {
+            guard: self.target(index),
+            generation: &self.generation,
+        }
+    }
+
+    /// Changes whenever a target is updated.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub fn len(&self) -> usize {
@@ -404,8 +451,8 @@ impl Cache {
         self.targets.is_empty()
     }
 
-    /// The target at `index`. A panic elsewhere while holding the lock leaves plain data
-    /// behind, so a poisoned lock is used as it is.
+    /// The target at `index`, to read it. A panic elsewhere while holding the lock leaves
+    /// plain data behind, so a poisoned lock is used as it is.
     pub fn target(&self, index: usize) -> MutexGuard<'_, Target> {
         self.targets[index]
             .lock()

@@ -10,7 +10,9 @@ use kubevirt_leader_exporter::{
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
+// Two workers are plenty for a handful of watches and scrapes, and keep the footprint the
+// same on a 2-core and a 96-core node.
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(args.log_format);

@@ -2,7 +2,13 @@
 //! collector over the cache, so a lease that silently stops being renewed shows without any
 //! new event, and concurrent scrapes never see each other's half-written values.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{Arc, PoisonError, RwLock},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
 
 use prometheus::{
     Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -39,14 +45,26 @@ impl Resource {
 pub enum MetricsError {
     #[error("registering metrics: {0}")]
     Register(#[from] prometheus::Error),
-    #[error("encoded metrics are not UTF-8")]
-    Utf8(#[from] std::string::FromUtf8Error),
+}
+
+/// How long a rendered body is served again while nothing in the cache has changed. Every
+/// watch event and every lease deadline changes the cache, so within this window only
+/// continuously moving values (lease age, process CPU time) can lag; a burst of scrapes costs
+/// one rendering instead of one each.
+const REUSE_FOR: Duration = Duration::from_secs(1);
+
+struct Rendered {
+    generation: u64,
+    at: Instant,
+    body: Bytes,
 }
 
 /// The registry and the metrics updated outside of scrapes.
 pub struct Metrics {
     registry: Registry,
     watch_errors: IntCounterVec,
+    cache: Arc<Cache>,
+    last: RwLock<Option<Rendered>>,
 }
 
 impl Metrics {
@@ -75,11 +93,13 @@ impl Metrics {
             .set(1);
         registry.register(Box::new(watch_errors.clone()))?;
         registry.register(Box::new(build_info))?;
-        registry.register(Box::new(LeaderCollector::new(cache)?))?;
+        registry.register(Box::new(LeaderCollector::new(cache.clone())?))?;
         register_process_collector(&registry)?;
         Ok(Self {
             registry,
             watch_errors,
+            cache,
+            last: RwLock::new(None),
         })
     }
 
@@ -89,11 +109,30 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition of every metric.
-    pub fn render(&self) -> Result<String, MetricsError> {
+    /// The text exposition of every metric, rendered again when the cache has changed or
+    /// the last rendering is older than [`REUSE_FOR`].
+    pub fn render(&self) -> Result<Bytes, MetricsError> {
+        let generation = self.cache.generation();
+        if let Some(last) = self
+            .last
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            && last.generation == generation
+            && last.at.elapsed() < REUSE_FOR
+        {
+            return Ok(last.body.clone());
+        }
+        let at = Instant::now();
         let mut buf = Vec::with_capacity(4096);
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
-        Ok(String::from_utf8(buf)?)
+        let body = Bytes::from(buf);
+        *self.last.write().unwrap_or_else(PoisonError::into_inner) = Some(Rendered {
+            generation,
+            at,
+            body: body.clone(),
+        });
+        Ok(body)
     }
 }
 
@@ -280,6 +319,22 @@ impl Collector for LeaderCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rendering_is_reused_until_the_cache_changes() {
+        let settings = crate::config::Settings::with_defaults(std::time::Duration::from_secs(5));
+        let cache = Arc::new(Cache::new(&settings));
+        let metrics = Metrics::new(cache.clone()).expect("metrics");
+        let first = metrics.render().expect("render");
+        assert!(
+            std::str::from_utf8(&first)
+                .expect("UTF-8")
+                .contains("kubevirt_leader_exporter_build_info")
+        );
+        assert_eq!(metrics.render().expect("render").as_ptr(), first.as_ptr());
+        drop(cache.update(0));
+        assert_ne!(metrics.render().expect("render").as_ptr(), first.as_ptr());
+    }
 
     #[test]
     fn truncate_respects_char_boundaries() {

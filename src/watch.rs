@@ -80,7 +80,7 @@ impl Watches {
 
     fn failed(&self, index: usize, resource: Resource, error: &dyn std::fmt::Display) {
         self.metrics.watch_error(resource);
-        let mut target = self.cache.target(index);
+        let mut target = self.cache.update(index);
         let (component, scope) = (target.component.name.clone(), target.scope().to_owned());
         warn!(resource = resource.as_str(), component, scope, %error, "watch failed, retrying");
         match resource {
@@ -96,7 +96,7 @@ impl Watches {
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(event) => {
-                        let mut target = self.cache.target(index);
+                        let mut target = self.cache.update(index);
                         target.apply_pod(reduce(event, pod_info));
                         target.log_changes(Instant::now(), self.cache.grace);
                     }
@@ -135,7 +135,7 @@ impl Watches {
                 item = stream.next() => match item {
                     Some(Ok(event)) => {
                         let now = Instant::now();
-                        let mut target = self.cache.target(index);
+                        let mut target = self.cache.update(index);
                         target.apply_lease(reduce(event, lease_record), now);
                         target.log_changes(now, self.cache.grace);
                     }
@@ -149,7 +149,7 @@ impl Watches {
                     if let Some(restart) = self.confirm_leases(index).await {
                         return restart;
                     }
-                    self.cache.target(index).log_changes(Instant::now(), self.cache.grace);
+                    self.cache.update(index).log_changes(Instant::now(), self.cache.grace);
                 }
             }
         }
@@ -186,7 +186,7 @@ impl Watches {
 
     fn compare_read(&self, index: usize, key: &Key, fresh: Option<LeaseRecord>) -> Option<Restart> {
         let now = Instant::now();
-        let mut target = self.cache.target(index);
+        let mut target = self.cache.update(index);
         let held = target.leases.objects().get(key).map(|seen| &seen.record);
         if held == fresh.as_ref() {
             debug!(
@@ -203,8 +203,8 @@ impl Watches {
         };
         target.apply_lease(change, now);
         target.leases_failed(now);
-        drop(target);
         self.metrics.watch_error(Resource::Leases);
+        drop(target);
         warn!(
             namespace = key.0,
             lease = key.1,

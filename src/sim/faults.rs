@@ -96,7 +96,8 @@ impl Faults {
     }
 
     pub(crate) fn count_sent(&self, objects: usize) {
-        self.objects_sent.fetch_add(objects as u64, Ordering::Relaxed);
+        self.objects_sent
+            .fetch_add(objects as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn take_gone_resume(&self) -> bool {
