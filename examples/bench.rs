@@ -4,7 +4,8 @@
 //!
 //!     cargo run --release --example bench
 //!
-//! Needs `wrk` (Debian package `wrk`) as the load generator.
+//! Needs `wrk` (Debian package `wrk`) as the load generator. `BENCH_TARGET=x86_64-unknown-linux-musl`
+//! measures the static binary the Dockerfile ships instead of the host's glibc build.
 
 use std::{
     net::SocketAddr,
@@ -291,13 +292,17 @@ async fn run() -> anyhow::Result<()> {
     let total = (EXTRA_MATCHING + PODS.len()) as f64;
     wait_for(&http, &metrics, |b| value(b, &pods_series) == Some(total)).await?;
     let sent_for_scale = sim.faults.objects_sent() - sent_before;
-    // A full re-list of everything, as after a restart of the watches.
-    sim.faults.close_watches();
-    sim.faults.gone_on_resume(4);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    wait_for(&http, &metrics, |b| value(b, &pods_series) == Some(total)).await?;
     let rss_scaled = rss_kib(pid)?;
     let per_pod = (rss_scaled.saturating_sub(rss_idle) * 1024) as f64 / EXTRA_MATCHING as f64;
+    // A full re-list of everything, as after a restart of the watches.
+    sim.faults.gone_on_resume(4);
+    sim.faults.close_watches();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_for(&http, &metrics, |b| value(b, &pods_series) == Some(total)).await?;
+    let rss_relisted = rss_kib(pid)?;
+    let per_pod_relisted =
+        (rss_relisted.saturating_sub(rss_idle) * 1024) as f64 / EXTRA_MATCHING as f64;
     renewer.abort();
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

@@ -64,9 +64,10 @@ impl Watches {
 
     fn pod_stream(&self, index: usize) -> BoxStream<'static, watcher::Result<Event<Pod>>> {
         let selector = self.cache.target(index).component.label_selector();
+        // Small pages keep the transient memory of a re-list of many pods small.
         watcher(
             self.api(index),
-            watcher::Config::default().labels(&selector),
+            watcher::Config::default().labels(&selector).page_size(100),
         )
     }
 

@@ -375,3 +375,35 @@ async fn silent_lease_watch_is_caught_by_a_direct_read() {
     bed.until("leader lost", |s| s.present(NS) == Some(0.0))
         .await;
 }
+
+#[tokio::test]
+async fn a_relist_of_many_pods_comes_in_pages_and_misses_none() {
+    let bed = Bed::start(settings(&[NS])).await;
+    for i in 0..250 {
+        bed.store.apply(pod(
+            NS,
+            &format!("virt-operator-{i:03}"),
+            &[("kubevirt.io", OPERATOR)],
+            i % 2 == 0,
+        ));
+    }
+    bed.until("250 pods", |s| s.operator("pods", NS) == Some(250.0))
+        .await;
+    let faults = bed.sim.as_ref().expect("sim").faults.clone();
+    let (requests, sent) = (faults.requests(), faults.objects_sent());
+    // Force every watch to list again.
+    faults.gone_on_resume(4);
+    faults.close_watches();
+    bed.until("relisted", |s| {
+        faults.objects_sent() >= sent + 250 && s.operator("pods", NS) == Some(250.0)
+    })
+    .await;
+    let s = bed.scrape().await;
+    assert_eq!(s.operator("pods_ready", NS), Some(125.0));
+    // Pages of 100: three list requests for the pods alone.
+    assert!(
+        faults.requests() >= requests + 3,
+        "{} requests",
+        faults.requests() - requests
+    );
+}

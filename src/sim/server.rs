@@ -87,6 +87,9 @@ struct Params {
     resource_version: Option<String>,
     allow_watch_bookmarks: Option<String>,
     timeout_seconds: Option<u64>,
+    limit: Option<usize>,
+    #[serde(rename = "continue")]
+    continue_token: Option<String>,
 }
 
 fn is_true(v: &Option<String>) -> bool {
@@ -106,7 +109,7 @@ async fn collection(
     if is_true(&params.watch) {
         watch(shared, kind, filter, &params)
     } else {
-        list(&shared, kind, &filter)
+        list(&shared, kind, &filter, &params)
     }
 }
 
@@ -139,13 +142,29 @@ pub(super) fn status_json(code: u16, reason: &str, message: &str) -> String {
     .to_string()
 }
 
-fn list(shared: &Shared, kind: Kind, filter: &Filter) -> Response {
-    let (rv, items) = shared.store.list(kind, |o| filter.matches(o));
+/// A list, in pages of `limit` when asked. The continue token is the namespace/name of the
+/// last object sent; pages are not one snapshot, which clients tolerate.
+fn list(shared: &Shared, kind: Kind, filter: &Filter, params: &Params) -> Response {
+    let after = params
+        .continue_token
+        .as_deref()
+        .and_then(|t| t.split_once('/'));
+    let (rv, mut items) = shared.store.list(kind, |o| {
+        filter.matches(o) && after.is_none_or(|a| (o.namespace.as_str(), o.name.as_str()) > a)
+    });
+    let mut next = String::new();
+    if let Some(limit) = params.limit.filter(|l| *l > 0 && *l < items.len()) {
+        items.truncate(limit);
+        if let Some(last) = items.last() {
+            next = format!("{}/{}", last.namespace, last.name);
+        }
+    }
     shared.faults.count_sent(items.len());
     let mut body = format!(
-        r#"{{"kind":"{}List","apiVersion":"{}","metadata":{{"resourceVersion":"{rv}"}},"items":["#,
+        r#"{{"kind":"{}List","apiVersion":"{}","metadata":{{"resourceVersion":"{rv}","continue":{}}},"items":["#,
         kind.name(),
-        kind.api_version()
+        kind.api_version(),
+        serde_json::Value::from(next)
     );
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
