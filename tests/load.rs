@@ -5,8 +5,6 @@
 mod common;
 
 use std::{
-    net::SocketAddr,
-    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -57,29 +55,15 @@ async fn two_hundred_scrapers_while_the_store_churns() {
         store.apply(pod(ns, POD_B, &[("kubevirt.io", OPERATOR)], true));
         store.apply(lease(ns, OPERATOR, POD_A, 15));
     }
-    let dir = std::env::temp_dir().join(format!("kle-load-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        serde_yaml::to_string(&sim.kubeconfig()).expect("yaml"),
-    )
-    .expect("write");
-    let addr: SocketAddr = free_addr();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg(format!("--listen={addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start exporter");
+    let mut binary = start_binary(&sim);
+    let addr = binary.addr;
     let http = reqwest::Client::new();
     wait_serving(&http, addr).await;
     until(&http, addr, "leader present", |s| {
         s.present(NS) == Some(1.0)
     })
     .await;
-    let rss_before = rss_kib(child.id());
+    let rss_before = rss_kib(binary.child.id());
 
     let stop = Arc::new(AtomicBool::new(false));
     let changes = Arc::new(AtomicU64::new(0));
@@ -148,7 +132,7 @@ async fn two_hundred_scrapers_while_the_store_churns() {
     assert_eq!(s.present("openshift-cnv"), Some(1.0));
     drop(http);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = rss_kib(child.id());
+    let rss_after = rss_kib(binary.child.id());
     let changed = changes.load(Ordering::Relaxed);
     eprintln!(
         "load: {scrapes} scrapes by {SCRAPERS} clients in {:.1} s ({:.0}/s) while the store changed {changed} times; \
@@ -165,7 +149,5 @@ async fn two_hundred_scrapers_while_the_store_churns() {
         rss_after < rss_before + 16 * 1024,
         "RSS {rss_before} KiB before, {rss_after} KiB after"
     );
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = binary.child.kill();
 }

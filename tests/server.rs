@@ -5,8 +5,8 @@ mod common;
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
+    path::Path,
+    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -53,16 +53,6 @@ fn issue(ca: &Ca, cert: &Path, key: &Path) -> Vec<u8> {
         std::fs::rename(&tmp, path).expect("rename");
     }
     certificate.der().to_vec()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "kle-{name}-{}-{}",
-        std::process::id(),
-        free_addr().port()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 /// One HTTPS GET; returns the response text and the certificate the server presented.
@@ -193,43 +183,6 @@ async fn a_client_sending_headers_byte_by_byte_is_cut_off() {
     assert!(cut_off, "a slow client held its connection for a minute");
     // Everyone else is still served.
     assert_eq!(bed.get("/livez").await.0, 200);
-}
-
-/// The exporter binary against a simulated API server, and its kubeconfig.
-struct Binary {
-    child: std::process::Child,
-    addr: SocketAddr,
-    _dir: PathBuf,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_binary(sim: &SimServer) -> Binary {
-    let dir = temp_dir("bin");
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        serde_yaml::to_string(&sim.kubeconfig()).expect("yaml"),
-    )
-    .expect("write");
-    let addr = free_addr();
-    let child = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg(format!("--listen={addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start exporter");
-    Binary {
-        child,
-        addr,
-        _dir: dir,
-    }
 }
 
 fn signal(child: &std::process::Child, name: &str) {

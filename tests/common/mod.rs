@@ -4,6 +4,7 @@
 
 use std::{
     net::SocketAddr,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -254,4 +255,52 @@ pub fn promtool_check(text: &str) -> std::process::Output {
     stdin.write_all(text.as_bytes()).expect("write");
     drop(stdin);
     child.wait_with_output().expect("promtool output")
+}
+
+/// A fresh temporary folder for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "kle-{name}-{}-{}",
+        std::process::id(),
+        free_addr().port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// The exporter binary against a simulated API server, and its kubeconfig.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    _dir: PathBuf,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_binary(sim: &SimServer) -> Binary {
+    let dir = temp_dir("bin");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        serde_yaml::to_string(&sim.kubeconfig()).expect("yaml"),
+    )
+    .expect("write");
+    let addr = free_addr();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--listen={addr}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start exporter");
+    Binary {
+        child,
+        addr,
+        _dir: dir,
+    }
 }

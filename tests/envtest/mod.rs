@@ -446,21 +446,8 @@ impl Cluster {
 
     /// The virt-operator Lease, held by `holder`.
     pub async fn lease(&self, ns: &str, holder: &str, duration_seconds: i32) {
-        let now = MicroTime(Timestamp::now());
-        let lease = Lease {
-            metadata: ObjectMeta {
-                name: Some("virt-operator".into()),
-                ..Default::default()
-            },
-            spec: Some(LeaseSpec {
-                holder_identity: Some(holder.into()),
-                lease_duration_seconds: Some(duration_seconds),
-                acquire_time: Some(now.clone()),
-                renew_time: Some(now),
-                lease_transitions: Some(0),
-                ..Default::default()
-            }),
-        };
+        let lease =
+            kubevirt_leader_exporter::sim::lease(ns, "virt-operator", holder, duration_seconds);
         Api::<Lease>::namespaced(self.client.clone(), ns)
             .create(&PostParams::default(), &lease)
             .await
