@@ -7,11 +7,16 @@ use std::{
 };
 
 use futures::{StreamExt, stream::BoxStream};
-use k8s_openapi::api::{coordination::v1::Lease, core::v1::Pod};
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::coordination::v1::Lease,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
+};
 use kube::{
     Api, Client, ResourceExt,
     runtime::watcher::{self, DefaultBackoff, Event},
 };
+use serde::{Deserialize, Deserializer};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -62,7 +67,7 @@ impl Watches {
         }
     }
 
-    fn pod_stream(&self, index: usize) -> BoxStream<'static, watcher::Result<Event<Pod>>> {
+    fn pod_stream(&self, index: usize) -> BoxStream<'static, watcher::Result<Event<PodView>>> {
         let selector = self.cache.target(index).component.label_selector();
         // Small pages keep the transient memory of a re-list of many pods small.
         watcher(
@@ -252,8 +257,82 @@ fn reduce<K: kube::Resource, T>(event: Event<K>, keep: fn(&K) -> T) -> Change<T>
     }
 }
 
+/// A pod as the exporter reads it off the wire: metadata reduced to what the watch needs,
+/// and the status conditions. Everything else (spec, managed fields, annotations) is skipped
+/// while decoding, so a pod never costs more than this, not even for a moment.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PodView {
+    #[serde(deserialize_with = "slim_meta")]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub status: Option<PodStatusView>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PodStatusView {
+    #[serde(default)]
+    pub conditions: Option<Vec<PodConditionView>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PodConditionView {
+    #[serde(default, rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub status: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetaView {
+    name: Option<String>,
+    namespace: Option<String>,
+    resource_version: Option<String>,
+    deletion_timestamp: Option<Time>,
+}
+
+fn slim_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    let m = MetaView::deserialize(d)?;
+    Ok(ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        resource_version: m.resource_version,
+        deletion_timestamp: m.deletion_timestamp,
+        ..ObjectMeta::default()
+    })
+}
+
+impl kube::Resource for PodView {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        "Pod".into()
+    }
+
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        "".into()
+    }
+
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1".into()
+    }
+
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        "pods".into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// The readiness facts of a pod. A pod without status or conditions is not Ready.
-pub fn pod_info(pod: &Pod) -> PodInfo {
+pub fn pod_info(pod: &PodView) -> PodInfo {
     let ready_condition = pod
         .status
         .as_ref()
@@ -291,5 +370,38 @@ pub fn log_scope(cache: &Cache) {
             lease = target.component.lease,
             "watching"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_view_keeps_only_what_is_judged() {
+        let full = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "virt-operator-a", "namespace": "kubevirt", "resourceVersion": "42",
+                "labels": {"kubevirt.io": "virt-operator"}, "annotations": {"big": "x".repeat(10_000)},
+                "managedFields": [{"manager": "kubelet", "operation": "Update"}],
+                "deletionTimestamp": "2026-11-25T10:00:00Z"},
+            "spec": {"containers": [{"name": "virt-operator", "image": "quay.io/kubevirt/virt-operator"}]},
+            "status": {"phase": "Running", "conditions": [
+                {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]}
+        });
+        let pod: PodView = serde_json::from_value(full).expect("decodes");
+        assert!(pod.metadata.annotations.is_none() && pod.metadata.managed_fields.is_none());
+        assert_eq!(pod.metadata.resource_version.as_deref(), Some("42"));
+        let info = pod_info(&pod);
+        assert_eq!(info.name, "virt-operator-a");
+        assert!(info.ready_condition && info.deleting && !info.is_ready());
+
+        let bare: PodView = serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}}))
+            .expect("decodes");
+        assert!(!pod_info(&bare).ready_condition);
+        let odd: PodView = serde_json::from_value(serde_json::json!({"metadata": {"name": "p"},
+            "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}))
+        .expect("decodes");
+        assert!(!pod_info(&odd).ready_condition);
     }
 }
