@@ -87,9 +87,9 @@ async fn play(store: Store, cache: std::sync::Arc<crate::cache::Cache>) {
                     start,
                     &format!(
                         "{} hangs: it stops renewing, stays Ready, and its name stays in the lease; \
-                     the exporter should report no leader in about {}s (lease duration + grace)",
+                     the exporter should report no leader in about {:.0}s (lease duration + grace)",
                         PODS[leader],
-                        LEASE_SECONDS + 5
+                        f64::from(LEASE_SECONDS) + cache.grace.as_secs_f64()
                     ),
                 );
             }
