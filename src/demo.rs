@@ -43,12 +43,12 @@ pub async fn run(
     seed(&store);
     let client = client_from_kubeconfig(server.kubeconfig()).await?;
     let exporter = Exporter::start(settings, client, listen, shutdown).await?;
-    println!("Simulated Kubernetes API server: {}", server.url());
-    println!("Metrics:     http://{}/metrics", exporter.addr);
-    println!("Status page: http://{}/", exporter.addr);
-    println!(
-        "Watch kubevirt_leader_present{{namespace=\"{NAMESPACE}\",component=\"{COMPONENT}\"}}. Ctrl-C stops.\n"
-    );
+    print(&format!(
+        "Simulated Kubernetes API server: {}\nMetrics:     http://{addr}/metrics\nStatus page: http://{addr}/\n\
+         Watch kubevirt_leader_present{{namespace=\"{NAMESPACE}\",component=\"{COMPONENT}\"}}. Ctrl-C stops.\n",
+        server.url(),
+        addr = exporter.addr
+    ));
     let story = tokio::spawn(play(store, exporter.cache.clone()));
     let result = exporter.wait().await;
     story.abort();
@@ -63,8 +63,16 @@ fn seed(store: &Store) {
     store.apply(lease(NAMESPACE, COMPONENT, PODS[0], LEASE_SECONDS));
 }
 
+/// Writes to stdout. A reader that went away (a closed pipe) must not stop the demo, so
+/// write errors are ignored where `println!` would panic.
+fn print(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
 fn say(start: Instant, text: &str) {
-    println!("[{:>4}s] {text}", start.elapsed().as_secs());
+    print(&format!("[{:>4}s] {text}", start.elapsed().as_secs()));
 }
 
 /// Plays rounds: the leader renews, hangs (its name stays in the lease, its pod stays

@@ -84,11 +84,14 @@ fn demo_serves_and_stops_on_sigterm() {
         .spawn()
         .expect("spawn demo");
     let stdout = child.stdout.take().expect("stdout");
-    let metrics_line = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let metrics_line = lines
         .find(|l| l.starts_with("Metrics:"))
         .expect("demo prints the metrics URL");
+    // A reader that goes away must not crash the demo: it narrates into the closed pipe
+    // (its first report comes about 2 s in) and still stops cleanly.
+    drop(lines);
+    std::thread::sleep(Duration::from_millis(2500));
     assert!(metrics_line.contains("/metrics"), "{metrics_line}");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
