@@ -43,7 +43,12 @@ pub struct Args {
     pub namespaces: Vec<String>,
 
     /// Extra time, beyond the lease's own duration, before an unrenewed lease counts as dead.
-    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_LEASE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// A client-go standby takes an abandoned lease over only after its own look has seen
+    /// the record unchanged for the lease duration, and it looks every retry period plus up
+    /// to 120 % jitter. The default covers KubeVirt's 2 s retry period twice over
+    /// (2 x 2 s x 2.2 = 8.8 s), so a normal failover never reads as "no leader". With other
+    /// timings use at least 2 x retry period x 2.2.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_LEASE_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease_grace: Duration,
 
     /// PEM certificate (chain) to serve HTTPS with; needs --tls-key-file. Reloaded when it
@@ -340,7 +345,7 @@ mod tests {
     fn defaults() {
         let a = args(&[]).expect("parse");
         assert_eq!(a.listen, "0.0.0.0:8080".parse().expect("addr"));
-        assert_eq!(a.lease_grace, Duration::from_secs(5));
+        assert_eq!(a.lease_grace, Duration::from_secs(10));
         let s = Settings::from_args(&a).expect("settings");
         assert!(s.namespaces.is_empty());
         let names: Vec<_> = s.components.iter().map(|c| c.name.as_str()).collect();

@@ -143,14 +143,14 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A table per namespace and component: holder, whether the leader is present and why,
-/// lease age and ready pods.
+/// A table per namespace and component: holder and its pod's readiness, whether the leader
+/// is present and why, lease age and ready pods.
 pub fn render_status(cache: &Cache, now: Instant) -> String {
     let mut page = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>kubevirt-leader-exporter</title>\
          <style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}</style></head><body>\
          <h1>kubevirt-leader-exporter</h1><p><a href=\"/metrics\">/metrics</a></p>\
-         <table><tr><th>namespace</th><th>component</th><th>holder</th><th>leader present</th>\
+         <table><tr><th>namespace</th><th>component</th><th>holder</th><th>holder pod Ready</th><th>leader present</th>\
          <th>why</th><th>lease age</th><th>ready pods</th></tr>",
     );
     for target in cache.targets() {
@@ -159,7 +159,7 @@ pub fn render_status(cache: &Cache, now: Instant) -> String {
             let scope = escape(target.scope());
             let _ = write!(
                 page,
-                "<tr><td>{scope}</td><td>{component}</td><td colspan=\"5\">unknown: the watches have not synced or are failing</td></tr>"
+                "<tr><td>{scope}</td><td>{component}</td><td colspan=\"6\">unknown: the watches have not synced or are failing</td></tr>"
             );
             continue;
         };
@@ -170,9 +170,14 @@ pub fn render_status(cache: &Cache, now: Instant) -> String {
             );
             let _ = write!(
                 page,
-                "<tr><td>{}</td><td>{component}</td><td>{}</td><td>{}</td><td>{}</td><td>{age}</td><td>{}/{}</td></tr>",
+                "<tr><td>{}</td><td>{component}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{age}</td><td>{}/{}</td></tr>",
                 escape(&ns),
                 escape(v.holder.as_deref().unwrap_or("-")),
+                match v.holder_ready {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "no such pod",
+                },
                 if v.present { "yes" } else { "no" },
                 escape(&v.reason.to_string()),
                 v.pods_ready,

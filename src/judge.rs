@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-/// What the exporter keeps of a pod: enough to count it and to judge its readiness.
+/// What the exporter keeps of a pod: enough to count it, judge its readiness and tell whether
+/// it holds a lease.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodInfo {
     pub name: String,
@@ -17,6 +18,16 @@ impl PodInfo {
     /// Ready as the exporter counts it: a pod on its way out no longer counts.
     pub fn is_ready(&self) -> bool {
         self.ready_condition && !self.deleting
+    }
+
+    /// Whether `holder` names this pod. KubeVirt's identity is the pod's name (its
+    /// hostname); controller-runtime and kube-controller-manager append `_<uuid>` to it.
+    /// Pod names cannot contain `_`, so at most one pod matches a holder.
+    pub fn is_named_by(&self, holder: &str) -> bool {
+        !self.name.is_empty()
+            && holder
+                .strip_prefix(self.name.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
     }
 }
 
@@ -65,10 +76,7 @@ pub enum Reason {
     NoSpec,
     NoHolder,
     InvalidDuration(Option<i32>),
-    NoRenewTime,
     Expired { age: Duration, limit: Duration },
-    HolderNotAPod,
-    HolderNotReady,
 }
 
 impl std::fmt::Display for Reason {
@@ -82,15 +90,12 @@ impl std::fmt::Display for Reason {
             Reason::InvalidDuration(Some(s)) => {
                 write!(f, "the lease duration {s}s is not positive")
             }
-            Reason::NoRenewTime => f.write_str("the lease has no renew time"),
             Reason::Expired { age, limit } => write!(
                 f,
                 "the lease record has not changed for {:.3}s, over the {:.3}s limit (duration + grace)",
                 age.as_secs_f64(),
                 limit.as_secs_f64()
             ),
-            Reason::HolderNotAPod => f.write_str("the holder is not one of the component's pods"),
-            Reason::HolderNotReady => f.write_str("the holder pod is not Ready"),
         }
     }
 }
@@ -102,10 +107,15 @@ pub struct Verdict {
     pub pods: u32,
     /// Of those, Ready.
     pub pods_ready: u32,
+    /// A live leader holds the lease: decided by the lease alone.
     pub present: bool,
     pub reason: Reason,
     /// The non-empty holder identity, whether or not the leader is live.
     pub holder: Option<String>,
+    /// Whether the pod the holder names is Ready; `None` when no pod of the component
+    /// matches the holder. A separate fact from `present`: readiness does not follow
+    /// leadership, and a leader keeps renewing while its pod terminates.
+    pub holder_ready: Option<bool>,
     /// Facts about the lease, when there is one.
     pub lease: Option<LeaseFacts>,
 }
@@ -119,41 +129,37 @@ pub struct LeaseFacts {
 
 /// Judges one component in one namespace at `now`.
 ///
-/// The leader is present when the lease names a holder, the exporter saw its record change
-/// within the lease duration plus `grace`, and the holder is one of `pods` and Ready.
+/// The leader is present when the lease names a holder, has a positive duration, and the
+/// exporter saw its record change within that duration plus `grace`, by its own clock: the
+/// rule a client-go standby applies before it takes a lease over. The pods only add counts
+/// and the holder's readiness.
 pub fn judge<'a>(
     pods: impl IntoIterator<Item = &'a PodInfo>,
     lease: Option<&LeaseSeen>,
     now: Instant,
     grace: Duration,
 ) -> Verdict {
-    let mut counted = 0;
-    let mut ready = 0;
-    let mut holder_ready = None;
     let holder = lease
         .and_then(|l| l.record.holder.as_deref())
         .filter(|h| !h.is_empty());
+    let (mut counted, mut ready, mut holder_ready) = (0, 0, None);
     for pod in pods {
-        if pod.deleting {
-            if Some(pod.name.as_str()) == holder {
-                holder_ready.get_or_insert(false);
-            }
-            continue;
+        if holder.is_some_and(|h| pod.is_named_by(h)) {
+            holder_ready = Some(pod.is_ready());
         }
-        counted += 1;
-        let is_ready = pod.is_ready();
-        ready += u32::from(is_ready);
-        if Some(pod.name.as_str()) == holder {
-            holder_ready = Some(is_ready);
+        if !pod.deleting {
+            counted += 1;
+            ready += u32::from(pod.is_ready());
         }
     }
-    let reason = lease_reason(lease, holder, holder_ready, now, grace);
+    let reason = lease_reason(lease, holder, now, grace);
     Verdict {
         pods: counted,
         pods_ready: ready,
         present: reason == Reason::Present,
         reason,
         holder: holder.map(str::to_owned),
+        holder_ready,
         lease: lease.map(|l| LeaseFacts {
             age: now.saturating_duration_since(l.changed_at),
             duration: l.duration(),
@@ -165,7 +171,6 @@ pub fn judge<'a>(
 fn lease_reason(
     lease: Option<&LeaseSeen>,
     holder: Option<&str>,
-    holder_ready: Option<bool>,
     now: Instant,
     grace: Duration,
 ) -> Reason {
@@ -182,19 +187,12 @@ fn lease_reason(
     let Some(duration) = lease.duration() else {
         return Reason::InvalidDuration(record.duration_seconds);
     };
-    if record.renew_time.is_none() {
-        return Reason::NoRenewTime;
-    }
     let age = now.saturating_duration_since(lease.changed_at);
     let limit = duration.saturating_add(grace);
     if age > limit {
         return Reason::Expired { age, limit };
     }
-    match holder_ready {
-        None => Reason::HolderNotAPod,
-        Some(false) => Reason::HolderNotReady,
-        Some(true) => Reason::Present,
-    }
+    Reason::Present
 }
 
 #[cfg(test)]
@@ -269,6 +267,8 @@ mod tests {
         );
         assert!(!v.present);
         assert_eq!(v.pods_ready, 2);
+        assert_eq!(v.holder_ready, Some(true));
+        assert_eq!(v.holder.as_deref(), Some("virt-operator-a"));
     }
 
     #[test]
@@ -281,25 +281,56 @@ mod tests {
     }
 
     #[test]
-    fn holder_must_be_a_ready_pod_of_the_component() {
+    fn readiness_of_the_holder_does_not_decide_presence() {
+        // KubeVirt's readiness probe does not follow leadership, and a probe failure on a
+        // working leader must not read as "no leader".
         let t0 = Instant::now();
         let pods = vec![pod("virt-operator-a", false), pod("virt-operator-b", true)];
         let v = judge(&pods, Some(&lease("virt-operator-a", t0)), t0, GRACE);
-        assert_eq!(v.reason, Reason::HolderNotReady);
+        assert!(v.present);
+        assert_eq!(v.holder_ready, Some(false));
         assert_eq!(v.pods_ready, 1);
+        let v = judge(&pods, Some(&lease("virt-operator-b", t0)), t0, GRACE);
+        assert_eq!(v.holder_ready, Some(true));
         let v = judge(&pods, Some(&lease("someone-else", t0)), t0, GRACE);
-        assert_eq!(v.reason, Reason::HolderNotAPod);
+        assert!(
+            v.present,
+            "a holder that is no pod of ours still holds the lease"
+        );
+        assert_eq!(v.holder_ready, None);
     }
 
     #[test]
-    fn deleting_pods_are_not_counted_and_cannot_lead() {
+    fn a_terminating_leader_still_leads_but_is_not_ready() {
+        // During a rolling update the old leader renews until it exits.
         let t0 = Instant::now();
         let mut pods = two_pods();
         pods[0].deleting = true;
         let v = judge(&pods, Some(&lease("virt-operator-a", t0)), t0, GRACE);
         assert_eq!((v.pods, v.pods_ready), (1, 1));
-        assert_eq!(v.reason, Reason::HolderNotReady);
+        assert!(v.present);
+        assert_eq!(v.holder_ready, Some(false));
         assert!(!pods[0].is_ready());
+    }
+
+    #[test]
+    fn holder_names_a_pod_exactly_or_with_a_suffix_after_underscore() {
+        let p = pod("my-controller-7d9f", true);
+        assert!(p.is_named_by("my-controller-7d9f"));
+        assert!(p.is_named_by("my-controller-7d9f_0c7e4ac3-5d6f-4a8b-9c1d-2e3f4a5b6c7d"));
+        assert!(!p.is_named_by("my-controller-7d9"));
+        assert!(!p.is_named_by("my-controller-7d9f0"));
+        assert!(!p.is_named_by("my-controller-7d9f-x"));
+        assert!(!p.is_named_by(""));
+        let t0 = Instant::now();
+        let pods = vec![pod("my-controller-7d9", false), p];
+        let v = judge(
+            &pods,
+            Some(&lease("my-controller-7d9f_1234", t0)),
+            t0,
+            GRACE,
+        );
+        assert_eq!(v.holder_ready, Some(true));
     }
 
     #[test]
@@ -308,8 +339,10 @@ mod tests {
         let v = judge(&two_pods(), None, t0, GRACE);
         assert_eq!(v.reason, Reason::NoLease);
         assert_eq!((v.pods_ready, v.holder, v.lease), (2, None, None));
+        // The lease alone decides: a live lease with no pods in sight still has a leader.
         let v = judge(&[], Some(&lease("virt-operator-a", t0)), t0, GRACE);
-        assert_eq!((v.pods, v.pods_ready, v.present), (0, 0, false));
+        assert_eq!((v.pods, v.pods_ready, v.present), (0, 0, true));
+        assert_eq!(v.holder_ready, None);
     }
 
     #[test]
@@ -330,7 +363,6 @@ mod tests {
                 |r| r.duration_seconds = Some(-5),
                 Reason::InvalidDuration(Some(-5)),
             ),
-            (|r| r.renew_time = None, Reason::NoRenewTime),
         ];
         for (mutate, want) in cases {
             let mut l = lease("virt-operator-a", t0);
@@ -343,11 +375,21 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_renew_time_does_not_matter() {
+        // client-go never reads renewTime to decide; only a change of the record counts.
+        let t0 = Instant::now();
+        let mut l = lease("virt-operator-a", t0);
+        l.record.renew_time = None;
+        assert!(judge(&two_pods(), Some(&l), t0, GRACE).present);
+    }
+
+    #[test]
     fn empty_holder_is_reported_as_no_holder() {
         let t0 = Instant::now();
         let mut l = lease("", t0);
         l.record.holder = Some(String::new());
-        assert_eq!(judge(&two_pods(), Some(&l), t0, GRACE).holder, None);
+        let v = judge(&two_pods(), Some(&l), t0, GRACE);
+        assert_eq!((v.holder, v.holder_ready), (None, None));
     }
 
     #[test]

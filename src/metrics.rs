@@ -189,8 +189,14 @@ impl LeaderCollector {
             })?,
             family(
                 "present",
-                "1 when a live leader holds the lease, else 0.",
+                "1 when a live leader holds the lease (by the lease alone), else 0.",
                 |v| Some(if v.present { 1.0 } else { 0.0 }),
+            )?,
+            family(
+                "holder_ready",
+                "1 when the lease holder is a Ready pod of the component, 0 when its pod is not \
+                 Ready or is being deleted; absent when no pod matches the holder.",
+                |v| v.holder_ready.map(|r| if r { 1.0 } else { 0.0 }),
             )?,
             family(
                 "lease_age_seconds",

@@ -105,23 +105,26 @@ async fn leader_life_cycle_on_a_real_api_server() {
     let changes = exporter.log_lines(&["leader changed", "\"namespace\":\"kubevirt\"", B]);
     assert_eq!(changes.len(), 1, "{changes:?}");
 
-    // 4. The holder stops being Ready, then is deleted.
+    // 4. The holder stops being Ready, then its pod is deleted: it still leads while it
+    // renews, and holder_ready tells the pod's side.
     t.cluster.set_ready(ns, B, false).await;
-    until(&t.http, exporter.addr, "holder not ready", |s| {
-        op(s, "present", ns) == Some(0.0)
+    let s = until(&t.http, exporter.addr, "holder not ready", |s| {
+        op(s, "holder_ready", ns) == Some(0.0)
     })
     .await;
+    assert_eq!(op(&s, "present", ns), Some(1.0));
     t.cluster.set_ready(ns, B, true).await;
     until(&t.http, exporter.addr, "holder ready again", |s| {
-        op(s, "present", ns) == Some(1.0)
+        op(s, "holder_ready", ns) == Some(1.0)
     })
     .await;
     t.cluster.delete_pod(ns, B).await;
     let s = until(&t.http, exporter.addr, "holder deleted", |s| {
-        op(s, "present", ns) == Some(0.0)
+        op(s, "pods", ns) == Some(1.0)
     })
     .await;
-    assert_eq!(op(&s, "pods", ns), Some(1.0));
+    assert_eq!(op(&s, "holder_ready", ns), None);
+    assert_eq!(op(&s, "present", ns), Some(1.0));
     renewer.abort();
 }
 
@@ -235,6 +238,7 @@ async fn api_server_restart_and_compaction() {
         op(s, "pods", ns) == Some(1.0) && op(s, "pods_ready", ns) == Some(0.0)
     })
     .await;
-    assert_eq!(op(&s, "present", ns), Some(0.0));
+    assert_eq!(op(&s, "holder_ready", ns), Some(0.0));
+    assert_eq!(op(&s, "present", ns), Some(1.0));
     renewer.abort();
 }

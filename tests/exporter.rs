@@ -125,28 +125,41 @@ async fn present_follows_renewals_and_drops_when_they_stop() {
 }
 
 #[tokio::test]
-async fn holder_not_ready_or_deleted_or_lease_deleted_is_no_leader() {
+async fn holder_readiness_is_reported_apart_from_presence() {
     let bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
     let renewer = spawn_renewer(bed.store.clone());
-    bed.until("leader present", |s| s.present(NS) == Some(1.0))
-        .await;
+    bed.until("leader present", |s| {
+        s.present(NS) == Some(1.0) && s.operator("holder_ready", NS) == Some(1.0)
+    })
+    .await;
 
+    // A leader that renews leads, Ready or not.
     bed.store.set_pod_ready(NS, POD_A, false);
-    bed.until("holder not ready", |s| s.present(NS) == Some(0.0))
+    let s = bed
+        .until("holder not ready", |s| {
+            s.operator("holder_ready", NS) == Some(0.0)
+        })
         .await;
+    assert_eq!(s.present(NS), Some(1.0));
     bed.store.set_pod_ready(NS, POD_A, true);
-    bed.until("holder ready again", |s| s.present(NS) == Some(1.0))
-        .await;
+    bed.until("holder ready again", |s| {
+        s.operator("holder_ready", NS) == Some(1.0)
+    })
+    .await;
 
+    // The holder's pod is gone but the lease is still renewed: no pod matches the holder.
     bed.store.delete::<Pod>(NS, POD_A);
     let s = bed
-        .until("holder deleted", |s| s.present(NS) == Some(0.0))
+        .until("holder pod deleted", |s| {
+            s.operator("pods", NS) == Some(1.0)
+        })
         .await;
-    assert_eq!(s.operator("pods", NS), Some(1.0));
+    assert_eq!(s.operator("holder_ready", NS), None);
+    assert_eq!(s.present(NS), Some(1.0));
     bed.store.take_lease(NS, OPERATOR, POD_B);
     bed.until("new holder", |s| {
-        s.holder(NS).as_deref() == Some(POD_B) && s.present(NS) == Some(1.0)
+        s.holder(NS).as_deref() == Some(POD_B) && s.operator("holder_ready", NS) == Some(1.0)
     })
     .await;
 
@@ -155,6 +168,7 @@ async fn holder_not_ready_or_deleted_or_lease_deleted_is_no_leader() {
         .until("lease deleted", |s| s.present(NS) == Some(0.0))
         .await;
     assert_eq!(s.holder(NS), None);
+    assert_eq!(s.operator("holder_ready", NS), None);
     assert_eq!(s.operator("lease_age_seconds", NS), None);
     assert_eq!(s.operator("pods_ready", NS), Some(1.0));
     renewer.abort();
@@ -170,14 +184,14 @@ async fn namespaces_are_kept_apart() {
         s.present(NS) == Some(1.0) && s.present("openshift-cnv") == Some(1.0)
     })
     .await;
-    bed.store.set_pod_ready("openshift-cnv", POD_A, false);
     bed.store.set_pod_ready("openshift-cnv", POD_B, false);
+    bed.store.delete::<Lease>("openshift-cnv", OPERATOR);
     let s = bed
         .until("one lost", |s| s.present("openshift-cnv") == Some(0.0))
         .await;
     assert_eq!(s.present(NS), Some(1.0));
     assert_eq!(s.operator("pods_ready", NS), Some(2.0));
-    assert_eq!(s.operator("pods_ready", "openshift-cnv"), Some(0.0));
+    assert_eq!(s.operator("pods_ready", "openshift-cnv"), Some(1.0));
     renewer.abort();
 }
 
@@ -214,8 +228,18 @@ async fn pods_without_a_lease_and_a_lease_without_pods() {
         .await;
     assert_eq!(s.present(NS), Some(0.0));
     assert_eq!(s.operator("pods_ready", NS), Some(1.0));
-    assert_eq!(s.present("other"), Some(0.0));
+    assert_eq!(s.operator("holder_ready", NS), None);
     assert_eq!(s.operator("pods", "other"), Some(0.0));
+    assert_eq!(s.holder("other").as_deref(), Some("ghost"));
+    assert_eq!(
+        s.operator("holder_ready", "other"),
+        None,
+        "no pod is the ghost"
+    );
+    // The lease alone decides: the ghost leads until its lease runs out unrenewed.
+    let s = bed
+        .until("ghost lost", |s| s.present("other") == Some(0.0))
+        .await;
     assert_eq!(s.holder("other").as_deref(), Some("ghost"));
 }
 

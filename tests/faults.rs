@@ -228,7 +228,8 @@ async fn odd_objects_on_the_wire() {
     let cases: Vec<(&str, serde_json::Value, f64)> = vec![
         ("no-spec", serde_json::Value::Null, 0.0),
         ("empty-holder", renewed(json!({"holderIdentity": ""})), 0.0),
-        ("long-holder", renewed(json!({"holderIdentity": long})), 0.0),
+        // No pod has such a name, but the lease alone decides.
+        ("long-holder", renewed(json!({"holderIdentity": long})), 1.0),
         (
             "no-duration",
             renewed(json!({"leaseDurationSeconds": null})),
@@ -249,7 +250,8 @@ async fn odd_objects_on_the_wire() {
             renewed(json!({"leaseDurationSeconds": i32::MAX})),
             1.0,
         ),
-        ("no-renew-time", renewed(json!({"renewTime": null})), 0.0),
+        // client-go judges by a change of the record, never by renewTime.
+        ("no-renew-time", renewed(json!({"renewTime": null})), 1.0),
         // A renewTime ahead of our clock is what node clock skew produces: harmless.
         (
             "future-renew-time",
@@ -287,6 +289,8 @@ async fn odd_objects_on_the_wire() {
     assert_eq!(s.holder("no-spec"), None);
     assert_eq!(s.holder("empty-holder"), None);
     assert_eq!(s.holder("long-holder").map(|h| h.len()), Some(253));
+    assert_eq!(s.operator("holder_ready", "long-holder"), None);
+    assert_eq!(s.operator("holder_ready", "no-renew-time"), Some(1.0));
     assert_eq!(
         s.operator("lease_duration_seconds", "negative-duration"),
         None
@@ -332,7 +336,8 @@ async fn an_undecodable_object_blinds_the_watch_until_it_is_fixed() {
             healthy(s) && s.present("broken").is_some()
         })
         .await;
-    assert_eq!(s.present("broken"), Some(0.0));
+    assert_eq!(s.holder("broken").as_deref(), Some("p"));
+    assert_eq!(s.operator("holder_ready", "broken"), None);
 }
 
 #[tokio::test]

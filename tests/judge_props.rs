@@ -22,6 +22,9 @@ fn record() -> impl Strategy<Value = LeaseRecord> {
     (
         prop::option::of(prop_oneof![
             (0..NAMES.len()).prop_map(|n| NAMES[n].to_owned()),
+            // controller-runtime's `<hostname>_<uuid>`, and near misses of it.
+            (0..NAMES.len(), "[_a-f0-9-]{0,12}")
+                .prop_map(|(n, tail)| format!("{}{tail}", NAMES[n])),
             ".{0,300}"
         ]),
         prop::option::of(prop_oneof![any::<i32>(), -2..30i32]),
@@ -50,7 +53,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn present_means_a_ready_matching_holder_with_a_fresh_record(
+    fn present_means_a_holder_with_a_fresh_record_and_nothing_else(
         pods in pods(),
         record in prop::option::of(record()),
         (changed_ms, now_ms, grace_ms) in clock(),
@@ -64,17 +67,37 @@ proptest! {
         let live: Vec<&PodInfo> = pods.iter().filter(|p| !p.deleting).collect();
         prop_assert_eq!(v.pods as usize, live.len());
         prop_assert_eq!(v.pods_ready as usize, live.iter().filter(|p| p.ready_condition).count());
-        if v.present {
-            let lease = lease.as_ref().expect("present needs a lease");
-            let holder = lease.record.holder.as_deref().expect("present needs a holder");
-            prop_assert!(!holder.is_empty());
-            prop_assert!(pods.iter().any(|p| p.name == holder && p.ready_condition && !p.deleting));
-            let seconds = lease.record.duration_seconds.expect("present needs a duration");
-            prop_assert!(seconds > 0);
-            let limit = Duration::from_secs(seconds.unsigned_abs().into()) + grace;
-            prop_assert!(now.saturating_duration_since(lease.changed_at) <= limit);
-            prop_assert!(lease.record.has_spec && lease.record.renew_time.is_some());
-        }
+        let fresh = lease.as_ref().is_some_and(|l| {
+            let holder = l.record.holder.as_deref().unwrap_or("");
+            let seconds = l.record.duration_seconds.unwrap_or(0);
+            let limit = Duration::from_secs(seconds.max(0).unsigned_abs().into()) + grace;
+            l.record.has_spec
+                && !holder.is_empty()
+                && seconds > 0
+                && now.saturating_duration_since(l.changed_at) <= limit
+        });
+        prop_assert_eq!(v.present, fresh);
+        // The pods never change the decision.
+        prop_assert_eq!(judge(&[], lease.as_ref(), now, grace).present, v.present);
+    }
+
+    #[test]
+    fn holder_ready_follows_the_pod_the_holder_names(
+        pods in pods(),
+        record in record(),
+        (changed_ms, now_ms, grace_ms) in clock(),
+    ) {
+        let base = Instant::now();
+        let lease = LeaseSeen { record, changed_at: base + Duration::from_millis(changed_ms) };
+        let v = judge(&pods, Some(&lease), base + Duration::from_millis(now_ms), Duration::from_millis(grace_ms));
+        let holder = lease.record.holder.as_deref().filter(|h| !h.is_empty());
+        let named = holder.and_then(|h| {
+            pods.iter().rev().find(|p| {
+                !p.name.is_empty() && (h == p.name || h.strip_prefix(&p.name).is_some_and(|t| t.starts_with('_')))
+            })
+        });
+        prop_assert_eq!(v.holder_ready, named.map(|p| p.ready_condition && !p.deleting));
+        prop_assert_eq!(v.holder.as_deref(), holder);
     }
 
     #[test]
@@ -111,6 +134,9 @@ proptest! {
         let before = judge(&pods, Some(&lease), earlier, grace);
         let after = judge(&pods, Some(&lease), later, grace);
         prop_assert!(!after.present || before.present, "a lease became live with time alone");
-        prop_assert_eq!((before.pods, before.pods_ready, before.holder), (after.pods, after.pods_ready, after.holder));
+        prop_assert_eq!(
+            (before.pods, before.pods_ready, before.holder, before.holder_ready),
+            (after.pods, after.pods_ready, after.holder, after.holder_ready)
+        );
     }
 }

@@ -217,11 +217,12 @@ impl Scrape {
 
     /// No per-component series at all.
     pub fn blind(&self) -> bool {
-        const PER_COMPONENT: [&str; 7] = [
+        const PER_COMPONENT: [&str; 8] = [
             "pods",
             "pods_ready",
             "present",
             "holder_info",
+            "holder_ready",
             "lease_age_seconds",
             "lease_duration_seconds",
             "lease_transitions",
