@@ -14,7 +14,10 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    runtime::watcher::{self, DefaultBackoff, Event},
+    runtime::{
+        utils::Backoff,
+        watcher::{self, Event, ExponentialBackoff},
+    },
 };
 use serde::{Deserialize, Deserializer};
 use tracing::{debug, info, warn};
@@ -34,6 +37,25 @@ pub const API_ACCESS: [(&str, &str, [&str; 3]); 2] = [
 
 /// How long a confirming read of a lease may take before it counts as failed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Retries of a failed watch start after 0.4 s and double up to 2 s, each plus a random
+/// 0-100 %: never more than 4 s apart, so the exporter sees again within a few seconds of
+/// the API server answering, and the jitter spreads the retries of many exporters that
+/// lost the API server at the same moment. kube's default (up to 60 s with jitter) would
+/// keep an exporter blind for long after a short outage.
+const RETRY_FIRST: Duration = Duration::from_millis(400);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The retry schedule of one watch; reset whenever a list completes.
+pub fn retry_backoff() -> ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(RETRY_FIRST)
+        .with_max_delay(RETRY_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
 
 /// What the watch tasks share.
 #[derive(Clone)]
@@ -96,12 +118,15 @@ impl Watches {
     }
 
     async fn watch_pods(self, index: usize) {
-        let mut backoff = DefaultBackoff::default();
+        let mut backoff = retry_backoff();
         loop {
             let mut stream = self.pod_stream(index);
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(event) => {
+                        if matches!(event, Event::InitDone) {
+                            backoff.reset();
+                        }
                         let mut target = self.cache.update(index);
                         target.apply_pod(reduce(event, pod_info));
                         target.log_changes(Instant::now(), self.cache.grace);
@@ -112,16 +137,16 @@ impl Watches {
                     }
                 }
             }
-            tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(30))).await;
+            tokio::time::sleep(backoff.next().unwrap_or(RETRY_MAX)).await;
         }
     }
 
     async fn watch_leases(self, index: usize) {
-        let mut backoff = DefaultBackoff::default();
+        let mut backoff = retry_backoff();
         loop {
-            match self.lease_stream_once(index).await {
+            match self.lease_stream_once(index, &mut backoff).await {
                 Restart::AfterError => {
-                    tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(30))).await;
+                    tokio::time::sleep(backoff.next().unwrap_or(RETRY_MAX)).await;
                 }
                 Restart::Now => {}
             }
@@ -129,7 +154,7 @@ impl Watches {
     }
 
     /// Runs one lease watcher until it fails or a direct read shows it fell behind.
-    async fn lease_stream_once(&self, index: usize) -> Restart {
+    async fn lease_stream_once(&self, index: usize, backoff: &mut ExponentialBackoff) -> Restart {
         let mut stream = self.lease_stream(index);
         loop {
             let deadline = self
@@ -140,6 +165,9 @@ impl Watches {
             tokio::select! {
                 item = stream.next() => match item {
                     Some(Ok(event)) => {
+                        if matches!(event, Event::InitDone) {
+                            backoff.reset();
+                        }
                         let now = Instant::now();
                         let mut target = self.cache.update(index);
                         target.apply_lease(reduce(event, lease_record), now);
@@ -234,7 +262,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// A watcher, restarted from a fresh list after every error. Only a completed list tells the
 /// exporter that its cache matches the server again, which is what `watch_healthy` and the
-/// per-component series stand on. Retries wait by kube's `DefaultBackoff`.
+/// per-component series stand on. Retries wait by [`retry_backoff`].
 fn watcher<K>(api: Api<K>, config: watcher::Config) -> BoxStream<'static, watcher::Result<Event<K>>>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
@@ -376,6 +404,22 @@ pub fn log_scope(cache: &Cache) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_are_capped_jittered_and_start_over_after_a_list() {
+        let mut backoff = retry_backoff();
+        let delays: Vec<Duration> = (0..200).map(|_| backoff.next().expect("endless")).collect();
+        assert!(delays[0] >= RETRY_FIRST && delays[0] < RETRY_FIRST * 2);
+        assert!(delays.iter().all(|d| *d < RETRY_MAX * 2), "{delays:?}");
+        let late = &delays[10..];
+        assert!(late.iter().all(|d| *d >= RETRY_MAX));
+        assert!(
+            late.iter().any(|d| *d != late[0]),
+            "no jitter: every exporter would retry in step"
+        );
+        backoff.reset();
+        assert!(backoff.next().expect("endless") < RETRY_FIRST * 2);
+    }
 
     #[test]
     fn pod_view_keeps_only_what_is_judged() {
