@@ -37,7 +37,8 @@ async fn setup() -> Option<Setup> {
 
 impl Setup {
     fn exporter(&self, extra: &[&str]) -> ExporterProcess {
-        ExporterProcess::start(&self.plane.kubeconfig_file(EXPORTER_TOKEN), extra)
+        let args: Vec<&str> = ["--lease-grace=2s"].iter().chain(extra).copied().collect();
+        ExporterProcess::start(&self.plane.kubeconfig_file(EXPORTER_TOKEN), &args)
     }
 
     /// Two Ready virt-operator pods in `ns`, `A` holding the lease.

@@ -150,6 +150,17 @@ pub async fn until(
     what: &str,
     check: impl Fn(&Scrape) -> bool,
 ) -> Scrape {
+    until_within(PATIENCE, http, addr, what, check).await
+}
+
+/// [`until`], waiting at most `patience`.
+pub async fn until_within(
+    patience: Duration,
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    what: &str,
+    check: impl Fn(&Scrape) -> bool,
+) -> Scrape {
     let start = Instant::now();
     loop {
         let scrape = scrape(http, addr).await;
@@ -157,7 +168,7 @@ pub async fn until(
             return scrape;
         }
         assert!(
-            start.elapsed() < PATIENCE,
+            start.elapsed() < patience,
             "timed out waiting for {what}; last scrape:\n{}",
             scrape.0
         );

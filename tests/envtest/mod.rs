@@ -16,7 +16,9 @@ use k8s_openapi::{
     api::{
         coordination::v1::{Lease, LeaseSpec},
         core::v1::{Container, Namespace, Pod, PodSpec},
-        rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject},
+        rbac::v1::{
+            ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+        },
     },
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
     jiff::Timestamp,
@@ -35,6 +37,10 @@ pub const ADMIN_TOKEN: &str = "admin-token";
 pub const EXPORTER_TOKEN: &str = "exporter-token";
 /// The exporter's user: it gets only the ClusterRole shipped in deploy/.
 pub const EXPORTER_USER: &str = "kubevirt-leader-exporter";
+pub const ELECTOR_TOKEN: &str = "elector-token";
+/// The user the leader electors run as: it may get, create and update leases, as KubeVirt's
+/// service accounts may.
+pub const ELECTOR_USER: &str = "virt-operator-elector";
 
 /// The assets folder, or `None` when the tests cannot run here. Under CI missing assets
 /// are a failure.
@@ -111,7 +117,8 @@ fn write_tls(dir: &Path) {
     write(
         &dir.join("tokens.csv"),
         &format!(
-            "{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n{EXPORTER_TOKEN},{EXPORTER_USER},exporter-uid\n"
+            "{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n{EXPORTER_TOKEN},{EXPORTER_USER},exporter-uid\n\
+             {ELECTOR_TOKEN},{ELECTOR_USER},elector-uid\n"
         ),
     );
 }
@@ -273,6 +280,90 @@ impl ControlPlane {
             .expect("create ClusterRoleBinding");
     }
 
+    /// Lets the electors' user get, create and update leases in `ns`.
+    pub async fn grant_elector_rbac(&self, admin: &Client, ns: &str) {
+        let role = Role {
+            metadata: ObjectMeta {
+                name: Some("leader-election".into()),
+                ..Default::default()
+            },
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec!["coordination.k8s.io".into()]),
+                resources: Some(vec!["leases".into()]),
+                verbs: ["get", "create", "update"].map(String::from).to_vec(),
+                ..Default::default()
+            }]),
+        };
+        Api::<Role>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &role)
+            .await
+            .expect("create Role");
+        self.bind_elector(admin, ns).await;
+    }
+
+    /// Binds the electors' user to its Role in `ns` (again).
+    pub async fn bind_elector(&self, admin: &Client, ns: &str) {
+        let binding = RoleBinding {
+            metadata: ObjectMeta {
+                name: Some("leader-election".into()),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Role".into(),
+                name: "leader-election".into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "User".into(),
+                name: ELECTOR_USER.into(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                ..Default::default()
+            }]),
+        };
+        Api::<RoleBinding>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &binding)
+            .await
+            .expect("create RoleBinding");
+    }
+
+    /// Takes the electors' rights on leases in `ns` away, as a lost RBAC binding (or an
+    /// admission webhook rejecting lease updates) does.
+    pub async fn unbind_elector(&self, admin: &Client, ns: &str) {
+        Api::<RoleBinding>::namespaced(admin.clone(), ns)
+            .delete("leader-election", &DeleteParams::default())
+            .await
+            .expect("delete RoleBinding");
+    }
+
+    /// Starts a real client-go leader elector (`leader-elector` from the assets folder) as
+    /// `identity`, contending for `lease` in `ns` with KubeVirt's timings.
+    pub fn elector(&self, ns: &str, lease: &str, identity: &str, extra: &[&str]) -> Elector {
+        let log = self.dir.join(format!(
+            "elector-{ns}-{identity}-{}.log",
+            free_addr().port()
+        ));
+        let child = Command::new(self.assets.join("leader-elector"))
+            .arg(format!(
+                "--kubeconfig={}",
+                self.kubeconfig_file(ELECTOR_TOKEN).display()
+            ))
+            .args([
+                format!("--namespace={ns}"),
+                format!("--lease-name={lease}"),
+                format!("--identity={identity}"),
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("elector log"))
+            .spawn()
+            .expect("start leader-elector (is it in KUBEBUILDER_ASSETS?)");
+        Elector {
+            process: Process(child),
+            log,
+            identity: identity.to_owned(),
+        }
+    }
+
     /// The current etcd revision, through etcd's JSON gateway.
     pub async fn etcd_revision(&self) -> i64 {
         let body = self
@@ -311,6 +402,53 @@ impl ControlPlane {
     }
 }
 
+/// A running client-go leader elector.
+pub struct Elector {
+    pub process: Process,
+    pub log: PathBuf,
+    pub identity: String,
+}
+
+impl Elector {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn started_leading(&self) -> bool {
+        self.log_text()
+            .lines()
+            .any(|l| l.ends_with(": started leading"))
+    }
+
+    /// Waits until this elector holds the lease.
+    pub async fn until_leading(&self) {
+        let start = Instant::now();
+        while !self.started_leading() {
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "{} never started leading:\n{}",
+                self.identity,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends `signal` (STOP, CONT, TERM, KILL) to the elector.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.process.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// The exit status, once it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.0.try_wait().ok().flatten()
+    }
+}
+
 /// The exporter binary, run as its unprivileged user, with its logs collected.
 pub struct ExporterProcess {
     pub process: Process,
@@ -322,11 +460,7 @@ impl ExporterProcess {
     pub fn start(kubeconfig: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args([
-                "--listen=127.0.0.1:0",
-                "--log-format=json",
-                "--lease-grace=2s",
-            ])
+            .args(["--listen=127.0.0.1:0", "--log-format=json"])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -425,6 +559,57 @@ impl Cluster {
             .await
             .expect("create pod");
         self.set_ready(ns, name, ready).await;
+    }
+
+    /// A Ready pod with `labels`; with `finalizer`, deleting it leaves it terminating until
+    /// [`Cluster::release_pod`], as a pod whose containers are still shutting down.
+    pub async fn pod_with(&self, ns: &str, name: &str, labels: &[(&str, &str)], finalizer: bool) {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                finalizers: finalizer.then(|| vec!["kubevirt.io/test-shutdown".into()]),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "main".into(),
+                    image: Some("registry.example/leader:latest".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Api::<Pod>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+        self.set_ready(ns, name, true).await;
+    }
+
+    /// Removes the pod's finalizers, so that a terminating pod goes away.
+    pub async fn release_pod(&self, ns: &str, name: &str) {
+        let patch = json!({"metadata": {"finalizers": null}});
+        Api::<Pod>::namespaced(self.client.clone(), ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("remove finalizers");
+    }
+
+    /// The spec of lease `name` in `ns`, as stored.
+    pub async fn lease_spec(&self, ns: &str, name: &str) -> LeaseSpec {
+        Api::<Lease>::namespaced(self.client.clone(), ns)
+            .get(name)
+            .await
+            .expect("get lease")
+            .spec
+            .unwrap_or_default()
     }
 
     /// Patches the pod's status as the kubelet would.

@@ -1,0 +1,455 @@
+//! The exporter against real client-go leader electors (`leader-elector` from the assets
+//! folder: client-go's own `tools/leaderelection` with a Lease lock, configured as KubeVirt
+//! configures virt-operator: lease 15 s, renew deadline 10 s, retry 2 s, no release, exit on
+//! loss) on a real kube-apiserver. The exporter runs with its default grace, as the user bound
+//! to the shipped ClusterRole, and every assertion reads `/metrics` over HTTP.
+
+mod common;
+mod envtest;
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    time::{Duration, Instant, SystemTime},
+};
+
+use common::{Scrape, scrape, until_within};
+use envtest::{
+    ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, Elector, ExporterProcess, assets,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use tokio::{sync::watch, task::JoinHandle};
+
+const NS: &str = "kubevirt";
+const LEASE: &str = "virt-operator";
+const A: &str = "virt-operator-6f7d9c5b8-a1b2c";
+const B: &str = "virt-operator-6f7d9c5b8-x9y8z";
+/// KubeVirt's lease duration plus the exporter's default grace.
+const LIMIT_SECONDS: f64 = 25.0;
+/// Long enough for a lease to run out unrenewed and be confirmed by a direct read.
+const PATIENCE: Duration = Duration::from_secs(90);
+const OPERATOR_LABELS: [(&str, &str); 1] = [("kubevirt.io", "virt-operator")];
+
+struct Bed {
+    plane: ControlPlane,
+    cluster: Cluster,
+    http: reqwest::Client,
+    exporter: ExporterProcess,
+}
+
+/// A real control plane with namespace `kubevirt`, the electors' rights on leases there, and
+/// the exporter (default flags but for `extra`).
+async fn setup(extra: &[&str]) -> Option<Bed> {
+    let assets = assets()?;
+    let plane = ControlPlane::start(&assets).await;
+    let admin = plane.client(ADMIN_TOKEN).await;
+    plane.grant_exporter_rbac(&admin).await;
+    let cluster = Cluster { client: admin };
+    cluster.namespace(NS).await;
+    plane.grant_elector_rbac(&cluster.client, NS).await;
+    let exporter = ExporterProcess::start(&plane.kubeconfig_file(EXPORTER_TOKEN), extra);
+    Some(Bed {
+        plane,
+        cluster,
+        http: reqwest::Client::new(),
+        exporter,
+    })
+}
+
+impl Bed {
+    /// Two Ready virt-operator pods, `A` and `B`.
+    async fn pods(&self, finalizer: bool) {
+        for name in [A, B] {
+            self.cluster
+                .pod_with(NS, name, &OPERATOR_LABELS, finalizer)
+                .await;
+        }
+    }
+
+    fn elector(&self, identity: &str) -> Elector {
+        self.plane.elector(NS, LEASE, identity, &[])
+    }
+
+    async fn until(&self, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
+        until_within(PATIENCE, &self.http, self.exporter.addr, what, check).await
+    }
+
+    fn sample(&self) -> Sampler {
+        Sampler::start(self.http.clone(), self.exporter.addr)
+    }
+
+    async fn lease_renewed_at(&self) -> MicroTime {
+        self.cluster
+            .lease_spec(NS, LEASE)
+            .await
+            .renew_time
+            .expect("renewTime")
+    }
+}
+
+fn op(s: &Scrape, name: &str) -> Option<f64> {
+    s.operator(name, NS)
+}
+
+/// Written past the test harness's capture, for the figures a run reports.
+fn report(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+/// What one scrape said about virt-operator in `kubevirt`.
+#[derive(Debug)]
+struct Sample {
+    at: Instant,
+    wall: SystemTime,
+    present: Option<f64>,
+    holder: Option<String>,
+    holder_ready: Option<f64>,
+    age: Option<f64>,
+}
+
+/// Scrapes every 250 ms in the background until finished.
+struct Sampler {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Vec<Sample>>,
+}
+
+impl Sampler {
+    fn start(http: reqwest::Client, addr: SocketAddr) -> Self {
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !*stopped.borrow_and_update() {
+                let s = scrape(&http, addr).await;
+                samples.push(Sample {
+                    at: Instant::now(),
+                    wall: SystemTime::now(),
+                    present: op(&s, "present"),
+                    holder: s.holder(NS),
+                    holder_ready: op(&s, "holder_ready"),
+                    age: op(&s, "lease_age_seconds"),
+                });
+                let _ = tokio::time::timeout(Duration::from_millis(250), stopped.changed()).await;
+            }
+            samples
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(self) -> Vec<Sample> {
+        let _ = self.stop.send(true);
+        self.task.await.expect("sampler")
+    }
+}
+
+fn no_zero(samples: &[Sample], what: &str) {
+    let zeros: Vec<&Sample> = samples.iter().filter(|s| s.present == Some(0.0)).collect();
+    assert!(
+        zeros.is_empty(),
+        "{what}: {} of {} samples read present 0, first: {:?}",
+        zeros.len(),
+        samples.len(),
+        zeros[0]
+    );
+}
+
+fn seconds_between(earlier: &MicroTime, later: &MicroTime) -> f64 {
+    later.0.duration_since(earlier.0).as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_electors_leads_and_readiness_does_not_decide() {
+    let Some(t) = setup(&[]).await else { return };
+    t.pods(false).await;
+    let a = t.elector(A);
+    a.until_leading().await;
+    let _b = t.elector(B);
+    let s = t
+        .until("A leads", |s| {
+            op(s, "present") == Some(1.0) && s.holder(NS).as_deref() == Some(A)
+        })
+        .await;
+    assert_eq!(op(&s, "holder_ready"), Some(1.0));
+    assert_eq!(op(&s, "pods_ready"), Some(2.0));
+    assert_eq!(op(&s, "lease_duration_seconds"), Some(15.0));
+
+    // The leader's pod fails its readiness probe while it keeps renewing.
+    t.cluster.set_ready(NS, A, false).await;
+    t.until("holder not ready", |s| op(s, "holder_ready") == Some(0.0))
+        .await;
+    let sampler = t.sample();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let samples = sampler.finish().await;
+    no_zero(&samples, "a renewing leader whose pod is not Ready");
+    assert!(
+        samples
+            .iter()
+            .all(|s| s.holder_ready == Some(0.0) && s.holder.as_deref() == Some(A)),
+        "{samples:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_takeovers_never_read_no_leader() {
+    let Some(t) = setup(&[]).await else { return };
+    t.pods(false).await;
+    let mut leader = t.elector(A);
+    leader.until_leading().await;
+    let mut standby = t.elector(B);
+    t.until("A leads", |s| op(s, "present") == Some(1.0)).await;
+    let sampler = t.sample();
+    let mut takeovers = Vec::new();
+    for round in 1..=5 {
+        // The leader hangs (its lease is not released); the standby must take over.
+        leader.signal("STOP");
+        // A renewal already on its way may still land.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let last_renewal = t.lease_renewed_at().await;
+        standby.until_leading().await;
+        let spec = t.cluster.lease_spec(NS, LEASE).await;
+        assert_eq!(
+            spec.holder_identity.as_deref(),
+            Some(standby.identity.as_str())
+        );
+        let acquired = spec.acquire_time.expect("acquireTime");
+        let took = seconds_between(&last_renewal, &acquired);
+        report(&format!(
+            "takeover {round}: {took:.1}s from the last renewal to the standby leading"
+        ));
+        takeovers.push(took);
+        // The hung leader is restarted, as the kubelet restarts a failed container, and
+        // becomes the standby.
+        leader.signal("KILL");
+        let identity = leader.identity.clone();
+        leader = std::mem::replace(&mut standby, t.elector(&identity));
+    }
+    let holder = leader.identity.clone();
+    t.until("the last leader", |s| {
+        s.holder(NS).as_deref() == Some(holder.as_str())
+    })
+    .await;
+    let samples = sampler.finish().await;
+    no_zero(&samples, "takeovers");
+    let changes = samples
+        .windows(2)
+        .filter(|w| w[0].holder != w[1].holder)
+        .count();
+    assert_eq!(changes, 5, "the exporter should see every takeover");
+    assert!(
+        takeovers.iter().all(|s| *s >= 15.0),
+        "a standby took an unexpired lease: {takeovers:?}"
+    );
+    report(&format!(
+        "takeovers: {} samples every 250 ms, none read present 0",
+        samples.len()
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_never_reads_no_leader() {
+    let Some(t) = setup(&[]).await else { return };
+    t.pods(true).await;
+    let mut a = t.elector(A);
+    a.until_leading().await;
+    let b = t.elector(B);
+    t.until("A leads", |s| op(s, "holder_ready") == Some(1.0))
+        .await;
+    let sampler = t.sample();
+
+    // The Deployment deletes the leader's pod; it terminates but its elector renews on.
+    t.cluster.delete_pod(NS, A).await;
+    let s = t
+        .until("holder terminating", |s| op(s, "holder_ready") == Some(0.0))
+        .await;
+    assert_eq!(op(&s, "present"), Some(1.0));
+    assert_eq!(op(&s, "pods"), Some(1.0));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // Its process exits on SIGTERM without releasing the lease; the standby takes over.
+    a.signal("TERM");
+    let start = Instant::now();
+    while a.exited().is_none() {
+        assert!(start.elapsed() < PATIENCE, "elector A did not exit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let spec = t.cluster.lease_spec(NS, LEASE).await;
+    assert_eq!(
+        spec.holder_identity.as_deref(),
+        Some(A),
+        "the lease was released"
+    );
+    b.until_leading().await;
+    t.until("B leads", |s| {
+        s.holder(NS).as_deref() == Some(B) && op(s, "holder_ready") == Some(1.0)
+    })
+    .await;
+    t.cluster.release_pod(NS, A).await;
+    let samples = sampler.finish().await;
+    no_zero(&samples, "a rolling restart");
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.holder.as_deref() == Some(A) && s.holder_ready == Some(0.0)),
+        "holder_ready never read 0 while the terminating pod led"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_lone_leader_is_lost_after_duration_and_grace() {
+    let Some(t) = setup(&[]).await else { return };
+    t.pods(false).await;
+    let a = t.elector(A);
+    a.until_leading().await;
+    t.until("A leads", |s| op(s, "present") == Some(1.0)).await;
+    let sampler = t.sample();
+    a.signal("KILL");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let last_renewal = t.lease_renewed_at().await;
+    let s = t
+        .until("leader lost", |s| op(s, "present") == Some(0.0))
+        .await;
+    assert_eq!(
+        s.holder(NS).as_deref(),
+        Some(A),
+        "the dead leader's name stays"
+    );
+    assert_eq!(op(&s, "pods_ready"), Some(2.0));
+    // Let the sampler, which looks less often, see it too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let samples = sampler.finish().await;
+    let first_zero = samples
+        .iter()
+        .position(|s| s.present == Some(0.0))
+        .expect("a sample read 0");
+    assert!(
+        samples[..first_zero].iter().all(|s| s.present == Some(1.0)),
+        "{samples:?}"
+    );
+    let lost = &samples[first_zero];
+    let age = lost.age.expect("lease age");
+    assert!(age > LIMIT_SECONDS, "lost at lease age {age}s");
+    let renewed = SystemTime::from(last_renewal.0);
+    let after = lost
+        .wall
+        .duration_since(renewed)
+        .expect("lost after the last renewal")
+        .as_secs_f64();
+    assert!(
+        after >= LIMIT_SECONDS,
+        "reported lost {after:.1}s after the last renewal"
+    );
+    report(&format!(
+        "killed leader: reported lost {after:.1}s after its last renewal (lease age {age:.1}s), \
+         {:.1}s after the kill",
+        lost.at.duration_since(samples[0].at).as_secs_f64()
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_lease_updates_lose_the_leader_until_rights_return() {
+    let Some(t) = setup(&[]).await else { return };
+    t.pods(false).await;
+    let mut a = t.elector(A);
+    a.until_leading().await;
+    let _b = t.elector(B);
+    t.until("A leads", |s| op(s, "present") == Some(1.0)).await;
+
+    // Lease updates are refused (lost RBAC, a webhook) while both pods stay Ready.
+    t.plane.unbind_elector(&t.cluster.client, NS).await;
+    let s = t
+        .until("no leader", |s| op(s, "present") == Some(0.0))
+        .await;
+    assert_eq!(op(&s, "pods_ready"), Some(2.0));
+    assert_eq!(s.holder(NS).as_deref(), Some(A));
+    let age = op(&s, "lease_age_seconds").expect("age");
+    assert!(age > LIMIT_SECONDS, "lost at lease age {age}s");
+    let status = a.exited().expect("the leader exits once it cannot renew");
+    assert_eq!(status.code(), Some(1));
+
+    // Rights come back; the kubelet has restarted the leader that exited.
+    t.plane.bind_elector(&t.cluster.client, NS).await;
+    let _a = t.elector(A);
+    let s = t
+        .until("a leader again", |s| op(s, "present") == Some(1.0))
+        .await;
+    assert_eq!(op(&s, "holder_ready"), Some(1.0));
+    let spec = t.cluster.lease_spec(NS, LEASE).await;
+    assert_eq!(s.holder(NS), spec.holder_identity);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_runtime_identity_names_its_pod() {
+    let dir = common::temp_dir("elector-config");
+    let config = dir.join("components.yaml");
+    std::fs::write(
+        &config,
+        "components:\n  - name: sample-controller\n    podSelector:\n      matchLabels: {app: sample-controller}\n    lease: sample-controller-lock\n",
+    )
+    .expect("write config");
+    let Some(t) = setup(&[&format!("--config={}", config.display())]).await else {
+        return;
+    };
+    let pod = "sample-controller-5c9d7b6f4-q2w3e";
+    t.cluster
+        .pod_with(NS, pod, &[("app", "sample-controller")], false)
+        .await;
+    let identity = format!("{pod}_0b7f3c1e-9a4d-4e2b-8f6a-5d1c2b3a4e5f");
+    let elector = t
+        .plane
+        .elector(NS, "sample-controller-lock", &identity, &[]);
+    elector.until_leading().await;
+    let labels = [("namespace", NS), ("component", "sample-controller")];
+    let s = t
+        .until("sample-controller leads", |s| {
+            s.value("kubevirt_leader_present", &labels) == Some(1.0)
+        })
+        .await;
+    assert_eq!(s.value("kubevirt_leader_holder_ready", &labels), Some(1.0));
+    assert!(s.0.contains(&format!("holder=\"{identity}\"")), "{}", s.0);
+    assert_eq!(s.value("kubevirt_leader_pods_ready", &labels), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_outage_while_a_leader_renews() {
+    let Some(mut t) = setup(&[]).await else {
+        return;
+    };
+    t.pods(false).await;
+    // The electors contend again after losing the lease, as restarted containers would.
+    let a = t
+        .plane
+        .elector(NS, LEASE, A, &["--exit-after-stopped=false"]);
+    a.until_leading().await;
+    let _b = t
+        .plane
+        .elector(NS, LEASE, B, &["--exit-after-stopped=false"]);
+    t.until("A leads", |s| op(s, "present") == Some(1.0)).await;
+    let sampler = t.sample();
+    t.plane.kill_apiserver();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    t.plane.start_apiserver().await;
+    let answering = Instant::now();
+    t.until("series back", |s| op(s, "present").is_some()).await;
+    let back = answering.elapsed();
+    let spec = t.cluster.lease_spec(NS, LEASE).await;
+    t.until("series match the lease", |s| {
+        op(s, "present") == Some(1.0) && s.holder(NS) == spec.holder_identity
+    })
+    .await;
+    let samples = sampler.finish().await;
+    no_zero(&samples, "an API server outage");
+    assert!(
+        samples.iter().any(|s| s.present.is_none()),
+        "the exporter never went blind during the outage"
+    );
+    let s = scrape(&t.http, t.exporter.addr).await;
+    assert!(
+        s.value(
+            "kubevirt_leader_exporter_watch_errors_total",
+            &[("resource", "leases")]
+        ) >= Some(1.0)
+    );
+    report(&format!(
+        "API server outage of 30s: series back {:.1}s after the API server answered /readyz",
+        back.as_secs_f64()
+    ));
+}
