@@ -612,10 +612,10 @@ mod tests {
     #[test]
     fn cache_has_a_target_per_component_and_namespace() {
         let mut s = Settings::with_defaults(Duration::from_secs(5));
-        assert_eq!(Cache::new(&s).len(), 2);
+        assert_eq!(Cache::new(&s).len(), 3);
         s.namespaces = vec!["a".into(), "b".into()];
         let c = Cache::new(&s);
-        assert_eq!(c.len(), 4);
+        assert_eq!(c.len(), 6);
         assert!(!c.synced());
         assert_eq!(c.target(1).namespace.as_deref(), Some("b"));
     }

@@ -8,7 +8,7 @@ use kube::core::Selector;
 use serde::Deserialize;
 
 /// Prometheus exporter that tells whether KubeVirt's leader-elected components
-/// (virt-operator, virt-controller) have a live leader.
+/// (virt-operator, virt-controller, virt-synchronization-controller) have a live leader.
 #[derive(Clone, Debug, Parser)]
 #[command(version, about)]
 pub struct Args {
@@ -30,7 +30,7 @@ pub struct Args {
     pub kubeconfig: Option<PathBuf>,
 
     /// YAML file listing the components to watch; replaces the built-in list. Default: the
-    /// built-in virt-operator and virt-controller.
+    /// built-in virt-operator, virt-controller and virt-synchronization-controller.
     #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_CONFIG")]
     pub config: Option<PathBuf>,
 
@@ -130,11 +130,15 @@ impl Component {
     }
 }
 
-/// The components watched when no config file is given.
+/// The components watched when no config file is given: KubeVirt's leader-elected ones. Each
+/// runs with `kubevirt.io=<name>` on its pods and holds a Lease of the same name;
+/// virt-synchronization-controller exists from KubeVirt 1.6 on (decentralized live
+/// migration) and simply has no series where it is not deployed.
 pub fn default_components() -> Vec<Component> {
     vec![
         Component::kubevirt("virt-operator"),
         Component::kubevirt("virt-controller"),
+        Component::kubevirt("virt-synchronization-controller"),
     ]
 }
 
@@ -349,7 +353,19 @@ mod tests {
         let s = Settings::from_args(&a).expect("settings");
         assert!(s.namespaces.is_empty());
         let names: Vec<_> = s.components.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["virt-operator", "virt-controller"]);
+        assert_eq!(
+            names,
+            [
+                "virt-operator",
+                "virt-controller",
+                "virt-synchronization-controller"
+            ]
+        );
+        assert_eq!(
+            s.components[2].label_selector(),
+            "kubevirt.io=virt-synchronization-controller"
+        );
+        assert_eq!(s.components[2].lease, "virt-synchronization-controller");
         assert_eq!(
             s.components[0].label_selector(),
             "kubevirt.io=virt-operator"

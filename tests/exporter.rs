@@ -431,3 +431,31 @@ async fn a_relist_of_many_pods_comes_in_pages_and_misses_none() {
         faults.requests() - requests
     );
 }
+
+#[tokio::test]
+async fn virt_synchronization_controller_is_watched_by_default() {
+    const SYNC: &str = "virt-synchronization-controller";
+    let bed = Bed::start(settings(&[])).await;
+    for name in [
+        "virt-synchronization-controller-a",
+        "virt-synchronization-controller-b",
+    ] {
+        bed.store
+            .apply(pod(NS, name, &[("kubevirt.io", SYNC)], true));
+    }
+    bed.store.apply(lease(
+        NS,
+        SYNC,
+        "virt-synchronization-controller-b",
+        LEASE_SECONDS,
+    ));
+    let labels = [("namespace", NS), ("component", SYNC)];
+    let s = bed
+        .until("sync controller leads", |s| {
+            s.value("kubevirt_leader_present", &labels) == Some(1.0)
+        })
+        .await;
+    assert_eq!(s.value("kubevirt_leader_pods_ready", &labels), Some(2.0));
+    assert_eq!(s.value("kubevirt_leader_holder_ready", &labels), Some(1.0));
+    assert_eq!(s.present(NS), None, "no virt-operator here");
+}
