@@ -1,5 +1,8 @@
-//! `demo`: the exporter against a simulated control plane in the same process, playing a
-//! leader that hangs and a takeover, narrated so a person can follow `/metrics`.
+//! `demo`: the exporter against a simulated control plane in the same process, narrated so a
+//! person can follow `/metrics`. Two virt-operator pods elect a leader as client-go does:
+//! the leader dies and the standby takes over without the exporter ever reporting "no
+//! leader"; later lease updates are rejected while the pods stay Ready, and the exporter
+//! reports the lost leader that NoLeadingVirtOperator exists for.
 
 use std::{
     future::Future,
@@ -12,6 +15,7 @@ use crate::{
     config::Settings,
     sim::{SimServer, Store, lease, pod},
 };
+use k8s_openapi::api::coordination::v1::Lease;
 
 const NAMESPACE: &str = "kubevirt";
 const COMPONENT: &str = "virt-operator";
@@ -19,13 +23,16 @@ const PODS: [&str; 2] = [
     "virt-operator-7c9f5d4b8-a1b2c",
     "virt-operator-7c9f5d4b8-x9y8z",
 ];
-/// KubeVirt's own leader election: a 15 s lease renewed every 2 s.
+/// KubeVirt's own leader election: a 15 s lease, renewed every 2 s, a renew deadline of 10 s;
+/// a standby looks every 2 s plus up to 120 % jitter.
 const LEASE_SECONDS: i32 = 15;
-const RENEW_EVERY: Duration = Duration::from_secs(2);
-/// How long each leader renews before it hangs, and how long it stays hung before the
-/// other pod takes over.
+const RETRY: Duration = Duration::from_secs(2);
+const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// How long each act lasts: a leader renewing, then the leader dead until the standby has
+/// taken over, then lease updates rejected.
 const LEADING: Duration = Duration::from_secs(40);
-const HUNG: Duration = Duration::from_secs(40);
+const REJECTED: Duration = Duration::from_secs(60);
+const TICK: Duration = Duration::from_millis(250);
 
 /// Runs the demo until `shutdown` completes.
 pub async fn run(
@@ -75,42 +82,162 @@ fn say(start: Instant, text: &str) {
     print(&format!("[{:>4}s] {text}", start.elapsed().as_secs()));
 }
 
-/// Plays rounds: the leader renews, hangs (its name stays in the lease, its pod stays
-/// Ready), and the other pod takes over. Narrates what the exporter reports as it changes.
+/// A standby candidate, as client-go's elector behaves: it looks at the lease every retry
+/// period plus jitter, and takes it over once its own look has seen the record unchanged for
+/// the lease duration.
+struct Standby {
+    observed: Option<(String, Instant)>,
+    next_look: Instant,
+}
+
+impl Standby {
+    fn new(now: Instant) -> Self {
+        Self {
+            observed: None,
+            next_look: now,
+        }
+    }
+
+    /// Looks at the lease when due; true when it took the lease over as `name`. While
+    /// `writes_allowed` is false its update is rejected and it keeps waiting.
+    fn look(&mut self, store: &Store, name: &str, now: Instant, writes_allowed: bool) -> bool {
+        if now < self.next_look {
+            return false;
+        }
+        self.next_look = now + RETRY.mul_f64(1.0 + 1.2 * random_fraction());
+        let record = store
+            .get::<Lease>(NAMESPACE, COMPONENT)
+            .and_then(|l| serde_json::to_string(&l.spec).ok())
+            .unwrap_or_default();
+        match &self.observed {
+            Some((seen, at)) if *seen == record => {
+                let expired = now.duration_since(*at)
+                    >= Duration::from_secs(LEASE_SECONDS.unsigned_abs().into());
+                expired && writes_allowed && store.take_lease(NAMESPACE, COMPONENT, name)
+            }
+            _ => {
+                self.observed = Some((record, now));
+                false
+            }
+        }
+    }
+}
+
+/// A number in [0, 1) that differs between calls, for the standby's jitter.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Plays rounds: the leader renews, then dies without releasing the lease and the standby
+/// takes over; the new leader renews, then its lease updates are rejected while both pods
+/// stay Ready, until they are allowed again and the other pod takes the lease.
 async fn play(store: Store, cache: std::sync::Arc<crate::cache::Cache>) {
     let start = Instant::now();
-    let mut leader = 0;
     let mut reported = None;
+    let mut leader = 0;
     say(
         start,
-        &format!("{} holds the lease and renews it every 2s", PODS[leader]),
+        &format!(
+            "{} holds the lease and renews it every 2s; {} stands by and looks every 2 to 4.4s",
+            PODS[0], PODS[1]
+        ),
     );
     loop {
-        let round = Instant::now();
-        while round.elapsed() < LEADING + HUNG {
-            if round.elapsed() < LEADING {
-                store.renew_lease(NAMESPACE, COMPONENT);
-            } else if round.elapsed() < LEADING + RENEW_EVERY {
-                say(
-                    start,
-                    &format!(
-                        "{} hangs: it stops renewing, stays Ready, and its name stays in the lease; \
-                     the exporter should report no leader in about {:.0}s (lease duration + grace)",
-                        PODS[leader],
-                        f64::from(LEASE_SECONDS) + cache.grace.as_secs_f64()
-                    ),
-                );
-            }
-            report(start, &cache, &mut reported);
-            tokio::time::sleep(RENEW_EVERY).await;
-        }
+        renew_for(&store, &cache, start, &mut reported, LEADING).await;
         leader = 1 - leader;
-        store.take_lease(NAMESPACE, COMPONENT, PODS[leader]);
-        say(
-            start,
-            &format!("{} takes over the lease and renews it", PODS[leader]),
-        );
+        die_and_take_over(&store, &cache, start, &mut reported, PODS[leader]).await;
+        renew_for(&store, &cache, start, &mut reported, LEADING).await;
+        leader = 1 - leader;
+        reject_updates(&store, &cache, start, &mut reported, PODS[leader]).await;
     }
+}
+
+async fn renew_for(
+    store: &Store,
+    cache: &crate::cache::Cache,
+    start: Instant,
+    reported: &mut Option<(bool, String)>,
+    length: Duration,
+) {
+    let act = Instant::now();
+    let mut renewed = act;
+    store.renew_lease(NAMESPACE, COMPONENT);
+    while act.elapsed() < length {
+        if renewed.elapsed() >= RETRY {
+            renewed = Instant::now();
+            store.renew_lease(NAMESPACE, COMPONENT);
+        }
+        report(start, cache, reported);
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+async fn die_and_take_over(
+    store: &Store,
+    cache: &crate::cache::Cache,
+    start: Instant,
+    reported: &mut Option<(bool, String)>,
+    standby: &str,
+) {
+    let died = Instant::now();
+    say(
+        start,
+        &format!(
+            "the leader dies without releasing the lease (its name stays in it); {standby} takes \
+             over 15 to 23.8s after the last renewal, within the exporter's limit of {:.0}s \
+             (lease duration + grace): kubevirt_leader_present stays 1",
+            f64::from(LEASE_SECONDS) + cache.grace.as_secs_f64()
+        ),
+    );
+    let mut candidate = Standby::new(died);
+    while !candidate.look(store, standby, Instant::now(), true) {
+        report(start, cache, reported);
+        tokio::time::sleep(TICK).await;
+    }
+    say(
+        start,
+        &format!(
+            "{standby} took the lease over {:.1}s after the leader died, and renews it",
+            died.elapsed().as_secs_f64()
+        ),
+    );
+}
+
+async fn reject_updates(
+    store: &Store,
+    cache: &crate::cache::Cache,
+    start: Instant,
+    reported: &mut Option<(bool, String)>,
+    standby: &str,
+) {
+    say(
+        start,
+        &format!(
+            "lease updates are now rejected (an admission webhook, or lost RBAC) while both pods \
+             stay Ready: the leader gives up after its {}s renew deadline and nobody can take \
+             over; the exporter reports no leader after {:.0}s, and NoLeadingVirtOperator fires \
+             if it lasts 10 minutes",
+            RENEW_DEADLINE.as_secs(),
+            f64::from(LEASE_SECONDS) + cache.grace.as_secs_f64()
+        ),
+    );
+    let act = Instant::now();
+    let mut candidate = Standby::new(act);
+    while act.elapsed() < REJECTED {
+        candidate.look(store, standby, Instant::now(), false);
+        report(start, cache, reported);
+        tokio::time::sleep(TICK).await;
+    }
+    say(start, "lease updates are allowed again");
+    while !candidate.look(store, standby, Instant::now(), true) {
+        report(start, cache, reported);
+        tokio::time::sleep(TICK).await;
+    }
+    say(start, &format!("{standby} takes the lease and renews it"));
 }
 
 /// Prints what the exporter now says about virt-operator, when it changed.
