@@ -88,7 +88,8 @@ async fn queries_use_only_series_the_exporter_serves() {
     let d = dashboard();
     let used = metric_names(&exprs(&d).join("\n"));
     let used_by_variables = metric_names(&d["templating"].to_string());
-    assert!(used.len() >= 8, "{used:?}");
+    assert!(used.len() >= 9, "{used:?}");
+    assert!(used.contains("kubevirt_leader_holder_ready"), "{used:?}");
     for name in used.iter().chain(&used_by_variables) {
         assert!(
             served.contains(name),
