@@ -15,7 +15,7 @@ use std::{
 
 use common::{Scrape, scrape, until_within};
 use envtest::{
-    ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, Elector, ExporterProcess, assets,
+    ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, Elector, ExporterProcess, elector_assets,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use tokio::{sync::watch, task::JoinHandle};
@@ -40,7 +40,7 @@ struct Bed {
 /// A real control plane with namespace `kubevirt`, the electors' rights on leases there, and
 /// the exporter (default flags but for `extra`).
 async fn setup(extra: &[&str]) -> Option<Bed> {
-    let assets = assets()?;
+    let assets = elector_assets()?;
     let plane = ControlPlane::start(&assets).await;
     let admin = plane.client(ADMIN_TOKEN).await;
     plane.grant_exporter_rbac(&admin).await;

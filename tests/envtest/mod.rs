@@ -45,25 +45,38 @@ pub const ELECTOR_USER: &str = "virt-operator-elector";
 /// The assets folder, or `None` when the tests cannot run here. Under CI missing assets
 /// are a failure.
 pub fn assets() -> Option<PathBuf> {
-    match std::env::var_os("KUBEBUILDER_ASSETS").filter(|v| !v.is_empty()) {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("KUBEBUILDER_ASSETS is not set, and CI must run the control-plane tests")
-        }
-        None => {
-            // Written past the test harness's capture, so it shows in a passing run; once
-            // for the whole file.
-            static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| {
-                let _ = writeln!(
-                    std::io::stderr(),
-                "control-plane tests NOT RUN: set KUBEBUILDER_ASSETS to a folder with etcd and kube-apiserver \
-                 (`../shared/k8s/install-assets target/k8s-assets`, or `setup-envtest use -p path`)"
-                );
-            });
-            None
-        }
+    let dir = std::env::var_os("KUBEBUILDER_ASSETS").filter(|v| !v.is_empty());
+    if dir.is_none() {
+        not_run("KUBEBUILDER_ASSETS is not set");
     }
+    dir.map(PathBuf::from)
+}
+
+/// [`assets`] that also hold `leader-elector` (from `../shared/k8s`; `setup-envtest` does not
+/// provide it).
+pub fn elector_assets() -> Option<PathBuf> {
+    let dir = assets()?;
+    if dir.join("leader-elector").is_file() {
+        return Some(dir);
+    }
+    not_run(&format!("{} has no leader-elector", dir.display()));
+    None
+}
+
+fn not_run(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why}, and CI must run the control-plane tests");
+    }
+    // Written past the test harness's capture, so it shows in a passing run; once for the
+    // whole file.
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "control-plane tests NOT RUN: {why}; set KUBEBUILDER_ASSETS to a folder with etcd, \
+             kube-apiserver and leader-elector (`../shared/k8s/install-assets target/k8s-assets`)"
+        );
+    });
 }
 
 /// A child process killed and reaped when dropped.
