@@ -47,7 +47,7 @@ const RETRY_FIRST: Duration = Duration::from_millis(400);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The retry schedule of one watch; reset whenever a list completes.
-pub fn retry_backoff() -> ExponentialBackoff {
+fn retry_backoff() -> ExponentialBackoff {
     backon::ExponentialBuilder::default()
         .with_min_delay(RETRY_FIRST)
         .with_max_delay(RETRY_MAX)

@@ -63,11 +63,12 @@ async fn leader_life_cycle_on_a_real_api_server() {
 
     // 1. A live leader.
     let renewer = t.cluster.renew_every_2s(ns, A);
+    // The pod and lease watches are separate streams: wait for both to have caught up.
     let s = until(&t.http, exporter.addr, "leader present", |s| {
-        op(s, "present", ns) == Some(1.0)
+        op(s, "present", ns) == Some(1.0) && op(s, "pods_ready", ns) == Some(2.0)
     })
     .await;
-    assert_eq!(op(&s, "pods_ready", ns), Some(2.0));
+    assert_eq!(op(&s, "holder_ready", ns), Some(1.0));
     assert_eq!(s.holder(ns).as_deref(), Some(A));
 
     // 2. The leader hangs: not before duration + grace, then no leader.
@@ -140,11 +141,12 @@ async fn finds_openshift_cnv_without_configuration_and_namespace_flag_restricts(
     ];
     let wide = t.exporter(&[]);
     let narrow = t.exporter(&["--namespace=kubevirt"]);
-    let s = until(&t.http, wide.addr, "both namespaces", |s| {
-        op(s, "present", "kubevirt") == Some(1.0) && op(s, "present", "openshift-cnv") == Some(1.0)
+    until(&t.http, wide.addr, "both namespaces", |s| {
+        op(s, "present", "kubevirt") == Some(1.0)
+            && op(s, "present", "openshift-cnv") == Some(1.0)
+            && op(s, "pods_ready", "openshift-cnv") == Some(2.0)
     })
     .await;
-    assert_eq!(op(&s, "pods_ready", "openshift-cnv"), Some(2.0));
     let s = until(&t.http, narrow.addr, "kubevirt", |s| {
         op(s, "present", "kubevirt") == Some(1.0)
     })

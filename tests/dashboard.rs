@@ -81,9 +81,7 @@ fn queries_parse_as_promql() {
 async fn queries_use_only_series_the_exporter_serves() {
     let bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
-    let scrape = bed
-        .until("leader present", |s| s.present(NS) == Some(1.0))
-        .await;
+    let scrape = bed.until("leader present", |s| s.settled(NS)).await;
     let served = metric_names(&scrape.0);
     let d = dashboard();
     let used = metric_names(&exprs(&d).join("\n"));

@@ -91,6 +91,14 @@ fn op(s: &Scrape, name: &str) -> Option<f64> {
     s.operator(name, NS)
 }
 
+/// `holder` leads, and the pod watch has caught up with both Ready pods (the pod and lease
+/// watches are separate streams).
+fn leads(s: &Scrape, holder: &str) -> bool {
+    op(s, "present") == Some(1.0)
+        && s.holder(NS).as_deref() == Some(holder)
+        && op(s, "pods_ready") == Some(2.0)
+}
+
 /// Written past the test harness's capture, for the figures a run reports.
 fn report(text: &str) {
     let _ = writeln!(std::io::stderr(), "{text}");
@@ -163,13 +171,8 @@ async fn one_of_two_electors_leads_and_readiness_does_not_decide() {
     let a = t.elector(A);
     a.until_leading().await;
     let _b = t.elector(B);
-    let s = t
-        .until("A leads", |s| {
-            op(s, "present") == Some(1.0) && s.holder(NS).as_deref() == Some(A)
-        })
-        .await;
+    let s = t.until("A leads", |s| leads(s, A)).await;
     assert_eq!(op(&s, "holder_ready"), Some(1.0));
-    assert_eq!(op(&s, "pods_ready"), Some(2.0));
     assert_eq!(op(&s, "lease_duration_seconds"), Some(15.0));
 
     // The leader's pod fails its readiness probe while it keeps renewing.
@@ -195,7 +198,7 @@ async fn repeated_takeovers_never_read_no_leader() {
     let mut leader = t.elector(A);
     leader.until_leading().await;
     let mut standby = t.elector(B);
-    t.until("A leads", |s| op(s, "present") == Some(1.0)).await;
+    t.until("A leads", |s| leads(s, A)).await;
     let sampler = t.sample();
     let mut takeovers = Vec::new();
     for round in 1..=5 {
@@ -251,8 +254,10 @@ async fn rolling_restart_never_reads_no_leader() {
     let mut a = t.elector(A);
     a.until_leading().await;
     let b = t.elector(B);
-    t.until("A leads", |s| op(s, "holder_ready") == Some(1.0))
-        .await;
+    t.until("A leads", |s| {
+        leads(s, A) && op(s, "holder_ready") == Some(1.0)
+    })
+    .await;
     let sampler = t.sample();
 
     // The Deployment deletes the leader's pod; it terminates but its elector renews on.
@@ -299,7 +304,7 @@ async fn a_killed_lone_leader_is_lost_after_duration_and_grace() {
     t.pods(false).await;
     let a = t.elector(A);
     a.until_leading().await;
-    t.until("A leads", |s| op(s, "present") == Some(1.0)).await;
+    t.until("A leads", |s| leads(s, A)).await;
     let sampler = t.sample();
     a.signal("KILL");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -351,7 +356,7 @@ async fn forbidden_lease_updates_lose_the_leader_until_rights_return() {
     let mut a = t.elector(A);
     a.until_leading().await;
     let _b = t.elector(B);
-    t.until("A leads", |s| op(s, "present") == Some(1.0)).await;
+    t.until("A leads", |s| leads(s, A)).await;
 
     // Lease updates are refused (lost RBAC, a webhook) while both pods stay Ready.
     t.plane.unbind_elector(&t.cluster.client, NS).await;
@@ -401,6 +406,7 @@ async fn a_controller_runtime_identity_names_its_pod() {
     let s = t
         .until("sample-controller leads", |s| {
             s.value("kubevirt_leader_present", &labels) == Some(1.0)
+                && s.value("kubevirt_leader_pods_ready", &labels) == Some(1.0)
         })
         .await;
     assert_eq!(s.value("kubevirt_leader_holder_ready", &labels), Some(1.0));
@@ -422,7 +428,7 @@ async fn api_server_outage_while_a_leader_renews() {
     let _b = t
         .plane
         .elector(NS, LEASE, B, &["--exit-after-stopped=false"]);
-    t.until("A leads", |s| op(s, "present") == Some(1.0)).await;
+    t.until("A leads", |s| leads(s, A)).await;
     let sampler = t.sample();
     t.plane.kill_apiserver();
     tokio::time::sleep(Duration::from_secs(30)).await;

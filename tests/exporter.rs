@@ -17,9 +17,7 @@ use kubevirt_leader_exporter::sim::{Kind, SimServer, Store, lease, pod};
 async fn reports_a_live_leader() {
     let bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
-    let s = bed
-        .until("leader present", |s| s.present(NS) == Some(1.0))
-        .await;
+    let s = bed.until("leader present", |s| s.settled(NS)).await;
     assert_eq!(s.operator("pods", NS), Some(2.0));
     assert_eq!(s.operator("pods_ready", NS), Some(2.0));
     assert_eq!(s.holder(NS).as_deref(), Some(POD_A));
@@ -97,8 +95,7 @@ async fn ready_count_follows_readiness() {
 async fn present_follows_renewals_and_drops_when_they_stop() {
     let bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
-    bed.until("leader present", |s| s.present(NS) == Some(1.0))
-        .await;
+    bed.until("leader present", |s| s.settled(NS)).await;
     // Renewing well within the lease duration keeps the leader present on every scrape,
     // across more than two lease durations.
     for _ in 0..12 {
@@ -199,17 +196,13 @@ async fn namespaces_are_kept_apart() {
 async fn cluster_wide_finds_any_namespace_and_namespace_flag_restricts() {
     let wide = Bed::start(settings(&[])).await;
     wide.seed_operator("somewhere-else");
-    let s = wide
-        .until("found", |s| s.present("somewhere-else") == Some(1.0))
-        .await;
+    let s = wide.until("found", |s| s.settled("somewhere-else")).await;
     assert_eq!(s.operator("pods", "somewhere-else"), Some(2.0));
 
     let narrow = Bed::start(settings(&[NS])).await;
     narrow.seed_operator("somewhere-else");
     narrow.seed_operator(NS);
-    let s = narrow
-        .until("kubevirt present", |s| s.present(NS) == Some(1.0))
-        .await;
+    let s = narrow.until("kubevirt present", |s| s.settled(NS)).await;
     assert_eq!(s.present("somewhere-else"), None);
     assert_eq!(s.operator("pods", "somewhere-else"), None);
 }
@@ -284,9 +277,7 @@ async fn unreachable_api_is_blind_then_ready_when_it_comes_up() {
     );
 
     let sim = SimServer::start_on(addr, store).await.expect("sim server");
-    let s = bed
-        .until("leader present", |s| s.present(NS) == Some(1.0))
-        .await;
+    let s = bed.until("leader present", |s| s.settled(NS)).await;
     assert_eq!(s.operator("pods_ready", NS), Some(2.0));
     // Every watch retries on its own backoff schedule: readiness follows the last of them.
     bed.until_ready().await;
@@ -297,8 +288,7 @@ async fn unreachable_api_is_blind_then_ready_when_it_comes_up() {
 async fn http_endpoints() {
     let bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
-    bed.until("leader present", |s| s.present(NS) == Some(1.0))
-        .await;
+    bed.until("leader present", |s| s.settled(NS)).await;
     bed.until_ready().await;
     let (code, page) = bed.get("/").await;
     assert_eq!(code, 200);
@@ -363,8 +353,7 @@ async fn scrape_passes_promtool_check_metrics() {
 async fn silent_lease_watch_is_caught_by_a_direct_read() {
     let bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
-    bed.until("leader present", |s| s.present(NS) == Some(1.0))
-        .await;
+    bed.until("leader present", |s| s.settled(NS)).await;
     let errors = |s: &Scrape| {
         s.value(
             "kubevirt_leader_exporter_watch_errors_total",

@@ -62,8 +62,7 @@ async fn api_restart_while_the_leader_renews_never_reads_as_no_leader() {
     let mut bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
     let renewer = spawn_renewer(bed.store.clone());
-    bed.until("leader present", |s| s.present(NS) == Some(1.0))
-        .await;
+    bed.until("leader present", |s| s.settled(NS)).await;
     let (stop, watcher) = watch_for_false_alarms(&bed);
     // Down for longer than the lease duration plus grace.
     let sim = bed.sim.take().expect("sim");
@@ -157,8 +156,7 @@ async fn bursts_of_500_and_429_back_off_and_recover() {
     let bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
     let renewer = spawn_renewer(bed.store.clone());
-    bed.until("leader present", |s| s.present(NS) == Some(1.0))
-        .await;
+    bed.until("leader present", |s| s.settled(NS)).await;
     let faults = bed.sim.as_ref().expect("sim").faults.clone();
     for (name, inject) in [
         (
@@ -313,8 +311,7 @@ async fn odd_objects_on_the_wire() {
 async fn an_undecodable_object_blinds_the_watch_until_it_is_fixed() {
     let bed = Bed::start(settings(&[])).await;
     bed.seed_operator(NS);
-    bed.until("leader present", |s| s.present(NS) == Some(1.0))
-        .await;
+    bed.until("leader present", |s| s.settled(NS)).await;
     // A lease no API server would accept: the duration is a string.
     bed.store.apply_json(
         Kind::Lease,
@@ -384,8 +381,7 @@ async fn slow_responses_still_sync() {
         .delay(Duration::from_millis(500));
     bed.seed_operator(NS);
     let renewer = spawn_renewer(bed.store.clone());
-    bed.until("leader present", |s| s.present(NS) == Some(1.0))
-        .await;
+    bed.until("leader present", |s| s.settled(NS)).await;
     bed.until_ready().await;
     renewer.abort();
 }

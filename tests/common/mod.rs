@@ -210,6 +210,12 @@ impl Scrape {
         self.operator("present", ns)
     }
 
+    /// The seeded KubeVirt in `ns` is fully seen: a leader, and both pods Ready. The pod and
+    /// lease watches are separate streams, so one alone says nothing of the other.
+    pub fn settled(&self, ns: &str) -> bool {
+        self.present(ns) == Some(1.0) && self.operator("pods_ready", ns) == Some(2.0)
+    }
+
     /// The holder named by `holder_info` for virt-operator in `ns`.
     pub fn holder(&self, ns: &str) -> Option<String> {
         self.0
