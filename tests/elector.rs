@@ -143,7 +143,9 @@ impl Sampler {
         Self { stop, task }
     }
 
+    /// Stops after one more sample, so that what the caller last saw is in the samples.
     async fn finish(self) -> Vec<Sample> {
+        tokio::time::sleep(Duration::from_millis(600)).await;
         let _ = self.stop.send(true);
         self.task.await.expect("sampler")
     }
@@ -318,8 +320,6 @@ async fn a_killed_lone_leader_is_lost_after_duration_and_grace() {
         "the dead leader's name stays"
     );
     assert_eq!(op(&s, "pods_ready"), Some(2.0));
-    // Let the sampler, which looks less often, see it too.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let samples = sampler.finish().await;
     let first_zero = samples
         .iter()
