@@ -391,7 +391,10 @@ async fn silent_lease_watch_is_caught_by_a_direct_read() {
 
 #[tokio::test]
 async fn a_relist_of_many_pods_comes_in_pages_and_misses_none() {
-    let bed = Bed::start(settings(&[NS])).await;
+    let settings = settings(&[NS]);
+    // One pod watch and one lease watch per component.
+    let watches = u32::try_from(settings.components.len() * 2).expect("few");
+    let bed = Bed::start(settings).await;
     for i in 0..250 {
         bed.store.apply(pod(
             NS,
@@ -405,7 +408,7 @@ async fn a_relist_of_many_pods_comes_in_pages_and_misses_none() {
     let faults = bed.sim.as_ref().expect("sim").faults.clone();
     let (requests, sent) = (faults.requests(), faults.objects_sent());
     // Force every watch to list again.
-    faults.gone_on_resume(4);
+    faults.gone_on_resume(watches);
     faults.close_watches();
     bed.until("relisted", |s| {
         faults.objects_sent() >= sent + 250 && s.operator("pods", NS) == Some(250.0)
