@@ -91,14 +91,16 @@ async fn api_restart_while_the_leader_renews_never_reads_as_no_leader() {
 
 #[tokio::test]
 async fn gone_on_resume_relists_and_matches_the_store_exactly() {
-    let bed = Bed::start(settings(&[])).await;
+    let settings = settings(&[]);
+    let watches = u32::try_from(settings.components.len() * 2).expect("few");
+    let bed = Bed::start(settings).await;
     bed.seed_operator(NS);
     bed.until("two pods", |s| s.operator("pods", NS) == Some(2.0))
         .await;
     let sim = bed.sim.as_ref().expect("sim");
 
     // Every watch is cut; as many resumes as there are watches get 410 Gone.
-    sim.faults.gone_on_resume(4);
+    sim.faults.gone_on_resume(watches);
     sim.faults.close_watches();
     bed.store.delete::<Pod>(NS, POD_B);
     bed.store.take_lease(NS, OPERATOR, POD_A);
@@ -174,8 +176,8 @@ async fn bursts_of_500_and_429_back_off_and_recover() {
         let before = faults.requests();
         tokio::time::sleep(Duration::from_secs(8)).await;
         let made = faults.requests() - before;
-        // Four watches and the lease reads, each backing off from 0.8 s: a few dozen
-        // requests at most. A hot loop would make thousands.
+        // Six watches and the lease reads, each backing off from 0.4 s to at most 4 s: a few
+        // dozen requests at most. A hot loop would make thousands.
         assert!(made <= 80, "{name}: {made} requests in 8 s");
         let s = bed.scrape().await;
         assert!(
