@@ -11,10 +11,12 @@ use std::{
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kubevirt_leader_exporter::{
-    cache::{Cache, Change},
     config::Settings,
-    judge::{LeaseRecord, LeaseSeen, PodInfo, judge},
+    judge::{LeaseRecord, LeaseState, PodInfo, judge},
     metrics::Metrics,
+    objects::Change,
+    pods::PodName,
+    targets::Targets,
 };
 
 fn pods(n: usize) -> Vec<PodInfo> {
@@ -40,10 +42,7 @@ fn record() -> LeaseRecord {
 
 fn bench_judge(c: &mut Criterion) {
     let now = Instant::now();
-    let lease = LeaseSeen {
-        record: record(),
-        changed_at: now,
-    };
+    let lease = LeaseState::new(record(), now);
     for n in [2, 1000] {
         let pods = pods(n);
         c.bench_function(&format!("judge/{n} pods"), |b| {
@@ -59,29 +58,34 @@ fn bench_judge(c: &mut Criterion) {
     }
 }
 
-/// A cache as after the first lists: two components, KubeVirt in two namespaces.
-fn filled_cache() -> Arc<Cache> {
-    let cache = Arc::new(Cache::new(&Settings::with_defaults(Duration::from_secs(5))));
+/// Targets as after the first lists: every default component, KubeVirt in two namespaces.
+fn filled_targets() -> Arc<Targets> {
+    let targets = Arc::new(Targets::new(&Settings::with_defaults(Duration::from_secs(
+        5,
+    ))));
     let now = Instant::now();
-    for i in 0..cache.len() {
-        let mut target = cache.target(i);
-        target.apply_pod(Change::Begin);
-        target.apply_lease(Change::Begin, now);
+    for target in targets.handles() {
+        target.apply_pods(Change::ListStarted);
+        target.apply_leases(Change::ListStarted, now);
         for ns in ["kubevirt", "openshift-cnv"] {
             for pod in pods(2) {
-                target.apply_pod(Change::Listed((ns.into(), pod.name.clone()), pod));
+                let name = PodName {
+                    namespace: ns.into(),
+                    name: pod.name.clone(),
+                };
+                target.apply_pods(Change::Listed(name, pod));
             }
-            target.apply_lease(Change::Listed((ns.into(), "lease".into()), record()), now);
+            target.apply_leases(Change::Listed(ns.into(), record()), now);
         }
-        target.apply_pod(Change::End);
-        target.apply_lease(Change::End, now);
+        target.apply_pods(Change::ListDone);
+        target.apply_leases(Change::ListDone, now);
     }
-    cache
+    targets
 }
 
 fn bench_render(c: &mut Criterion) {
-    let metrics = Metrics::new(filled_cache()).expect("metrics");
-    c.bench_function("render /metrics (2 components x 2 namespaces)", |b| {
+    let metrics = Metrics::new(filled_targets()).expect("metrics");
+    c.bench_function("render /metrics (3 components x 2 namespaces)", |b| {
         b.iter(|| black_box(metrics.render().expect("render")))
     });
 }

@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use kubevirt_leader_exporter::sim::{SimServer, Store, lease, pod};
+use kubevirt_leader_sim::{SimServer, Store, lease, pod};
 
 const NS: &str = "kubevirt";
 const OPERATOR: &str = "virt-operator";
@@ -195,7 +195,7 @@ async fn run() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("kle-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, serde_yaml::to_string(&sim.kubeconfig())?)?;
+    std::fs::write(&kubeconfig, serde_json::to_string(&sim.kubeconfig())?)?;
     let addr = free_addr()?;
     let metrics = format!("http://{addr}/metrics");
     let http = reqwest::Client::new();

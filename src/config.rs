@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, ValueEnum};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::Selector;
 use serde::Deserialize;
@@ -16,13 +16,12 @@ pub struct Args {
     #[arg(
         long,
         env = "KUBEVIRT_LEADER_EXPORTER_LISTEN",
-        default_value = "0.0.0.0:8080",
-        global = true
+        default_value = "0.0.0.0:8080"
     )]
     pub listen: SocketAddr,
 
     /// Log format: `text` for people, `json` for log pipelines. Verbosity comes from RUST_LOG.
-    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// Kubeconfig file to use. Default: in-cluster config, then KUBECONFIG, then ~/.kube/config.
@@ -56,8 +55,7 @@ pub struct Args {
     #[arg(
         long,
         env = "KUBEVIRT_LEADER_EXPORTER_TLS_CERT_FILE",
-        requires = "tls_key_file",
-        global = true
+        requires = "tls_key_file"
     )]
     pub tls_cert_file: Option<PathBuf>,
 
@@ -65,20 +63,9 @@ pub struct Args {
     #[arg(
         long,
         env = "KUBEVIRT_LEADER_EXPORTER_TLS_KEY_FILE",
-        requires = "tls_cert_file",
-        global = true
+        requires = "tls_cert_file"
     )]
     pub tls_key_file: Option<PathBuf>,
-
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-#[derive(Clone, Debug, Subcommand)]
-pub enum Command {
-    /// Run a simulated KubeVirt control plane in this process and export it: two
-    /// virt-operator pods, a leader that hangs, and a takeover.
-    Demo,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -97,7 +84,7 @@ pub enum ConfigError {
     #[error("config file {path} is not valid: {source}")]
     Parse {
         path: PathBuf,
-        source: serde_yaml::Error,
+        source: Box<serde_saphyr::Error>,
     },
     #[error("component {component:?}: {message}")]
     Component { component: String, message: String },
@@ -173,10 +160,11 @@ pub fn load_components(path: &std::path::Path) -> Result<Vec<Component>, ConfigE
 
 /// Parses and validates the YAML text of a component file.
 pub fn parse_components(text: &str) -> Result<Vec<Component>, ConfigError> {
-    let file: ComponentFile = serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
-        path: PathBuf::new(),
-        source,
-    })?;
+    let file: ComponentFile =
+        serde_saphyr::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::new(),
+            source: Box::new(source),
+        })?;
     if file.components.is_empty() {
         return Err(ConfigError::NoComponents);
     }
@@ -290,6 +278,9 @@ fn is_dns_subdomain(s: &str) -> bool {
 /// Validated settings the exporter runs with.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    pub listen: SocketAddr,
+    /// `None`: kube's inference (in-cluster, then KUBECONFIG, then ~/.kube/config).
+    pub kubeconfig: Option<PathBuf>,
     pub components: Vec<Component>,
     /// Empty: the whole cluster.
     pub namespaces: Vec<String>,
@@ -317,6 +308,8 @@ impl Settings {
             return Err(ConfigError::Namespace(bad.clone()));
         }
         Ok(Self {
+            listen: args.listen,
+            kubeconfig: args.kubeconfig.clone(),
             components,
             namespaces,
             lease_grace: args.lease_grace,
@@ -324,9 +317,11 @@ impl Settings {
         })
     }
 
-    /// The built-in components across the whole cluster.
+    /// The built-in components across the whole cluster, served on a free loopback port.
     pub fn with_defaults(lease_grace: Duration) -> Self {
         Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kubeconfig: None,
             components: default_components(),
             namespaces: Vec::new(),
             lease_grace,
@@ -410,12 +405,10 @@ mod tests {
                 .lease_grace,
             Duration::from_millis(1500)
         );
-        assert!(matches!(
-            args(&["demo", "--listen", "127.0.0.1:9"])
-                .expect("parse")
-                .command,
-            Some(Command::Demo)
-        ));
+        assert!(
+            args(&["demo"]).is_err(),
+            "the demo is an example, not a mode"
+        );
     }
 
     #[test]

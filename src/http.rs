@@ -26,7 +26,10 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use crate::{cache::Cache, metrics::Metrics};
+use crate::{
+    metrics::Metrics,
+    targets::{Snapshot, Targets},
+};
 
 pub const METRICS_PATH: &str = "/metrics";
 pub const LIVEZ_PATH: &str = "/livez";
@@ -43,7 +46,7 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone)]
 pub struct AppState {
-    pub cache: Arc<Cache>,
+    pub targets: Arc<Targets>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -121,7 +124,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.cache.synced() {
+    if state.targets.snapshot(Instant::now()).listed() {
         "ok\n".into_response()
     } else {
         (
@@ -133,7 +136,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn status_page(State(state): State<AppState>) -> Html<String> {
-    Html(render_status(&state.cache, Instant::now()))
+    Html(render_status(&state.targets.snapshot(Instant::now())))
 }
 
 fn escape(s: &str) -> String {
@@ -145,7 +148,7 @@ fn escape(s: &str) -> String {
 
 /// A table per namespace and component: holder and its pod's readiness, whether the leader
 /// is present and why, lease age and ready pods.
-pub fn render_status(cache: &Cache, now: Instant) -> String {
+fn render_status(snapshot: &Snapshot) -> String {
     let mut page = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>kubevirt-leader-exporter</title>\
          <style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}</style></head><body>\
@@ -153,10 +156,10 @@ pub fn render_status(cache: &Cache, now: Instant) -> String {
          <table><tr><th>namespace</th><th>component</th><th>holder</th><th>holder pod Ready</th><th>leader present</th>\
          <th>why</th><th>lease age</th><th>ready pods</th></tr>",
     );
-    for target in cache.targets() {
-        let component = escape(&target.component.name);
-        let Some(verdicts) = target.verdicts(now, cache.grace) else {
-            let scope = escape(target.scope());
+    for target in &snapshot.targets {
+        let component = escape(&target.component);
+        let Some(verdicts) = &target.verdicts else {
+            let scope = escape(&target.scope);
             let _ = write!(
                 page,
                 "<tr><td>{scope}</td><td>{component}</td><td colspan=\"6\">unknown: the watches have not synced or are failing</td></tr>"
@@ -168,17 +171,21 @@ pub fn render_status(cache: &Cache, now: Instant) -> String {
                 || "-".to_owned(),
                 |l| format!("{:.1}s", l.age.as_secs_f64()),
             );
+            let present = match (v.is_known(), v.present) {
+                (false, _) => "checking",
+                (true, true) => "yes",
+                (true, false) => "no",
+            };
             let _ = write!(
                 page,
-                "<tr><td>{}</td><td>{component}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{age}</td><td>{}/{}</td></tr>",
-                escape(&ns),
+                "<tr><td>{}</td><td>{component}</td><td>{}</td><td>{}</td><td>{present}</td><td>{}</td><td>{age}</td><td>{}/{}</td></tr>",
+                escape(ns),
                 escape(v.holder.as_deref().unwrap_or("-")),
                 match v.holder_ready {
                     Some(true) => "yes",
                     Some(false) => "no",
                     None => "no such pod",
                 },
-                if v.present { "yes" } else { "no" },
                 escape(&v.reason.to_string()),
                 v.pods_ready,
                 v.pods,

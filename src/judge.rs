@@ -1,5 +1,7 @@
 //! The leader and readiness decision: a pure function of what the exporter holds in memory
-//! and the current instant, so that it can be tested without any I/O.
+//! and the current instant, so that it can be tested without any I/O. Everything that
+//! decides what is exported for a component in a namespace is here, the confirming read
+//! included.
 
 use std::time::{Duration, Instant};
 
@@ -46,15 +48,30 @@ pub struct LeaseRecord {
     pub has_spec: bool,
 }
 
-/// A Lease as the exporter observed it: its record and when, by the exporter's own monotonic
-/// clock, that record last changed.
+/// A Lease as the exporter observed it: its record, when (by the exporter's own monotonic
+/// clock) that record last changed, and when a direct read last found it unchanged.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaseSeen {
+pub struct LeaseState {
     pub record: LeaseRecord,
     pub changed_at: Instant,
+    pub confirmed_at: Option<Instant>,
 }
 
-impl LeaseSeen {
+impl LeaseState {
+    /// A record first seen at `now`, not yet confirmed.
+    pub fn new(record: LeaseRecord, now: Instant) -> Self {
+        Self {
+            record,
+            changed_at: now,
+            confirmed_at: None,
+        }
+    }
+
+    /// A direct read found this very record after its last change.
+    pub fn confirmed(&self) -> bool {
+        self.confirmed_at.is_some_and(|at| at >= self.changed_at)
+    }
+
     /// The lease's own duration, when it is usable.
     pub fn duration(&self) -> Option<Duration> {
         valid_duration(self.record.duration_seconds)
@@ -76,7 +93,16 @@ pub enum Reason {
     NoSpec,
     NoHolder,
     InvalidDuration(Option<i32>),
-    Expired { age: Duration, limit: Duration },
+    Expired {
+        age: Duration,
+        limit: Duration,
+    },
+    /// Expired by the watch's account, but no direct read has confirmed it yet: a watch that
+    /// hangs silently looks exactly like this, so nothing is reported until the read answers.
+    Unconfirmed {
+        age: Duration,
+        limit: Duration,
+    },
 }
 
 impl std::fmt::Display for Reason {
@@ -93,6 +119,13 @@ impl std::fmt::Display for Reason {
             Reason::Expired { age, limit } => write!(
                 f,
                 "the lease record has not changed for {:.3}s, over the {:.3}s limit (duration + grace)",
+                age.as_secs_f64(),
+                limit.as_secs_f64()
+            ),
+            Reason::Unconfirmed { age, limit } => write!(
+                f,
+                "the lease record has not changed for {:.3}s, over the {:.3}s limit; \
+                 reading it directly before reporting it",
                 age.as_secs_f64(),
                 limit.as_secs_f64()
             ),
@@ -120,6 +153,13 @@ pub struct Verdict {
     pub lease: Option<LeaseFacts>,
 }
 
+impl Verdict {
+    /// Whether this may be exported: an unconfirmed expiry is not known yet.
+    pub fn is_known(&self) -> bool {
+        !matches!(self.reason, Reason::Unconfirmed { .. })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct LeaseFacts {
     pub age: Duration,
@@ -132,10 +172,12 @@ pub struct LeaseFacts {
 /// The leader is present when the lease names a holder, has a positive duration, and the
 /// exporter saw its record change within that duration plus `grace`, by its own clock: the
 /// rule a client-go standby applies before it takes a lease over. The pods only add counts
-/// and the holder's readiness.
+/// and the holder's readiness. A lease that seems expired counts as expired only once a
+/// direct read has found the same record ([`LeaseState::confirmed`]); until then the verdict
+/// is not [known](Verdict::is_known).
 pub fn judge<'a>(
     pods: impl IntoIterator<Item = &'a PodInfo>,
-    lease: Option<&LeaseSeen>,
+    lease: Option<&LeaseState>,
     now: Instant,
     grace: Duration,
 ) -> Verdict {
@@ -169,7 +211,7 @@ pub fn judge<'a>(
 }
 
 fn lease_reason(
-    lease: Option<&LeaseSeen>,
+    lease: Option<&LeaseState>,
     holder: Option<&str>,
     now: Instant,
     grace: Duration,
@@ -189,10 +231,11 @@ fn lease_reason(
     };
     let age = now.saturating_duration_since(lease.changed_at);
     let limit = duration.saturating_add(grace);
-    if age > limit {
-        return Reason::Expired { age, limit };
+    match (age > limit, lease.confirmed()) {
+        (false, _) => Reason::Present,
+        (true, true) => Reason::Expired { age, limit },
+        (true, false) => Reason::Unconfirmed { age, limit },
     }
-    Reason::Present
 }
 
 #[cfg(test)]
@@ -209,8 +252,9 @@ mod tests {
         }
     }
 
-    fn lease(holder: &str, changed_at: Instant) -> LeaseSeen {
-        LeaseSeen {
+    /// A lease confirmed by a direct read right when it last changed.
+    fn lease(holder: &str, changed_at: Instant) -> LeaseState {
+        LeaseState {
             record: LeaseRecord {
                 holder: Some(holder.into()),
                 duration_seconds: Some(15),
@@ -220,6 +264,7 @@ mod tests {
                 has_spec: true,
             },
             changed_at,
+            confirmed_at: Some(changed_at),
         }
     }
 
@@ -252,6 +297,28 @@ mod tests {
         assert!(matches!(late.reason, Reason::Expired { .. }));
         assert_eq!(late.holder.as_deref(), Some("virt-operator-a"));
         assert!(late.lease.expect("facts").age > Duration::from_secs(20));
+    }
+
+    #[test]
+    fn an_expiry_counts_only_once_a_direct_read_confirmed_the_record() {
+        // A watch that hangs silently looks like a lease nobody renews: nothing is reported
+        // until a direct read has seen the same record.
+        let t0 = Instant::now();
+        let late = t0 + Duration::from_secs(21);
+        let mut l = lease("virt-operator-a", t0);
+        l.confirmed_at = None;
+        let v = judge(&two_pods(), Some(&l), late, GRACE);
+        assert!(matches!(v.reason, Reason::Unconfirmed { .. }));
+        assert!(!v.is_known() && !v.present);
+        // A read from before the last change confirms nothing.
+        l.confirmed_at = Some(t0 - Duration::from_secs(1));
+        assert!(!judge(&two_pods(), Some(&l), late, GRACE).is_known());
+        l.confirmed_at = Some(t0 + Duration::from_secs(15));
+        let v = judge(&two_pods(), Some(&l), late, GRACE);
+        assert!(v.is_known() && matches!(v.reason, Reason::Expired { .. }));
+        // A fresh lease needs no confirmation.
+        l.confirmed_at = None;
+        assert!(judge(&two_pods(), Some(&l), t0, GRACE).present);
     }
 
     #[test]

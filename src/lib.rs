@@ -1,17 +1,20 @@
 //! kubevirt-leader-exporter: tells Prometheus whether KubeVirt's leader-elected components
 //! have a live leader.
 //!
-//! The exporter watches the components' pods and Leases, keeps a reduced copy in memory
-//! ([`cache`]), judges leadership at scrape time ([`judge`]) and serves the result
-//! ([`metrics`], [`http`]).
+//! The exporter watches the components' pods and Leases ([`watch`]), keeps a reduced copy
+//! per component and scope ([`targets`], holding [`pods`] and [`leases`]), judges leadership
+//! at scrape time ([`judge`]) and serves the result ([`metrics`], [`http`]); [`changelog`]
+//! logs leader changes.
 
-pub mod cache;
+pub mod changelog;
 pub mod config;
-pub mod demo;
 pub mod http;
 pub mod judge;
+pub mod leases;
 pub mod metrics;
-pub mod sim;
+pub mod objects;
+pub mod pods;
+pub mod targets;
 pub mod tls;
 pub mod watch;
 
@@ -23,7 +26,7 @@ use kube::{
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
-use crate::{cache::Cache, config::Settings, http::AppState, metrics::Metrics, watch::Watches};
+use crate::{config::Settings, http::AppState, metrics::Metrics, targets::Targets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -76,20 +79,20 @@ pub async fn client_from_kubeconfig(kubeconfig: Kubeconfig) -> Result<Client, Er
     Ok(Client::try_from(config)?)
 }
 
-/// A running exporter: watch tasks and the HTTP server.
+/// A running exporter: watch tasks, the leader-change log and the HTTP server.
 pub struct Exporter {
     pub addr: SocketAddr,
-    pub cache: Arc<Cache>,
+    pub targets: Arc<Targets>,
     server: JoinHandle<()>,
-    watches: Vec<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Exporter {
-    /// Starts watching with `client` and serving on `listen`, until `shutdown` completes.
+    /// Starts watching with `client` and serving on `settings.listen`, until `shutdown`
+    /// completes.
     pub async fn start(
         settings: &Settings,
         client: Client,
-        listen: SocketAddr,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Self, Error> {
         let tls = match &settings.tls {
@@ -98,8 +101,7 @@ impl Exporter {
             }
             None => None,
         };
-        let cache = Arc::new(Cache::new(settings));
-        let metrics = Arc::new(Metrics::new(cache.clone())?);
+        let listen = settings.listen;
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| Error::Listen {
@@ -110,15 +112,12 @@ impl Exporter {
             addr: listen,
             source,
         })?;
-        watch::log_scope(&cache);
-        let watches = Watches {
-            client,
-            cache: cache.clone(),
-            metrics: metrics.clone(),
-        }
-        .spawn();
+        let targets = Arc::new(Targets::new(settings));
+        let metrics = Arc::new(Metrics::new(targets.clone())?);
+        let mut tasks = watch::spawn(&client, &targets, &metrics);
+        tasks.push(tokio::spawn(changelog::run(targets.clone())));
         let app = http::router(AppState {
-            cache: cache.clone(),
+            targets: targets.clone(),
             metrics,
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -126,13 +125,14 @@ impl Exporter {
         tracing::info!(%addr, scheme, "serving /metrics");
         Ok(Self {
             addr,
-            cache,
+            targets,
             server,
-            watches,
+            tasks,
         })
     }
 
-    /// Waits for the HTTP server to finish after shutdown, then stops the watches.
+    /// Waits for the HTTP server to finish after shutdown; the watches stop when the
+    /// exporter is dropped.
     pub async fn wait(mut self) -> Result<(), Error> {
         (&mut self.server)
             .await
@@ -143,7 +143,7 @@ impl Exporter {
 impl Drop for Exporter {
     fn drop(&mut self) {
         self.server.abort();
-        for task in &self.watches {
+        for task in &self.tasks {
             task.abort();
         }
     }

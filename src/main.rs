@@ -4,8 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use kubevirt_leader_exporter::{
     Exporter, client,
-    config::{Args, Command, LogFormat, Settings},
-    demo,
+    config::{Args, LogFormat, Settings},
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -17,15 +16,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(args.log_format);
     let settings = Settings::from_args(&args).context("invalid configuration")?;
-    match args.command {
-        Some(Command::Demo) => demo::run(&settings, args.listen, shutdown_signal()?).await?,
-        None => {
-            let client = client(args.kubeconfig.as_deref()).await?;
-            let exporter =
-                Exporter::start(&settings, client, args.listen, shutdown_signal()?).await?;
-            exporter.wait().await?;
-        }
-    }
+    let client = client(settings.kubeconfig.as_deref()).await?;
+    let exporter = Exporter::start(&settings, client, shutdown_signal()?).await?;
+    exporter.wait().await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! The Prometheus registry. The per-component series are judged at scrape time by a
-//! collector over the cache, so a lease that silently stops being renewed shows without any
-//! new event, and concurrent scrapes never see each other's half-written values.
+//! The Prometheus registry. The per-component series come from one snapshot of the targets
+//! per scrape, judged at scrape time, so a lease that silently stops being renewed shows
+//! without any new event, and concurrent scrapes never see each other's half-written values.
 
 use std::{
     collections::HashMap,
@@ -16,7 +16,11 @@ use prometheus::{
     proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType},
 };
 
-use crate::{cache::Cache, judge::Verdict};
+use crate::{
+    judge::Verdict,
+    targets::{Snapshot, Targets},
+    watch::Watched,
+};
 
 /// Prefix of every series the exporter serves.
 pub const PREFIX: &str = "kubevirt_leader";
@@ -25,32 +29,16 @@ pub const PREFIX: &str = "kubevirt_leader";
 /// and an unbounded label value would bloat every scrape.
 const MAX_HOLDER_LEN: usize = 253;
 
-/// The two watched resources, as they appear in the `resource` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resource {
-    Pods,
-    Leases,
-}
-
-impl Resource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Resource::Pods => "pods",
-            Resource::Leases => "leases",
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error("registering metrics: {0}")]
     Register(#[from] prometheus::Error),
 }
 
-/// How long a rendered body is served again while nothing in the cache has changed. Every
-/// watch event and every lease deadline changes the cache, so within this window only
-/// continuously moving values (lease age, process CPU time) can lag; a burst of scrapes costs
-/// one rendering instead of one each.
+/// How long a rendered body is served again while no target has changed. Every watch event
+/// and every lease deadline changes a target, so leader state is exact at every scrape;
+/// within this window only continuously moving values (lease age, process CPU time) can lag,
+/// and a burst of scrapes costs one rendering instead of one each.
 const REUSE_FOR: Duration = Duration::from_secs(1);
 
 struct Rendered {
@@ -63,13 +51,13 @@ struct Rendered {
 pub struct Metrics {
     registry: Registry,
     watch_errors: IntCounterVec,
-    cache: Arc<Cache>,
+    targets: Arc<Targets>,
     last: RwLock<Option<Rendered>>,
 }
 
 impl Metrics {
     /// Registers every metric once.
-    pub fn new(cache: Arc<Cache>) -> Result<Self, MetricsError> {
+    pub fn new(targets: Arc<Targets>) -> Result<Self, MetricsError> {
         let registry = Registry::new();
         let watch_errors = IntCounterVec::new(
             Opts::new(
@@ -78,8 +66,8 @@ impl Metrics {
             ),
             &["resource"],
         )?;
-        for r in [Resource::Pods, Resource::Leases] {
-            watch_errors.with_label_values(&[r.as_str()]);
+        for watched in Watched::ALL {
+            watch_errors.with_label_values(&[watched.as_str()]);
         }
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -93,26 +81,26 @@ impl Metrics {
             .set(1);
         registry.register(Box::new(watch_errors.clone()))?;
         registry.register(Box::new(build_info))?;
-        registry.register(Box::new(LeaderCollector::new(cache.clone())?))?;
+        registry.register(Box::new(LeaderCollector::new(targets.clone())?))?;
         register_process_collector(&registry)?;
         Ok(Self {
             registry,
             watch_errors,
-            cache,
+            targets,
             last: RwLock::new(None),
         })
     }
 
-    pub fn watch_error(&self, resource: Resource) {
+    pub fn watch_error(&self, watched: Watched) {
         self.watch_errors
-            .with_label_values(&[resource.as_str()])
+            .with_label_values(&[watched.as_str()])
             .inc();
     }
 
-    /// The text exposition of every metric, rendered again when the cache has changed or
+    /// The text exposition of every metric, rendered again when a target has changed or
     /// the last rendering is older than [`REUSE_FOR`].
     pub fn render(&self) -> Result<Bytes, MetricsError> {
-        let generation = self.cache.generation();
+        let generation = self.targets.generation();
         if let Some(last) = self
             .last
             .read()
@@ -154,9 +142,9 @@ struct Family {
     extract: fn(&Verdict) -> Option<f64>,
 }
 
-/// Builds the per-component and watch health series from the cache at scrape time.
+/// Builds the per-component and watch health series from a snapshot at scrape time.
 struct LeaderCollector {
-    cache: Arc<Cache>,
+    targets: Arc<Targets>,
     families: Vec<Family>,
     holder: Desc,
     watch_healthy: Desc,
@@ -172,7 +160,7 @@ fn desc(name: &str, help: &str, labels: &[&str]) -> Result<Desc, prometheus::Err
 }
 
 impl LeaderCollector {
-    fn new(cache: Arc<Cache>) -> Result<Self, prometheus::Error> {
+    fn new(targets: Arc<Targets>) -> Result<Self, prometheus::Error> {
         let nc = &["namespace", "component"];
         let family = |name, help, extract| {
             Ok::<_, prometheus::Error>(Family {
@@ -214,7 +202,7 @@ impl LeaderCollector {
             })?,
         ];
         Ok(Self {
-            cache,
+            targets,
             families,
             holder: desc(
                 "holder_info",
@@ -229,19 +217,16 @@ impl LeaderCollector {
         })
     }
 
-    fn watch_health(&self) -> MetricFamily {
-        let mut pods = true;
-        let mut leases = true;
-        for t in self.cache.targets() {
-            pods &= t.pods.healthy();
-            leases &= t.leases.healthy();
-        }
+    fn watch_health(&self, snapshot: &Snapshot) -> MetricFamily {
         let mut family = family_of(&self.watch_healthy);
-        for (resource, ok) in [(Resource::Pods, pods), (Resource::Leases, leases)] {
+        for (watched, ok) in [
+            (Watched::Pods, snapshot.pods_healthy()),
+            (Watched::Leases, snapshot.leases_healthy()),
+        ] {
             let value = if ok { 1.0 } else { 0.0 };
             family
                 .mut_metric()
-                .push(gauge(&[("resource", resource.as_str())], value));
+                .push(gauge(&[("resource", watched.as_str())], value));
         }
         family
     }
@@ -292,16 +277,21 @@ impl Collector for LeaderCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let now = Instant::now();
+        let snapshot = self.targets.snapshot(Instant::now());
         let mut families: Vec<MetricFamily> =
             self.families.iter().map(|f| family_of(&f.desc)).collect();
         let mut holders = family_of(&self.holder);
-        for target in self.cache.targets() {
-            let component = target.component.name.as_str();
-            for (ns, verdict) in target.verdicts(now, self.cache.grace).into_iter().flatten() {
+        for target in &snapshot.targets {
+            let component = target.component.as_str();
+            let known = target
+                .verdicts
+                .iter()
+                .flatten()
+                .filter(|(_, v)| v.is_known());
+            for (ns, verdict) in known {
                 let labels = [("component", component), ("namespace", ns.as_str())];
                 for (family, out) in self.families.iter().zip(families.iter_mut()) {
-                    if let Some(value) = (family.extract)(&verdict) {
+                    if let Some(value) = (family.extract)(verdict) {
                         out.mut_metric().push(gauge(&labels, value));
                     }
                 }
@@ -317,7 +307,7 @@ impl Collector for LeaderCollector {
             }
         }
         families.push(holders);
-        families.push(self.watch_health());
+        families.push(self.watch_health(&snapshot));
         families
     }
 }
@@ -329,8 +319,8 @@ mod tests {
     #[test]
     fn a_rendering_is_reused_until_the_cache_changes() {
         let settings = crate::config::Settings::with_defaults(std::time::Duration::from_secs(5));
-        let cache = Arc::new(Cache::new(&settings));
-        let metrics = Metrics::new(cache.clone()).expect("metrics");
+        let targets = Arc::new(Targets::new(&settings));
+        let metrics = Metrics::new(targets.clone()).expect("metrics");
         let first = metrics.render().expect("render");
         assert!(
             std::str::from_utf8(&first)
@@ -338,7 +328,7 @@ mod tests {
                 .contains("kubevirt_leader_exporter_build_info")
         );
         assert_eq!(metrics.render().expect("render").as_ptr(), first.as_ptr());
-        drop(cache.update(0));
+        targets.handles()[0].pods_failed();
         assert_ne!(metrics.render().expect("render").as_ptr(), first.as_ptr());
     }
 

@@ -1,17 +1,14 @@
-//! The watch tasks: kube-rs watchers that keep the cache filled, and the direct reads that
-//! confirm a lease that seems to have stopped being renewed.
+//! The watch tasks: one kube-rs watcher per resource and target, feeding the target's
+//! handle, and the direct reads that confirm a lease that seems to have stopped being renewed.
 
 use std::{
+    future::Future,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, stream::BoxStream};
-use k8s_openapi::{
-    NamespaceResourceScope,
-    api::coordination::v1::Lease,
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
-};
+use futures::StreamExt;
+use k8s_openapi::{NamespaceResourceScope, api::coordination::v1::Lease};
 use kube::{
     Api, Client, ResourceExt,
     runtime::{
@@ -19,13 +16,14 @@ use kube::{
         watcher::{self, Event, ExponentialBackoff},
     },
 };
-use serde::{Deserialize, Deserializer};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
-    cache::{Cache, Change, Key},
-    judge::{LeaseRecord, PodInfo},
-    metrics::{Metrics, Resource},
+    leases::Confirmation,
+    metrics::Metrics,
+    objects::{PodView, lease_record, pod_info, reduce},
+    pods::PodName,
+    targets::{Target, Targets},
 };
 
 /// The API access the exporter needs, as (API group, resource, verbs): the RBAC rules in
@@ -34,6 +32,24 @@ pub const API_ACCESS: [(&str, &str, [&str; 3]); 2] = [
     ("", "pods", ["get", "list", "watch"]),
     ("coordination.k8s.io", "leases", ["get", "list", "watch"]),
 ];
+
+/// The two watched resources, as they appear in the `resource` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watched {
+    Pods,
+    Leases,
+}
+
+impl Watched {
+    pub const ALL: [Watched; 2] = [Watched::Pods, Watched::Leases];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Watched::Pods => "pods",
+            Watched::Leases => "leases",
+        }
+    }
+}
 
 /// How long a confirming read of a lease may take before it counts as failed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,200 +73,134 @@ fn retry_backoff() -> ExponentialBackoff {
         .into()
 }
 
-/// What the watch tasks share.
-#[derive(Clone)]
-pub struct Watches {
-    pub client: Client,
-    pub cache: Arc<Cache>,
-    pub metrics: Arc<Metrics>,
+/// Spawns a pod watch and a lease watch for every target.
+pub fn spawn(
+    client: &Client,
+    targets: &Targets,
+    metrics: &Arc<Metrics>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for target in targets.handles() {
+        info!(
+            component = target.component.name,
+            scope = target.scope(),
+            pods = target.component.label_selector(),
+            lease = target.component.lease,
+            "watching"
+        );
+        let pods = PodFeed {
+            target: target.clone(),
+        };
+        let leases = LeaseFeed {
+            target: target.clone(),
+            client: client.clone(),
+        };
+        tasks.push(spawn_feed(pods, client, target, metrics.clone()));
+        tasks.push(spawn_feed(leases, client, target, metrics.clone()));
+    }
+    tasks
 }
 
-impl Watches {
-    /// Spawns a pod watch and a lease watch for every target in the cache.
-    pub fn spawn(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        (0..self.cache.len())
-            .flat_map(|i| {
-                [
-                    tokio::spawn(self.clone().watch_pods(i)),
-                    tokio::spawn(self.clone().watch_leases(i)),
-                ]
-            })
-            .collect()
-    }
+/// Why a watch starts over.
+enum Restart {
+    /// It failed: wait by the retry schedule first.
+    AfterError,
+    /// It fell behind: list again at once.
+    Now,
+}
 
-    fn api<K>(&self, index: usize) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        <K as kube::Resource>::DynamicType: Default,
-    {
-        match &self.cache.target(index).namespace {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        }
-    }
+/// What a watch loop feeds: one resource of one target.
+trait Feed: Send + Sync + 'static {
+    type Object: kube::Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static;
+    const WATCHED: Watched;
 
-    fn pod_stream(&self, index: usize) -> BoxStream<'static, watcher::Result<Event<PodView>>> {
-        let selector = self.cache.target(index).component.label_selector();
-        // Small pages keep the transient memory of a re-list of many pods small.
-        watcher(
-            self.api(index),
-            watcher::Config::default().labels(&selector).page_size(100),
-        )
-    }
+    fn config(&self) -> watcher::Config;
+    fn apply(&self, event: Event<Self::Object>);
+    /// The watch failed at `now`.
+    fn failed(&self, now: Instant);
 
-    fn lease_stream(&self, index: usize) -> BoxStream<'static, watcher::Result<Event<Lease>>> {
-        let name = self.cache.target(index).component.lease.clone();
-        watcher(
-            self.api(index),
-            watcher::Config::default().fields(&format!("metadata.name={name}")),
-        )
-    }
-
-    fn failed(&self, index: usize, resource: Resource, error: &dyn std::fmt::Display) {
-        self.metrics.watch_error(resource);
-        let mut target = self.cache.update(index);
-        let (component, scope) = (target.component.name.clone(), target.scope().to_owned());
-        warn!(resource = resource.as_str(), component, scope, %error, "watch failed, retrying");
-        match resource {
-            Resource::Pods => target.pods_failed(),
-            Resource::Leases => target.leases_failed(Instant::now()),
-        }
-    }
-
-    async fn watch_pods(self, index: usize) {
-        let mut backoff = retry_backoff();
-        loop {
-            let mut stream = self.pod_stream(index);
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(event) => {
-                        if matches!(event, Event::InitDone) {
-                            backoff.reset();
-                        }
-                        let mut target = self.cache.update(index);
-                        target.apply_pod(reduce(event, pod_info));
-                        target.log_changes(Instant::now(), self.cache.grace);
-                    }
-                    Err(error) => {
-                        self.failed(index, Resource::Pods, &error);
-                        break;
-                    }
-                }
-            }
-            tokio::time::sleep(backoff.next().unwrap_or(RETRY_MAX)).await;
-        }
-    }
-
-    async fn watch_leases(self, index: usize) {
-        let mut backoff = retry_backoff();
-        loop {
-            match self.lease_stream_once(index, &mut backoff).await {
-                Restart::AfterError => {
-                    tokio::time::sleep(backoff.next().unwrap_or(RETRY_MAX)).await;
-                }
-                Restart::Now => {}
-            }
-        }
-    }
-
-    /// Runs one lease watcher until it fails or a direct read shows it fell behind.
-    async fn lease_stream_once(&self, index: usize, backoff: &mut ExponentialBackoff) -> Restart {
-        let mut stream = self.lease_stream(index);
-        loop {
-            let deadline = self
-                .cache
-                .target(index)
-                .next_deadline(Instant::now(), self.cache.grace);
-            let timer = sleep_until(deadline);
-            tokio::select! {
-                item = stream.next() => match item {
-                    Some(Ok(event)) => {
-                        if matches!(event, Event::InitDone) {
-                            backoff.reset();
-                        }
-                        let now = Instant::now();
-                        let mut target = self.cache.update(index);
-                        target.apply_lease(reduce(event, lease_record), now);
-                        target.log_changes(now, self.cache.grace);
-                    }
-                    Some(Err(error)) => {
-                        self.failed(index, Resource::Leases, &error);
-                        return Restart::AfterError;
-                    }
-                    None => return Restart::AfterError,
-                },
-                () = timer => {
-                    if let Some(restart) = self.confirm_leases(index).await {
-                        return restart;
-                    }
-                    self.cache.update(index).log_changes(Instant::now(), self.cache.grace);
-                }
-            }
-        }
-    }
-
-    /// Reads each lease that has not changed for a full lease duration, so that a watch that
-    /// hangs silently cannot make a live leader look dead.
-    async fn confirm_leases(&self, index: usize) -> Option<Restart> {
-        let due = self.cache.target(index).leases_to_confirm(Instant::now());
-        for key in due {
-            let api: Api<Lease> = Api::namespaced(self.client.clone(), &key.0);
-            let read = tokio::time::timeout(CONFIRM_TIMEOUT, api.get_opt(&key.1)).await;
-            let fresh = match read {
-                Ok(Ok(lease)) => lease.as_ref().map(lease_record),
-                Ok(Err(error)) => {
-                    self.failed(index, Resource::Leases, &error);
-                    return Some(Restart::AfterError);
-                }
-                Err(_) => {
-                    self.failed(
-                        index,
-                        Resource::Leases,
-                        &"confirming read of the lease timed out",
-                    );
-                    return Some(Restart::AfterError);
-                }
-            };
-            if let Some(restart) = self.compare_read(index, &key, fresh) {
-                return Some(restart);
-            }
-        }
+    /// When the loop should call [`Feed::wake`] without an event.
+    fn wake_at(&self, _now: Instant) -> Option<Instant> {
         None
     }
 
-    fn compare_read(&self, index: usize, key: &Key, fresh: Option<LeaseRecord>) -> Option<Restart> {
-        let now = Instant::now();
-        let mut target = self.cache.update(index);
-        let held = target.leases.objects().get(key).map(|seen| &seen.record);
-        if held == fresh.as_ref() {
-            debug!(
-                namespace = key.0,
-                lease = key.1,
-                "lease confirmed unrenewed by a direct read"
-            );
-            target.mark_confirmed(&key.0, now);
-            return None;
-        }
-        let change = match fresh {
-            Some(record) => Change::Applied(key.clone(), record),
-            None => Change::Deleted(key.clone()),
-        };
-        target.apply_lease(change, now);
-        target.leases_failed(now);
-        self.metrics.watch_error(Resource::Leases);
-        drop(target);
-        warn!(
-            namespace = key.0,
-            lease = key.1,
-            "lease watch fell behind a direct read; restarting it"
-        );
-        Some(Restart::Now)
+    /// Looks outside the stream; `Some` when the watch must start over.
+    fn wake(&self, _metrics: &Metrics) -> impl Future<Output = Option<Restart>> + Send {
+        std::future::ready(None)
+    }
+
+    fn fail(&self, metrics: &Metrics, error: &dyn std::fmt::Display) -> Restart {
+        metrics.watch_error(Self::WATCHED);
+        warn!(%error, "watch failed, retrying");
+        self.failed(Instant::now());
+        Restart::AfterError
     }
 }
 
-enum Restart {
-    AfterError,
-    Now,
+/// Runs a feed's watch in a task of its own, with a span that names what it watches.
+fn spawn_feed<F: Feed>(
+    feed: F,
+    client: &Client,
+    target: &Target,
+    metrics: Arc<Metrics>,
+) -> tokio::task::JoinHandle<()> {
+    let api: Api<F::Object> = match &target.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let span = info_span!(
+        "watch",
+        component = target.component.name,
+        scope = target.scope(),
+        resource = F::WATCHED.as_str()
+    );
+    tokio::spawn(run(feed, api, metrics).instrument(span))
+}
+
+/// Runs a feed's watch for ever. After every error the watcher starts over from a fresh
+/// list: only a completed list tells the exporter that what it holds matches the server
+/// again, which is what `watch_healthy` and the per-component series stand on.
+async fn run<F: Feed>(feed: F, api: Api<F::Object>, metrics: Arc<Metrics>) {
+    let mut backoff = retry_backoff();
+    loop {
+        if let Restart::AfterError = watch_once(&feed, &api, &mut backoff, &metrics).await {
+            tokio::time::sleep(backoff.next().unwrap_or(RETRY_MAX)).await;
+        }
+    }
+}
+
+async fn watch_once<F: Feed>(
+    feed: &F,
+    api: &Api<F::Object>,
+    backoff: &mut ExponentialBackoff,
+    metrics: &Metrics,
+) -> Restart {
+    let mut stream = watcher::watcher(api.clone(), feed.config()).boxed();
+    loop {
+        let wake = sleep_until(feed.wake_at(Instant::now()));
+        tokio::select! {
+            item = stream.next() => match item {
+                Some(Ok(event)) => {
+                    if matches!(event, Event::InitDone) {
+                        backoff.reset();
+                    }
+                    feed.apply(event);
+                }
+                Some(Err(error)) => return feed.fail(metrics, &error),
+                None => return feed.fail(metrics, &"watch stream ended"),
+            },
+            () = wake => {
+                if let Some(restart) = feed.wake(metrics).await {
+                    return restart;
+                }
+            }
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -260,144 +210,93 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// A watcher, restarted from a fresh list after every error. Only a completed list tells the
-/// exporter that its cache matches the server again, which is what `watch_healthy` and the
-/// per-component series stand on. Retries wait by [`retry_backoff`].
-fn watcher<K>(api: Api<K>, config: watcher::Config) -> BoxStream<'static, watcher::Result<Event<K>>>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    watcher::watcher(api, config).boxed()
+struct PodFeed {
+    target: Arc<Target>,
 }
 
-fn key_of<K: kube::Resource>(object: &K) -> Key {
-    (object.namespace().unwrap_or_default(), object.name_any())
-}
+impl Feed for PodFeed {
+    type Object = PodView;
+    const WATCHED: Watched = Watched::Pods;
 
-/// Reduces a watch event to what the cache keeps, so full objects are never stored.
-fn reduce<K: kube::Resource, T>(event: Event<K>, keep: fn(&K) -> T) -> Change<T> {
-    match event {
-        Event::Init => Change::Begin,
-        Event::InitApply(o) => Change::Listed(key_of(&o), keep(&o)),
-        Event::InitDone => Change::End,
-        Event::Apply(o) => Change::Applied(key_of(&o), keep(&o)),
-        Event::Delete(o) => Change::Deleted(key_of(&o)),
+    fn config(&self) -> watcher::Config {
+        // Small pages keep the transient memory of a re-list of many pods small.
+        watcher::Config::default()
+            .labels(&self.target.component.label_selector())
+            .page_size(100)
+    }
+
+    fn apply(&self, event: Event<PodView>) {
+        self.target.apply_pods(reduce(event, pod_name, pod_info));
+    }
+
+    fn failed(&self, _now: Instant) {
+        self.target.pods_failed();
     }
 }
 
-/// A pod as the exporter reads it off the wire: metadata reduced to what the watch needs,
-/// and the status conditions. Everything else (spec, managed fields, annotations) is skipped
-/// while decoding, so a pod never costs more than this, not even for a moment.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct PodView {
-    #[serde(deserialize_with = "slim_meta")]
-    pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub status: Option<PodStatusView>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct PodStatusView {
-    #[serde(default)]
-    pub conditions: Option<Vec<PodConditionView>>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct PodConditionView {
-    #[serde(default, rename = "type")]
-    pub type_: String,
-    #[serde(default)]
-    pub status: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MetaView {
-    name: Option<String>,
-    namespace: Option<String>,
-    resource_version: Option<String>,
-    deletion_timestamp: Option<Time>,
-}
-
-fn slim_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
-    let m = MetaView::deserialize(d)?;
-    Ok(ObjectMeta {
-        name: m.name,
-        namespace: m.namespace,
-        resource_version: m.resource_version,
-        deletion_timestamp: m.deletion_timestamp,
-        ..ObjectMeta::default()
-    })
-}
-
-impl kube::Resource for PodView {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-        "Pod".into()
-    }
-
-    fn group(_: &()) -> std::borrow::Cow<'_, str> {
-        "".into()
-    }
-
-    fn version(_: &()) -> std::borrow::Cow<'_, str> {
-        "v1".into()
-    }
-
-    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-        "pods".into()
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
-
-/// The readiness facts of a pod. A pod without status or conditions is not Ready.
-pub fn pod_info(pod: &PodView) -> PodInfo {
-    let ready_condition = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    PodInfo {
+fn pod_name(pod: &PodView) -> PodName {
+    PodName {
+        namespace: pod.namespace().unwrap_or_default(),
         name: pod.name_any(),
-        ready_condition,
-        deleting: pod.metadata.deletion_timestamp.is_some(),
     }
 }
 
-/// The record of a lease, as leader election writes it.
-pub fn lease_record(lease: &Lease) -> LeaseRecord {
-    let Some(spec) = &lease.spec else {
-        return LeaseRecord::default();
-    };
-    LeaseRecord {
-        holder: spec.holder_identity.clone(),
-        duration_seconds: spec.lease_duration_seconds,
-        transitions: spec.lease_transitions,
-        renew_time: spec.renew_time.as_ref().map(|t| t.0.to_string()),
-        acquire_time: spec.acquire_time.as_ref().map(|t| t.0.to_string()),
-        has_spec: true,
-    }
+struct LeaseFeed {
+    target: Arc<Target>,
+    client: Client,
 }
 
-/// Logs where the exporter looks, once at start-up.
-pub fn log_scope(cache: &Cache) {
-    for target in cache.targets() {
-        info!(
-            component = target.component.name,
-            scope = target.scope(),
-            pods = target.component.label_selector(),
-            lease = target.component.lease,
-            "watching"
-        );
+impl Feed for LeaseFeed {
+    type Object = Lease;
+    const WATCHED: Watched = Watched::Leases;
+
+    fn config(&self) -> watcher::Config {
+        watcher::Config::default().fields(&format!("metadata.name={}", self.target.component.lease))
+    }
+
+    fn apply(&self, event: Event<Lease>) {
+        let change = reduce(event, |l| l.namespace().unwrap_or_default(), lease_record);
+        self.target.apply_leases(change, Instant::now());
+    }
+
+    fn failed(&self, now: Instant) {
+        self.target.leases_failed(now);
+    }
+
+    fn wake_at(&self, now: Instant) -> Option<Instant> {
+        self.target.next_deadline(now)
+    }
+
+    /// Reads each lease that has not changed for a full lease duration, so that a watch that
+    /// hangs silently cannot make a live leader look dead.
+    async fn wake(&self, metrics: &Metrics) -> Option<Restart> {
+        for namespace in self.target.leases_due(Instant::now()) {
+            let api: Api<Lease> = Api::namespaced(self.client.clone(), &namespace);
+            let read =
+                tokio::time::timeout(CONFIRM_TIMEOUT, api.get_opt(&self.target.component.lease));
+            let fresh = match read.await {
+                Ok(Ok(lease)) => lease.as_ref().map(lease_record),
+                Ok(Err(error)) => return Some(self.fail(metrics, &error)),
+                Err(_) => {
+                    return Some(self.fail(metrics, &"confirming read of the lease timed out"));
+                }
+            };
+            match self.target.confirm_lease(&namespace, fresh, Instant::now()) {
+                Confirmation::Unchanged => {
+                    debug!(namespace, "lease confirmed unrenewed by a direct read");
+                }
+                Confirmation::Behind => {
+                    metrics.watch_error(Watched::Leases);
+                    warn!(
+                        namespace,
+                        "lease watch fell behind a direct read; restarting it"
+                    );
+                    return Some(Restart::Now);
+                }
+            }
+        }
+        self.target.deadline_passed();
+        None
     }
 }
 
@@ -419,33 +318,5 @@ mod tests {
         );
         backoff.reset();
         assert!(backoff.next().expect("endless") < RETRY_FIRST * 2);
-    }
-
-    #[test]
-    fn pod_view_keeps_only_what_is_judged() {
-        let full = serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "virt-operator-a", "namespace": "kubevirt", "resourceVersion": "42",
-                "labels": {"kubevirt.io": "virt-operator"}, "annotations": {"big": "x".repeat(10_000)},
-                "managedFields": [{"manager": "kubelet", "operation": "Update"}],
-                "deletionTimestamp": "2026-11-25T10:00:00Z"},
-            "spec": {"containers": [{"name": "virt-operator", "image": "quay.io/kubevirt/virt-operator"}]},
-            "status": {"phase": "Running", "conditions": [
-                {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]}
-        });
-        let pod: PodView = serde_json::from_value(full).expect("decodes");
-        assert!(pod.metadata.annotations.is_none() && pod.metadata.managed_fields.is_none());
-        assert_eq!(pod.metadata.resource_version.as_deref(), Some("42"));
-        let info = pod_info(&pod);
-        assert_eq!(info.name, "virt-operator-a");
-        assert!(info.ready_condition && info.deleting && !info.is_ready());
-
-        let bare: PodView = serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}}))
-            .expect("decodes");
-        assert!(!pod_info(&bare).ready_condition);
-        let odd: PodView = serde_json::from_value(serde_json::json!({"metadata": {"name": "p"},
-            "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}))
-        .expect("decodes");
-        assert!(!pod_info(&odd).ready_condition);
     }
 }

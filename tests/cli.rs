@@ -75,10 +75,24 @@ fn help_names_every_env_var() {
     }
 }
 
+/// The demo example, which `cargo test` builds beside the binary.
+fn demo_example() -> std::path::PathBuf {
+    let path = std::path::Path::new(BIN)
+        .parent()
+        .expect("the binary's folder")
+        .join("examples/demo");
+    assert!(
+        path.is_file(),
+        "{} is missing: run the whole suite with `cargo test`, which builds the examples",
+        path.display()
+    );
+    path
+}
+
 #[test]
 fn demo_serves_and_stops_on_sigterm() {
-    let mut child = Command::new(BIN)
-        .args(["demo", "--listen", "127.0.0.1:0", "--log-format", "json"])
+    let mut child = Command::new(demo_example())
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -11,7 +11,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
 };
-use kubevirt_leader_exporter::sim::{Kind, SimServer, Store, lease, pod};
+use kubevirt_leader_sim::{Kind, SimServer, Store, lease, pod};
 
 #[tokio::test]
 async fn reports_a_live_leader() {

@@ -14,7 +14,7 @@ use std::{
 
 use common::*;
 use k8s_openapi::api::core::v1::Pod;
-use kubevirt_leader_exporter::sim::{Kind, lease, pod};
+use kubevirt_leader_sim::{Kind, lease, pod};
 use serde_json::json;
 
 fn healthy(s: &Scrape) -> bool {
@@ -138,7 +138,7 @@ async fn compaction_while_disconnected_drops_deleted_objects() {
     ));
     store.compact();
     bed.sim = Some(
-        kubevirt_leader_exporter::sim::SimServer::start_on(addr, store)
+        kubevirt_leader_sim::SimServer::start_on(addr, store)
             .await
             .expect("sim"),
     );
@@ -163,12 +163,11 @@ async fn bursts_of_500_and_429_back_off_and_recover() {
     for (name, inject) in [
         (
             "500",
-            Box::new(|f: &kubevirt_leader_exporter::sim::Faults| f.fail_next(u32::MAX))
-                as Box<dyn Fn(&_)>,
+            Box::new(|f: &kubevirt_leader_sim::Faults| f.fail_next(u32::MAX)) as Box<dyn Fn(&_)>,
         ),
         (
             "429",
-            Box::new(|f: &kubevirt_leader_exporter::sim::Faults| f.throttle_next(u32::MAX, 1)),
+            Box::new(|f: &kubevirt_leader_sim::Faults| f.throttle_next(u32::MAX, 1)),
         ),
     ] {
         inject(&faults);

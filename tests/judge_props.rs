@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use kubevirt_leader_exporter::judge::{LeaseRecord, LeaseSeen, PodInfo, judge};
+use kubevirt_leader_exporter::judge::{LeaseRecord, LeaseState, PodInfo, judge};
 use proptest::prelude::*;
 
 const NAMES: [&str; 4] = ["virt-operator-a", "virt-operator-b", "virt-operator-c", ""];
@@ -57,26 +57,38 @@ proptest! {
         pods in pods(),
         record in prop::option::of(record()),
         (changed_ms, now_ms, grace_ms) in clock(),
+        confirmed_ms in prop::option::of(0..200_000u64),
     ) {
         let base = Instant::now();
         let grace = Duration::from_millis(grace_ms);
-        let lease = record.map(|record| LeaseSeen { record, changed_at: base + Duration::from_millis(changed_ms) });
+        let at = |ms: u64| base + Duration::from_millis(ms);
+        let lease = record.map(|record| LeaseState {
+            record,
+            changed_at: at(changed_ms),
+            confirmed_at: confirmed_ms.map(at),
+        });
         let now = base + Duration::from_millis(now_ms);
         let v = judge(&pods, lease.as_ref(), now, grace);
 
         let live: Vec<&PodInfo> = pods.iter().filter(|p| !p.deleting).collect();
         prop_assert_eq!(v.pods as usize, live.len());
         prop_assert_eq!(v.pods_ready as usize, live.iter().filter(|p| p.ready_condition).count());
-        let fresh = lease.as_ref().is_some_and(|l| {
+        // (holds a lease at all, fresh)
+        let held = lease.as_ref().map(|l| {
             let holder = l.record.holder.as_deref().unwrap_or("");
             let seconds = l.record.duration_seconds.unwrap_or(0);
             let limit = Duration::from_secs(seconds.max(0).unsigned_abs().into()) + grace;
-            l.record.has_spec
-                && !holder.is_empty()
-                && seconds > 0
-                && now.saturating_duration_since(l.changed_at) <= limit
+            let held = l.record.has_spec && !holder.is_empty() && seconds > 0;
+            (held, held && now.saturating_duration_since(l.changed_at) <= limit)
         });
+        let fresh = held.is_some_and(|(_, fresh)| fresh);
         prop_assert_eq!(v.present, fresh);
+        // An expiry is known only once a direct read has seen the record since its change.
+        let expired = held.is_some_and(|(held, fresh)| held && !fresh);
+        let confirmed = lease
+            .as_ref()
+            .is_some_and(|l| l.confirmed_at.is_some_and(|c| c >= l.changed_at));
+        prop_assert_eq!(v.is_known(), !expired || confirmed);
         // The pods never change the decision.
         prop_assert_eq!(judge(&[], lease.as_ref(), now, grace).present, v.present);
     }
@@ -88,7 +100,7 @@ proptest! {
         (changed_ms, now_ms, grace_ms) in clock(),
     ) {
         let base = Instant::now();
-        let lease = LeaseSeen { record, changed_at: base + Duration::from_millis(changed_ms) };
+        let lease = LeaseState { record, changed_at: base + Duration::from_millis(changed_ms), confirmed_at: None };
         let v = judge(&pods, Some(&lease), base + Duration::from_millis(now_ms), Duration::from_millis(grace_ms));
         let holder = lease.record.holder.as_deref().filter(|h| !h.is_empty());
         let named = holder.and_then(|h| {
@@ -111,7 +123,7 @@ proptest! {
         let changed_at = base + Duration::from_millis(changed_ms);
         let now = base + Duration::from_millis(now_ms);
         let grace = Duration::from_millis(grace_ms);
-        let a = LeaseSeen { record: record.clone(), changed_at };
+        let a = LeaseState { record: record.clone(), changed_at, confirmed_at: None };
         let mut b = a.clone();
         if b.record.renew_time.is_some() {
             b.record.renew_time = Some(other_renew);
@@ -127,7 +139,7 @@ proptest! {
         step_ms in 0..100_000u64,
     ) {
         let base = Instant::now();
-        let lease = LeaseSeen { record, changed_at: base + Duration::from_millis(changed_ms) };
+        let lease = LeaseState { record, changed_at: base + Duration::from_millis(changed_ms), confirmed_at: None };
         let grace = Duration::from_millis(grace_ms);
         let earlier = base + Duration::from_millis(now_ms);
         let later = earlier + Duration::from_millis(step_ms);

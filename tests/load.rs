@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::*;
-use kubevirt_leader_exporter::sim::{SimServer, Store, lease, pod};
+use kubevirt_leader_sim::{SimServer, Store, lease, pod};
 
 const SCRAPERS: usize = 200;
 const RUN: Duration = Duration::from_secs(30);

@@ -16,7 +16,7 @@ use k8s_openapi::api::{
 };
 use kubevirt_leader_exporter::{config::Args, http, watch::API_ACCESS};
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_json::Value;
 
 const SCOPED: [&str; 2] = ["kubevirt", "openshift-cnv"];
 
@@ -66,10 +66,8 @@ struct Rule {
 }
 
 fn docs(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|d| Value::deserialize(d).expect("valid YAML document"))
-        .filter(|v| !v.is_null())
-        .collect()
+    let docs: Vec<Value> = serde_saphyr::from_str_multiple(text).expect("valid YAML documents");
+    docs.into_iter().filter(|v| !v.is_null()).collect()
 }
 
 /// Parses one object as the type its kind names; returns the kind.
@@ -80,19 +78,19 @@ fn check_object(doc: &Value) -> String {
         .to_owned();
     let v = doc.clone();
     let parsed = match kind.as_str() {
-        "Namespace" => serde_yaml::from_value::<Namespace>(v).map(drop),
-        "ServiceAccount" => serde_yaml::from_value::<ServiceAccount>(v).map(drop),
-        "ClusterRole" => serde_yaml::from_value::<ClusterRole>(v).map(drop),
-        "ClusterRoleBinding" => serde_yaml::from_value::<ClusterRoleBinding>(v).map(drop),
-        "Role" => serde_yaml::from_value::<Role>(v).map(drop),
-        "RoleBinding" => serde_yaml::from_value::<RoleBinding>(v).map(drop),
-        "Deployment" => serde_yaml::from_value::<Deployment>(v).map(drop),
-        "Service" => serde_yaml::from_value::<Service>(v).map(drop),
+        "Namespace" => serde_json::from_value::<Namespace>(v).map(drop),
+        "ServiceAccount" => serde_json::from_value::<ServiceAccount>(v).map(drop),
+        "ClusterRole" => serde_json::from_value::<ClusterRole>(v).map(drop),
+        "ClusterRoleBinding" => serde_json::from_value::<ClusterRoleBinding>(v).map(drop),
+        "Role" => serde_json::from_value::<Role>(v).map(drop),
+        "RoleBinding" => serde_json::from_value::<RoleBinding>(v).map(drop),
+        "Deployment" => serde_json::from_value::<Deployment>(v).map(drop),
+        "Service" => serde_json::from_value::<Service>(v).map(drop),
         "ServiceMonitor" => {
-            serde_yaml::from_value::<ServiceMonitorSpec>(doc["spec"].clone()).map(drop)
+            serde_json::from_value::<ServiceMonitorSpec>(doc["spec"].clone()).map(drop)
         }
         "PrometheusRule" => {
-            serde_yaml::from_value::<PrometheusRuleSpec>(doc["spec"].clone()).map(drop)
+            serde_json::from_value::<PrometheusRuleSpec>(doc["spec"].clone()).map(drop)
         }
         "Kustomization" => Ok(()),
         other => panic!("unexpected kind {other}"),
@@ -164,7 +162,7 @@ fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
 fn one<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str) -> T {
     let found = find(docs, kind);
     assert_eq!(found.len(), 1, "expected one {kind}");
-    serde_yaml::from_value(found[0].clone()).expect(kind)
+    serde_json::from_value(found[0].clone()).expect(kind)
 }
 
 /// The rules as (group, resource, verbs), which must be exactly what the exporter uses.
@@ -307,7 +305,7 @@ fn deployment_matches_the_binary() {
     let sport = &service.spec.expect("spec").ports.expect("ports")[0];
     assert_eq!(sport.name.as_deref(), Some("metrics"));
     let monitor = find(&docs, "ServiceMonitor")[0];
-    let spec: ServiceMonitorSpec = serde_yaml::from_value(monitor["spec"].clone()).expect("spec");
+    let spec: ServiceMonitorSpec = serde_json::from_value(monitor["spec"].clone()).expect("spec");
     let service_labels = service.metadata.labels.unwrap_or_default();
     let wanted = spec.selector.match_labels.unwrap_or_default();
     assert!(
@@ -324,7 +322,7 @@ fn deployment_matches_the_binary() {
 fn prometheus_rule_is_in_the_install() {
     let docs = kustomize("deploy");
     let rule = find(&docs, "PrometheusRule")[0];
-    let spec: PrometheusRuleSpec = serde_yaml::from_value(rule["spec"].clone()).expect("spec");
+    let spec: PrometheusRuleSpec = serde_json::from_value(rule["spec"].clone()).expect("spec");
     let alerts: Vec<&str> = spec
         .groups
         .iter()

@@ -15,9 +15,9 @@ fn promtool(args: &[&str]) -> std::process::Output {
         .expect("promtool must be installed (Debian package `prometheus`)")
 }
 
-fn yaml(path: &str) -> serde_yaml::Value {
+fn yaml(path: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(repo(path)).expect("read");
-    serde_yaml::from_str(&text).expect("valid YAML")
+    serde_saphyr::from_str(&text).expect("valid YAML")
 }
 
 #[test]
@@ -47,7 +47,7 @@ fn prometheus_rule_and_rule_file_do_not_drift() {
     let plain = yaml("deploy/rules/kubevirt-leader.rules.yml");
     let operator = yaml("deploy/core/prometheusrule.yaml");
     assert_eq!(operator["kind"], "PrometheusRule");
-    assert!(plain["groups"].as_sequence().is_some_and(|g| !g.is_empty()));
+    assert!(plain["groups"].as_array().is_some_and(|g| !g.is_empty()));
     assert_eq!(
         operator["spec"]["groups"], plain["groups"],
         "deploy/core/prometheusrule.yaml and deploy/rules/kubevirt-leader.rules.yml differ: change both"
@@ -57,11 +57,11 @@ fn prometheus_rule_and_rule_file_do_not_drift() {
 #[test]
 fn leader_alerts_name_their_runbook_and_labels() {
     let plain = yaml("deploy/rules/kubevirt-leader.rules.yml");
-    let rules: Vec<&serde_yaml::Value> = plain["groups"]
-        .as_sequence()
+    let rules: Vec<&serde_json::Value> = plain["groups"]
+        .as_array()
         .expect("groups")
         .iter()
-        .flat_map(|g| g["rules"].as_sequence().expect("rules"))
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
         .collect();
     for (alert, component) in [
         ("NoLeadingVirtOperator", "virt-operator"),

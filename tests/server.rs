@@ -12,7 +12,7 @@ use std::{
 };
 
 use common::*;
-use kubevirt_leader_exporter::sim::{SimServer, Store};
+use kubevirt_leader_sim::{SimServer, Store};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -140,8 +140,13 @@ fn bad_tls_files_stop_the_binary_at_start_up() {
     let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
     std::fs::write(&cert, "garbage").expect("write");
     std::fs::write(&key, "garbage").expect("write");
+    // A kubeconfig for an API server that is not there: the certificate is checked first.
+    let kubeconfig = dir.join("kubeconfig");
+    let nowhere = kubevirt_leader_sim::kubeconfig_for(&format!("http://{}", free_addr()));
+    std::fs::write(&kubeconfig, serde_json::to_string(&nowhere).expect("JSON")).expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
-        .args(["demo", "--listen=127.0.0.1:0"])
+        .arg("--listen=127.0.0.1:0")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!("--tls-cert-file={}", cert.display()))
         .arg(format!("--tls-key-file={}", key.display()))
         .output()

@@ -8,11 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kubevirt_leader_exporter::{
-    Exporter, client_from_kubeconfig,
-    config::Settings,
-    sim::{SimServer, Store, kubeconfig_for, lease, pod},
-};
+use kubevirt_leader_exporter::{Exporter, client_from_kubeconfig, config::Settings};
+use kubevirt_leader_sim::{SimServer, Store, kubeconfig_for, lease, pod};
 
 pub const NS: &str = "kubevirt";
 pub const OPERATOR: &str = "virt-operator";
@@ -42,8 +39,7 @@ pub async fn exporter_for(api_url: &str, settings: &Settings) -> Exporter {
     let client = client_from_kubeconfig(kubeconfig_for(api_url))
         .await
         .expect("client");
-    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    Exporter::start(settings, client, listen, std::future::pending())
+    Exporter::start(settings, client, std::future::pending())
         .await
         .expect("exporter starts")
 }
@@ -305,7 +301,7 @@ pub fn start_binary(sim: &SimServer) -> Binary {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
         &kubeconfig,
-        serde_yaml::to_string(&sim.kubeconfig()).expect("yaml"),
+        serde_json::to_string(&sim.kubeconfig()).expect("a kubeconfig is JSON too"),
     )
     .expect("write");
     let addr = free_addr();

@@ -254,7 +254,7 @@ impl ControlPlane {
 
     pub async fn client(&self, token: &str) -> Client {
         let kubeconfig: Kubeconfig =
-            serde_yaml::from_str(&self.kubeconfig_yaml(token)).expect("kubeconfig");
+            Kubeconfig::from_yaml(&self.kubeconfig_yaml(token)).expect("kubeconfig");
         kubevirt_leader_exporter::client_from_kubeconfig(kubeconfig)
             .await
             .expect("client")
@@ -263,8 +263,9 @@ impl ControlPlane {
     /// Binds the exporter's user to the ClusterRole from deploy/clusterrole.yaml, as shipped.
     pub async fn grant_exporter_rbac(&self, admin: &Client) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/clusterrole.yaml");
-        let role: ClusterRole = serde_yaml::from_str(&std::fs::read_to_string(path).expect("read"))
-            .expect("ClusterRole");
+        let role: ClusterRole =
+            serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read"))
+                .expect("ClusterRole");
         let name = role.metadata.name.clone().expect("name");
         Api::<ClusterRole>::all(admin.clone())
             .create(&PostParams::default(), &role)
@@ -644,8 +645,7 @@ impl Cluster {
 
     /// The virt-operator Lease, held by `holder`.
     pub async fn lease(&self, ns: &str, holder: &str, duration_seconds: i32) {
-        let lease =
-            kubevirt_leader_exporter::sim::lease(ns, "virt-operator", holder, duration_seconds);
+        let lease = kubevirt_leader_sim::lease(ns, "virt-operator", holder, duration_seconds);
         Api::<Lease>::namespaced(self.client.clone(), ns)
             .create(&PostParams::default(), &lease)
             .await

@@ -438,5 +438,5 @@ pub fn kubeconfig_for(url: &str) -> kube::config::Kubeconfig {
          users: [{{name: sim, user: {{}}}}]\n\
          contexts: [{{name: sim, context: {{cluster: sim, user: sim}}}}]\n"
     );
-    serde_yaml::from_str(&yaml).unwrap_or_default()
+    kube::config::Kubeconfig::from_yaml(&yaml).unwrap_or_default()
 }

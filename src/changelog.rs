@@ -1,0 +1,218 @@
+//! Leader changes as log lines: a consumer of successive snapshots that logs what differs.
+//! Operators grep for these lines.
+
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
+
+use crate::{
+    judge::Verdict,
+    targets::{Snapshot, Targets},
+};
+
+/// What was last logged for a component in a namespace.
+#[derive(Clone, Debug, PartialEq)]
+struct Seen {
+    present: bool,
+    holder: Option<String>,
+}
+
+/// A leader change between two snapshots.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LeaderEvent {
+    /// First sight of a component in a namespace.
+    FirstSeen,
+    Changed {
+        previous: Option<String>,
+    },
+    Lost,
+    Back,
+}
+
+/// One logged change, with the verdict it came from.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub namespace: String,
+    pub component: String,
+    pub event: LeaderEvent,
+    pub verdict: Verdict,
+}
+
+/// The last state seen per component and namespace.
+#[derive(Debug, Default)]
+pub struct LeaderLog {
+    seen: BTreeMap<(String, String), Seen>,
+}
+
+impl LeaderLog {
+    /// The changes since the last snapshot. Blind targets and verdicts still waiting for a
+    /// direct read say nothing; namespaces that are gone are forgotten.
+    pub fn changes(&mut self, snapshot: &Snapshot) -> Vec<Logged> {
+        let mut out = Vec::new();
+        for target in &snapshot.targets {
+            let Some(verdicts) = &target.verdicts else {
+                continue;
+            };
+            let component = &target.component;
+            self.seen
+                .retain(|(c, ns), _| c != component || verdicts.iter().any(|(n, _)| n == ns));
+            for (namespace, verdict) in verdicts.iter().filter(|(_, v)| v.is_known()) {
+                let now = Seen {
+                    present: verdict.present,
+                    holder: verdict.holder.clone(),
+                };
+                let key = (component.clone(), namespace.clone());
+                if let Some(event) = event(self.seen.get(&key), &now) {
+                    out.push(Logged {
+                        namespace: namespace.clone(),
+                        component: component.clone(),
+                        event,
+                        verdict: verdict.clone(),
+                    });
+                }
+                self.seen.insert(key, now);
+            }
+        }
+        out
+    }
+}
+
+fn event(before: Option<&Seen>, now: &Seen) -> Option<LeaderEvent> {
+    match before {
+        None => Some(LeaderEvent::FirstSeen),
+        Some(b) if b.holder != now.holder => Some(LeaderEvent::Changed {
+            previous: b.holder.clone(),
+        }),
+        Some(b) if b.present && !now.present => Some(LeaderEvent::Lost),
+        Some(b) if !b.present && now.present => Some(LeaderEvent::Back),
+        Some(_) => None,
+    }
+}
+
+fn log(entry: &Logged) {
+    let Logged {
+        namespace,
+        component,
+        verdict,
+        ..
+    } = entry;
+    let holder = verdict.holder.as_deref().unwrap_or("");
+    let reason = verdict.reason.to_string();
+    match &entry.event {
+        LeaderEvent::FirstSeen if verdict.present => {
+            tracing::info!(namespace, component, holder, "leader present");
+        }
+        LeaderEvent::FirstSeen => tracing::info!(namespace, component, holder, reason, "no leader"),
+        LeaderEvent::Changed { previous } => tracing::info!(
+            namespace,
+            component,
+            holder,
+            previous = previous.as_deref().unwrap_or(""),
+            present = verdict.present,
+            "leader changed"
+        ),
+        LeaderEvent::Lost => tracing::info!(namespace, component, holder, reason, "leader lost"),
+        LeaderEvent::Back => tracing::info!(namespace, component, holder, "leader back"),
+    }
+    if !verdict.present {
+        tracing::debug!(namespace, component, holder, reason, "leader not present");
+    }
+}
+
+/// Logs every leader change until the targets are dropped.
+pub async fn run(targets: Arc<Targets>) {
+    let mut changed = targets.subscribe();
+    let mut leaders = LeaderLog::default();
+    loop {
+        for entry in leaders.changes(&targets.snapshot(Instant::now())) {
+            log(&entry);
+        }
+        if changed.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{judge::Reason, targets::TargetSnapshot};
+
+    fn verdict(present: bool, holder: &str) -> Verdict {
+        Verdict {
+            pods: 2,
+            pods_ready: 2,
+            present,
+            reason: if present {
+                Reason::Present
+            } else {
+                Reason::Expired {
+                    age: Duration::from_secs(30),
+                    limit: Duration::from_secs(25),
+                }
+            },
+            holder: Some(holder.into()),
+            holder_ready: Some(true),
+            lease: None,
+        }
+    }
+
+    fn snapshot(verdicts: Option<Vec<(&str, Verdict)>>) -> Snapshot {
+        Snapshot {
+            targets: vec![TargetSnapshot {
+                component: "virt-operator".into(),
+                scope: "all namespaces".into(),
+                pods_healthy: verdicts.is_some(),
+                leases_healthy: verdicts.is_some(),
+                listed: true,
+                verdicts: verdicts
+                    .map(|vs| vs.into_iter().map(|(ns, v)| (ns.to_owned(), v)).collect()),
+            }],
+        }
+    }
+
+    fn events(log: &mut LeaderLog, snap: &Snapshot) -> Vec<(String, LeaderEvent)> {
+        log.changes(snap)
+            .into_iter()
+            .map(|l| (l.namespace, l.event))
+            .collect()
+    }
+
+    #[test]
+    fn logs_first_sight_changes_loss_and_return_once_each() {
+        let mut log = LeaderLog::default();
+        let a = snapshot(Some(vec![("kubevirt", verdict(true, "a"))]));
+        assert_eq!(
+            events(&mut log, &a),
+            [("kubevirt".to_owned(), LeaderEvent::FirstSeen)]
+        );
+        assert!(events(&mut log, &a).is_empty());
+        let lost = snapshot(Some(vec![("kubevirt", verdict(false, "a"))]));
+        assert_eq!(events(&mut log, &lost)[0].1, LeaderEvent::Lost);
+        assert_eq!(events(&mut log, &a)[0].1, LeaderEvent::Back);
+        let b = snapshot(Some(vec![("kubevirt", verdict(true, "b"))]));
+        assert_eq!(
+            events(&mut log, &b)[0].1,
+            LeaderEvent::Changed {
+                previous: Some("a".into())
+            }
+        );
+    }
+
+    #[test]
+    fn blind_and_unconfirmed_say_nothing() {
+        let mut log = LeaderLog::default();
+        let a = snapshot(Some(vec![("kubevirt", verdict(true, "a"))]));
+        events(&mut log, &a);
+        assert!(events(&mut log, &snapshot(None)).is_empty());
+        let mut waiting = verdict(false, "a");
+        waiting.reason = Reason::Unconfirmed {
+            age: Duration::from_secs(30),
+            limit: Duration::from_secs(25),
+        };
+        assert!(events(&mut log, &snapshot(Some(vec![("kubevirt", waiting)]))).is_empty());
+        // A namespace that went away is new when it comes back.
+        events(&mut log, &snapshot(Some(vec![])));
+        assert_eq!(events(&mut log, &a)[0].1, LeaderEvent::FirstSeen);
+    }
+}

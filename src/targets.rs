@@ -1,0 +1,285 @@
+//! What the exporter knows, one target per component and scope (a namespace, or the whole
+//! cluster). Each pair of watch tasks holds the handle of its target and updates it; readers
+//! take one [`Snapshot`] of every target, judged at one instant.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::watch;
+
+use crate::{
+    config::{Component, Settings},
+    judge::{LeaseRecord, Verdict, judge},
+    leases::{Confirmation, LeaseBook, LeaseChange},
+    pods::{PodChange, PodSet},
+};
+
+/// One component within one scope: the unit a pair of watches (pods and leases) fills.
+#[derive(Debug)]
+pub struct Target {
+    pub component: Component,
+    /// `None`: the whole cluster.
+    pub namespace: Option<String>,
+    grace: Duration,
+    state: Mutex<State>,
+    /// Moved on by every update, so that readers can tell when what they computed is stale.
+    generation: Arc<watch::Sender<u64>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pods: PodSet,
+    leases: LeaseBook,
+}
+
+impl Target {
+    /// Where this target's watches look, for logs.
+    pub fn scope(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("all namespaces")
+    }
+
+    /// A panic elsewhere while holding the lock leaves plain data behind, so a poisoned lock
+    /// is used as it is.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn update<R>(&self, change: impl FnOnce(&mut State) -> R) -> R {
+        let result = change(&mut self.lock());
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
+        result
+    }
+
+    pub fn apply_pods(&self, change: PodChange) {
+        self.update(|s| s.pods.apply(change));
+    }
+
+    pub fn pods_failed(&self) {
+        self.update(|s| s.pods.failed());
+    }
+
+    pub fn apply_leases(&self, change: LeaseChange, now: Instant) {
+        self.update(|s| s.leases.apply(change, now));
+    }
+
+    pub fn leases_failed(&self, now: Instant) {
+        self.update(|s| s.leases.failed(now));
+    }
+
+    /// Namespaces whose lease needs a direct read now.
+    pub fn leases_due(&self, now: Instant) -> Vec<String> {
+        self.lock().leases.due_for_confirmation(now)
+    }
+
+    pub fn confirm_lease(
+        &self,
+        namespace: &str,
+        fresh: Option<LeaseRecord>,
+        now: Instant,
+    ) -> Confirmation {
+        self.update(|s| s.leases.confirm(namespace, fresh, now))
+    }
+
+    /// The next instant at which a verdict may change without any event.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        self.lock().leases.next_deadline(now, self.grace)
+    }
+
+    /// A deadline passed: what was judged before may no longer stand.
+    pub fn deadline_passed(&self) {
+        self.update(|_| ());
+    }
+
+    /// Judges every namespace where the component has pods or a lease, at `now`.
+    pub fn snapshot(&self, now: Instant) -> TargetSnapshot {
+        let state = self.lock();
+        let sighted = state.pods.healthy() && state.leases.healthy();
+        let verdicts = sighted.then(|| {
+            let namespaces: BTreeSet<&str> = state
+                .pods
+                .namespaces()
+                .chain(state.leases.namespaces())
+                .collect();
+            namespaces
+                .into_iter()
+                .map(|ns| {
+                    let verdict = judge(
+                        state.pods.in_namespace(ns),
+                        state.leases.get(ns),
+                        now,
+                        self.grace,
+                    );
+                    (ns.to_owned(), verdict)
+                })
+                .collect()
+        });
+        TargetSnapshot {
+            component: self.component.name.clone(),
+            scope: self.scope().to_owned(),
+            pods_healthy: state.pods.healthy(),
+            leases_healthy: state.leases.healthy(),
+            listed: state.pods.listed_once() && state.leases.listed_once(),
+            verdicts,
+        }
+    }
+}
+
+/// One target, judged at one instant.
+#[derive(Clone, Debug)]
+pub struct TargetSnapshot {
+    pub component: String,
+    pub scope: String,
+    pub pods_healthy: bool,
+    pub leases_healthy: bool,
+    /// Both watches have completed a first list at some point.
+    pub listed: bool,
+    /// Per namespace, or `None` while a watch cannot be trusted: blind is not "no leader".
+    pub verdicts: Option<Vec<(String, Verdict)>>,
+}
+
+/// Every target, judged at one instant.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub targets: Vec<TargetSnapshot>,
+}
+
+impl Snapshot {
+    /// Every watch has completed its first list.
+    pub fn listed(&self) -> bool {
+        self.targets.iter().all(|t| t.listed)
+    }
+
+    pub fn pods_healthy(&self) -> bool {
+        self.targets.iter().all(|t| t.pods_healthy)
+    }
+
+    pub fn leases_healthy(&self) -> bool {
+        self.targets.iter().all(|t| t.leases_healthy)
+    }
+}
+
+/// The handles of every target.
+#[derive(Debug)]
+pub struct Targets {
+    targets: Vec<Arc<Target>>,
+    generation: Arc<watch::Sender<u64>>,
+}
+
+impl Targets {
+    /// One target per component and scope.
+    pub fn new(settings: &Settings) -> Self {
+        let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+            vec![None]
+        } else {
+            settings.namespaces.iter().cloned().map(Some).collect()
+        };
+        let generation = Arc::new(watch::Sender::new(0));
+        let targets = settings
+            .components
+            .iter()
+            .flat_map(|component| {
+                scopes.iter().map(|namespace| {
+                    Arc::new(Target {
+                        component: component.clone(),
+                        namespace: namespace.clone(),
+                        grace: settings.lease_grace,
+                        state: Mutex::default(),
+                        generation: generation.clone(),
+                    })
+                })
+            })
+            .collect();
+        Self {
+            targets,
+            generation,
+        }
+    }
+
+    pub fn handles(&self) -> &[Arc<Target>] {
+        &self.targets
+    }
+
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        Snapshot {
+            targets: self.targets.iter().map(|t| t.snapshot(now)).collect(),
+        }
+    }
+
+    /// Moves on with every update of any target.
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    /// Wakes on every update of any target.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{judge::PodInfo, pods::PodName};
+
+    fn settings() -> Settings {
+        Settings::with_defaults(Duration::from_secs(5))
+    }
+
+    fn list_both(target: &Target, now: Instant) {
+        target.apply_pods(PodChange::ListStarted);
+        target.apply_pods(PodChange::Listed(
+            PodName {
+                namespace: "kubevirt".into(),
+                name: "a".into(),
+            },
+            PodInfo {
+                name: "a".into(),
+                ready_condition: true,
+                deleting: false,
+            },
+        ));
+        target.apply_pods(PodChange::ListDone);
+        target.apply_leases(LeaseChange::ListStarted, now);
+        target.apply_leases(LeaseChange::ListDone, now);
+    }
+
+    #[test]
+    fn a_target_per_component_and_namespace() {
+        let mut s = settings();
+        assert_eq!(Targets::new(&s).handles().len(), 3);
+        s.namespaces = vec!["a".into(), "b".into()];
+        let targets = Targets::new(&s);
+        assert_eq!(targets.handles().len(), 6);
+        assert_eq!(targets.handles()[1].namespace.as_deref(), Some("b"));
+        assert!(!targets.snapshot(Instant::now()).listed());
+    }
+
+    #[test]
+    fn blind_until_both_lists_complete_and_after_a_failure() {
+        let t0 = Instant::now();
+        let targets = Targets::new(&settings());
+        let target = &targets.handles()[0];
+        assert!(target.snapshot(t0).verdicts.is_none());
+        list_both(target, t0);
+        let snap = target.snapshot(t0);
+        let verdicts = snap.verdicts.expect("sighted");
+        assert_eq!(verdicts.len(), 1);
+        assert_eq!(verdicts[0].1.pods_ready, 1);
+        target.leases_failed(t0);
+        let snap = target.snapshot(t0);
+        assert!(snap.verdicts.is_none() && snap.listed && !snap.leases_healthy);
+    }
+
+    #[test]
+    fn every_update_moves_the_generation_on() {
+        let targets = Targets::new(&settings());
+        let changes = targets.subscribe();
+        let before = targets.generation();
+        targets.handles()[2].pods_failed();
+        assert_ne!(targets.generation(), before);
+        assert!(changes.has_changed().expect("open"));
+    }
+}
