@@ -76,15 +76,15 @@ pub enum LogFormat {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("config file {path} is not valid: {source}")]
+    #[error("config file {path} is not valid: {error}")]
     Parse {
         path: PathBuf,
-        source: Box<serde_saphyr::Error>,
+        error: Box<serde_saphyr::Error>,
     },
     #[error("component {component:?}: {message}")]
     Component { component: String, message: String },
@@ -145,14 +145,14 @@ struct ComponentEntry {
 
 /// Reads and validates a component file.
 pub fn load_components(path: &std::path::Path) -> Result<Vec<Component>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.into(),
-        source,
+        error,
     })?;
     parse_components(&text).map_err(|e| match e {
-        ConfigError::Parse { source, .. } => ConfigError::Parse {
+        ConfigError::Parse { error, .. } => ConfigError::Parse {
             path: path.into(),
-            source,
+            error,
         },
         other => other,
     })
@@ -160,11 +160,10 @@ pub fn load_components(path: &std::path::Path) -> Result<Vec<Component>, ConfigE
 
 /// Parses and validates the YAML text of a component file.
 pub fn parse_components(text: &str) -> Result<Vec<Component>, ConfigError> {
-    let file: ComponentFile =
-        serde_saphyr::from_str(text).map_err(|source| ConfigError::Parse {
-            path: PathBuf::new(),
-            source: Box::new(source),
-        })?;
+    let file: ComponentFile = serde_saphyr::from_str(text).map_err(|error| ConfigError::Parse {
+        path: PathBuf::new(),
+        error: Box::new(error),
+    })?;
     if file.components.is_empty() {
         return Err(ConfigError::NoComponents);
     }

@@ -34,19 +34,19 @@ pub enum Error {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("kubeconfig {path}: {source}")]
+    #[error("kubeconfig {path}: {error}")]
     Kubeconfig {
         path: String,
-        source: kube::config::KubeconfigError,
+        error: kube::config::KubeconfigError,
     },
     #[error("no Kubernetes configuration found (in-cluster, KUBECONFIG or ~/.kube/config): {0}")]
     Infer(#[from] kube::config::InferConfigError),
@@ -61,9 +61,9 @@ pub async fn client(path: Option<&Path>) -> Result<Client, Error> {
         let config = kube::Config::infer().await?;
         return Ok(Client::try_from(config)?);
     };
-    let kubeconfig = Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|error| Error::Kubeconfig {
         path: path.display().to_string(),
-        source,
+        error,
     })?;
     client_from_kubeconfig(kubeconfig).await
 }
@@ -72,9 +72,9 @@ pub async fn client(path: Option<&Path>) -> Result<Client, Error> {
 pub async fn client_from_kubeconfig(kubeconfig: Kubeconfig) -> Result<Client, Error> {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|source| Error::Kubeconfig {
+        .map_err(|error| Error::Kubeconfig {
             path: "(generated)".into(),
-            source,
+            error,
         })?;
     Ok(Client::try_from(config)?)
 }
@@ -104,13 +104,13 @@ impl Exporter {
         let listen = settings.listen;
         let listener = TcpListener::bind(listen)
             .await
-            .map_err(|source| Error::Listen {
+            .map_err(|error| Error::Listen {
                 addr: listen,
-                source,
+                error,
             })?;
-        let addr = listener.local_addr().map_err(|source| Error::Listen {
+        let addr = listener.local_addr().map_err(|error| Error::Listen {
             addr: listen,
-            source,
+            error,
         })?;
         let targets = Arc::new(Targets::new(settings));
         let metrics = Arc::new(Metrics::new(targets.clone())?);

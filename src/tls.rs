@@ -17,10 +17,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} holds no PEM certificate")]
     NoCertificate { path: PathBuf },
@@ -53,9 +53,9 @@ fn stamp(path: &Path) -> FileStamp {
 
 fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
     let read = |path: &Path| {
-        fs::read(path).map_err(|source| TlsError::Read {
+        fs::read(path).map_err(|error| TlsError::Read {
             path: path.into(),
-            source,
+            error,
         })
     };
     let cert_pem = read(cert_path)?;

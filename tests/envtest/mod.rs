@@ -552,27 +552,11 @@ impl Cluster {
 
     /// A virt-operator pod, Ready when `ready`.
     pub async fn pod(&self, ns: &str, name: &str, ready: bool) {
-        let pod = Pod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                labels: Some([("kubevirt.io".to_owned(), "virt-operator".to_owned())].into()),
-                ..Default::default()
-            },
-            spec: Some(PodSpec {
-                containers: vec![Container {
-                    name: "virt-operator".into(),
-                    image: Some("quay.io/kubevirt/virt-operator:v1.4.0".into()),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        Api::<Pod>::namespaced(self.client.clone(), ns)
-            .create(&PostParams::default(), &pod)
-            .await
-            .expect("create pod");
-        self.set_ready(ns, name, ready).await;
+        self.pod_with(ns, name, &[("kubevirt.io", "virt-operator")], false)
+            .await;
+        if !ready {
+            self.set_ready(ns, name, false).await;
+        }
     }
 
     /// A Ready pod with `labels`; with `finalizer`, deleting it leaves it terminating until
