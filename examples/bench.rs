@@ -1,21 +1,65 @@
 //! The benchmark: builds the release binary, runs it against the simulated API server and
 //! prints one table of footprint, scrape throughput (against a static floor), change-to-metric
-//! latency, idle cost and start-up time.
+//! latency, idle cost and start-up time. With `KUBEBUILDER_ASSETS` (as for the control-plane
+//! tests) it then runs the binary against a real kube-apiserver and etcd, and counts the heap
+//! an extra tracked pod costs the exporter, in this process with a counting allocator.
 //!
 //!     cargo run --release --example bench
 //!
 //! Needs `wrk` (Debian package `wrk`) as the load generator. `BENCH_TARGET=x86_64-unknown-linux-musl`
 //! measures the static binary the Dockerfile ships instead of the host's glibc build.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/envtest/mod.rs"]
+mod envtest;
+
 use std::{
+    alloc::{GlobalAlloc, Layout, System},
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::atomic::{AtomicIsize, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
+use envtest::{ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, ExporterProcess};
+use kubevirt_leader_exporter::{Exporter, config::Settings};
 use kubevirt_leader_sim::{SimServer, Store, lease, pod};
+
+/// Counts the bytes allocated and not yet freed in this process, so that what a tracked pod
+/// costs the exporter is read off its heap rather than guessed from RSS.
+struct CountingAllocator;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged; only a counter moves.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's guarantees for `layout` hold for System too.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: `ptr` came from `alloc` above with this `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: as for `alloc` and `dealloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 const NS: &str = "kubevirt";
 const OPERATOR: &str = "virt-operator";
@@ -66,21 +110,27 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// Builds the release binary for the host, or for `BENCH_TARGET` when it is set.
 fn build_release() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--bin",
-            "kubevirt-leader-exporter",
-        ])
-        .status()?;
-    if !status.success() {
+    let target = std::env::var("BENCH_TARGET").ok().filter(|t| !t.is_empty());
+    let mut build = Command::new(cargo);
+    build.args([
+        "build",
+        "--release",
+        "--locked",
+        "--bin",
+        "kubevirt-leader-exporter",
+    ]);
+    let mut dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    if let Some(target) = &target {
+        build.args(["--target", target]);
+        dir.push(target);
+    }
+    if !build.status()?.success() {
         bail!("release build failed");
     }
-    Ok(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/kubevirt-leader-exporter"))
+    Ok(dir.join("release/kubevirt-leader-exporter"))
 }
 
 /// Resident memory of `pid`, in KiB.
@@ -177,6 +227,17 @@ fn value(body: &str, series: &str) -> Option<f64> {
 
 async fn run() -> anyhow::Result<()> {
     let binary = build_release()?;
+    against_the_simulated_api_server(&binary).await?;
+    match std::env::var_os("KUBEBUILDER_ASSETS").filter(|v| !v.is_empty()) {
+        Some(assets) => against_a_real_api_server(&binary, Path::new(&assets)).await,
+        None => {
+            eprintln!("KUBEBUILDER_ASSETS is not set: no run against a real kube-apiserver");
+            Ok(())
+        }
+    }
+}
+
+async fn against_the_simulated_api_server(binary: &Path) -> anyhow::Result<()> {
     let store = Store::default();
     let sim = SimServer::start(store.clone()).await?;
     for name in PODS {
@@ -203,7 +264,7 @@ async fn run() -> anyhow::Result<()> {
     // Start to ready.
     let started = Instant::now();
     let exporter = Killed(
-        Command::new(&binary)
+        Command::new(binary)
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--listen={addr}"))
             .env("RUST_LOG", "warn")
@@ -296,7 +357,7 @@ async fn run() -> anyhow::Result<()> {
     let rss_scaled = rss_kib(pid)?;
     let per_pod = (rss_scaled.saturating_sub(rss_idle) * 1024) as f64 / EXTRA_MATCHING as f64;
     // A full re-list of everything, as after a restart of the watches.
-    sim.faults.gone_on_resume(4);
+    sim.faults.gone_on_resume(6);
     sim.faults.close_watches();
     tokio::time::sleep(Duration::from_secs(5)).await;
     wait_for(&http, &metrics, |b| value(b, &pods_series) == Some(total)).await?;
@@ -314,7 +375,7 @@ async fn run() -> anyhow::Result<()> {
             })
         })
         .unwrap_or_default();
-    let binary_size = std::fs::metadata(&binary)?.len();
+    let binary_size = std::fs::metadata(binary)?.len();
     println!(
         "kubevirt-leader-exporter benchmark: release binary ({:.1} MiB), {cpu}, {} cores",
         binary_size as f64 / 1048576.0,
@@ -378,4 +439,126 @@ async fn run() -> anyhow::Result<()> {
     );
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
+}
+
+/// How long the exporter runs against the real API server before its RSS is read.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// The release binary against a real kube-apiserver and etcd, as a user bound to the shipped
+/// ClusterRole: RSS with KubeVirt's two operator pods, and scrape throughput against the
+/// floor. Then the exporter's library in this process, counting the heap that 998 more
+/// tracked pods cost it.
+async fn against_a_real_api_server(binary: &Path, assets: &Path) -> anyhow::Result<()> {
+    let plane = ControlPlane::start(assets).await;
+    let admin = plane.client(ADMIN_TOKEN).await;
+    plane.grant_exporter_rbac(&admin).await;
+    let cluster = Cluster { client: admin };
+    cluster.namespace(NS).await;
+    for name in PODS {
+        cluster.pod(NS, name, true).await;
+    }
+    cluster.lease(NS, PODS[0], 15).await;
+    let renewer = cluster.renew_every_2s(NS, PODS[0]);
+    let kubeconfig = plane.kubeconfig_file(EXPORTER_TOKEN);
+
+    eprintln!(
+        "real kube-apiserver: {} s with two pods...",
+        SETTLE.as_secs()
+    );
+    let exporter = ExporterProcess::spawn(binary, &kubeconfig, &[]);
+    let pid = exporter.process.0.id();
+    tokio::time::sleep(SETTLE).await;
+    let rss = rss_kib(pid)?;
+    let metrics = format!("http://{}/metrics", exporter.addr);
+    let http = reqwest::Client::new();
+    let (_, body) = get(&http, &metrics).await?;
+    let dir = std::env::temp_dir().join(format!("kle-bench-real-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let body_file = dir.join("body.txt");
+    std::fs::write(&body_file, &body)?;
+    let ours = wrk(&metrics)?;
+    let floor_addr = free_addr()?;
+    let _floor = Killed(
+        Command::new(std::env::current_exe()?)
+            .args([
+                "floor",
+                &floor_addr.to_string(),
+                &body_file.display().to_string(),
+            ])
+            .spawn()?,
+    );
+    let floor_url = format!("http://{floor_addr}/metrics");
+    wait_for(&http, &floor_url, |_| true).await?;
+    let base = wrk(&floor_url)?;
+    drop(exporter);
+
+    eprintln!("heap per tracked pod, {EXTRA_MATCHING} more pods...");
+    let (per_pod, live_two, live_many) = heap_per_pod(&plane, &cluster, &http).await?;
+    renewer.abort();
+    println!();
+    println!("Against a real kube-apiserver (v1.20, etcd), release binary:");
+    println!();
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| RSS {} s after start, KubeVirt's two operator pods | {} | ≤ 8 MiB |",
+        SETTLE.as_secs(),
+        mib(rss)
+    );
+    println!(
+        "| /metrics, exporter ({} bytes) | {:.0} req/s, p50 {}, p99 {} | |",
+        body.len(),
+        ours.rps,
+        ours.p50,
+        ours.p99
+    );
+    println!(
+        "| /metrics, floor (static body, same size) | {:.0} req/s, p50 {}, p99 {} | |",
+        base.rps, base.p50, base.p99
+    );
+    println!(
+        "| scrape throughput, exporter / floor | {:.2} | ≥ 0.7 |",
+        ours.rps / base.rps
+    );
+    println!(
+        "| exporter heap (in-process), 2 pods → {} pods | {} → {} bytes | |",
+        EXTRA_MATCHING + 2,
+        live_two,
+        live_many
+    );
+    println!("| heap per extra tracked pod | {per_pod:.0} bytes | ≤ 1 KiB |");
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// The exporter's library in this process against the real API server: live heap with two
+/// pods, then with 998 more, once each list has settled. Returns (bytes per extra pod, live
+/// bytes before, live bytes after).
+async fn heap_per_pod(
+    plane: &ControlPlane,
+    cluster: &Cluster,
+    http: &reqwest::Client,
+) -> anyhow::Result<(f64, isize, isize)> {
+    let client = plane.client(EXPORTER_TOKEN).await;
+    let mut settings = Settings::with_defaults(Duration::from_secs(10));
+    settings.namespaces = vec![NS.into()];
+    let exporter = Exporter::start(&settings, client, std::future::pending()).await?;
+    let metrics = format!("http://{}/metrics", exporter.addr);
+    let pods_series =
+        format!("kubevirt_leader_pods{{component=\"{OPERATOR}\",namespace=\"{NS}\"}}");
+    wait_for(http, &metrics, |b| value(b, &pods_series) == Some(2.0)).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    for i in 0..EXTRA_MATCHING {
+        cluster
+            .pod(NS, &format!("virt-operator-6f7d9c5b8-{i:05}"), true)
+            .await;
+    }
+    let total = (EXTRA_MATCHING + PODS.len()) as f64;
+    wait_for(http, &metrics, |b| value(b, &pods_series) == Some(total)).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = LIVE_BYTES.load(Ordering::Relaxed);
+    drop(exporter);
+    let per_pod = (after - before) as f64 / EXTRA_MATCHING as f64;
+    Ok((per_pod, before, after))
 }

@@ -305,13 +305,15 @@ pub fn start_binary(sim: &SimServer) -> Binary {
     )
     .expect("write");
     let addr = free_addr();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg(format!("--listen={addr}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start exporter");
+    let child = std::process::Command::new(
+        option_env!("CARGO_BIN_EXE_kubevirt-leader-exporter").expect("the exporter binary"),
+    )
+    .arg(format!("--kubeconfig={}", kubeconfig.display()))
+    .arg(format!("--listen={addr}"))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("start exporter");
     Binary {
         child,
         addr,

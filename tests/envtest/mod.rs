@@ -472,7 +472,13 @@ pub struct ExporterProcess {
 
 impl ExporterProcess {
     pub fn start(kubeconfig: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+        let binary = option_env!("CARGO_BIN_EXE_kubevirt-leader-exporter").expect("a test build");
+        Self::spawn(Path::new(binary), kubeconfig, extra)
+    }
+
+    /// [`ExporterProcess::start`] for the binary at `binary`.
+    pub fn spawn(binary: &Path, kubeconfig: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(binary)
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .args(["--listen=127.0.0.1:0", "--log-format=json"])
             .args(extra)
