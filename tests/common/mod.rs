@@ -305,15 +305,17 @@ pub fn start_binary(sim: &SimServer) -> Binary {
     )
     .expect("write");
     let addr = free_addr();
-    let child = std::process::Command::new(
-        option_env!("CARGO_BIN_EXE_kubevirt-leader-exporter").expect("the exporter binary"),
-    )
-    .arg(format!("--kubeconfig={}", kubeconfig.display()))
-    .arg(format!("--listen={addr}"))
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .expect("start exporter");
+    // Cargo names the binary to integration tests only; the benchmark never starts it here.
+    let Some(binary) = option_env!("CARGO_BIN_EXE_kubevirt-leader-exporter") else {
+        panic!("start_binary is for integration tests");
+    };
+    let child = std::process::Command::new(binary)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--listen={addr}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start exporter");
     Binary {
         child,
         addr,
