@@ -196,6 +196,47 @@ fn wrk(url: &str) -> anyhow::Result<Wrk> {
     })
 }
 
+fn print_scrape_rows(bytes: usize, ours: &Wrk, base: &Wrk) {
+    println!(
+        "| /metrics, exporter ({bytes} bytes) | {:.0} req/s, p50 {}, p99 {} | |",
+        ours.rps, ours.p50, ours.p99
+    );
+    println!(
+        "| /metrics, floor (static body, same size) | {:.0} req/s, p50 {}, p99 {} | |",
+        base.rps, base.p50, base.p99
+    );
+    println!(
+        "| scrape throughput, exporter / floor | {:.2} | ≥ 0.7 |",
+        ours.rps / base.rps
+    );
+}
+
+/// Loads `metrics`, then the floor serving the same body; returns the body and both loads.
+async fn against_the_floor(
+    http: &reqwest::Client,
+    metrics: &str,
+    dir: &Path,
+) -> anyhow::Result<(String, Wrk, Wrk)> {
+    let (_, body) = get(http, metrics).await?;
+    let body_file = dir.join("body.txt");
+    std::fs::write(&body_file, &body)?;
+    let ours = wrk(metrics)?;
+    let floor_addr = free_addr()?;
+    let _floor = Killed(
+        Command::new(std::env::current_exe()?)
+            .args([
+                "floor",
+                &floor_addr.to_string(),
+                &body_file.display().to_string(),
+            ])
+            .spawn()?,
+    );
+    let floor_url = format!("http://{floor_addr}/metrics");
+    wait_for(http, &floor_url, |_| true).await?;
+    let base = wrk(&floor_url)?;
+    Ok((body, ours, base))
+}
+
 async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, String)> {
     let r = http.get(url).send().await?;
     Ok((r.status().as_u16(), r.text().await?))
@@ -294,23 +335,7 @@ async fn against_the_simulated_api_server(binary: &Path) -> anyhow::Result<()> {
 
     // Scrape throughput against the floor.
     eprintln!("scrape load, exporter and floor...");
-    let (_, body) = get(&http, &metrics).await?;
-    let body_file = dir.join("body.txt");
-    std::fs::write(&body_file, &body)?;
-    let ours = wrk(&metrics)?;
-    let floor_addr = free_addr()?;
-    let _floor = Killed(
-        Command::new(std::env::current_exe()?)
-            .args([
-                "floor",
-                &floor_addr.to_string(),
-                &body_file.display().to_string(),
-            ])
-            .spawn()?,
-    );
-    let floor_url = format!("http://{floor_addr}/metrics");
-    wait_for(&http, &floor_url, |_| true).await?;
-    let base = wrk(&floor_url)?;
+    let (body, ours, base) = against_the_floor(&http, &metrics, &dir).await?;
 
     // Change to metric.
     eprintln!("{CHANGES} changes...");
@@ -406,21 +431,7 @@ async fn against_the_simulated_api_server(binary: &Path) -> anyhow::Result<()> {
     println!(
         "| objects the API server sent while {EXTRA_MATCHING} matching and {NON_MATCHING} non-matching pods were added | {sent_for_scale} | no non-matching pod |"
     );
-    println!(
-        "| /metrics, exporter ({} bytes) | {:.0} req/s, p50 {}, p99 {} | |",
-        body.len(),
-        ours.rps,
-        ours.p50,
-        ours.p99
-    );
-    println!(
-        "| /metrics, floor (static body, same size) | {:.0} req/s, p50 {}, p99 {} | |",
-        base.rps, base.p50, base.p99
-    );
-    println!(
-        "| scrape throughput, exporter / floor | {:.2} | ≥ 0.7 |",
-        ours.rps / base.rps
-    );
+    print_scrape_rows(body.len(), &ours, &base);
     println!(
         "| change to metric over {CHANGES} changes (holder, readiness) | p50 {:.2} ms, p99 {:.2} ms | p99 ≤ 50 ms |",
         percentile(&delays, 0.5).as_secs_f64() * 1000.0,
@@ -471,25 +482,9 @@ async fn against_a_real_api_server(binary: &Path, assets: &Path) -> anyhow::Resu
     let rss = rss_kib(pid)?;
     let metrics = format!("http://{}/metrics", exporter.addr);
     let http = reqwest::Client::new();
-    let (_, body) = get(&http, &metrics).await?;
     let dir = std::env::temp_dir().join(format!("kle-bench-real-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let body_file = dir.join("body.txt");
-    std::fs::write(&body_file, &body)?;
-    let ours = wrk(&metrics)?;
-    let floor_addr = free_addr()?;
-    let _floor = Killed(
-        Command::new(std::env::current_exe()?)
-            .args([
-                "floor",
-                &floor_addr.to_string(),
-                &body_file.display().to_string(),
-            ])
-            .spawn()?,
-    );
-    let floor_url = format!("http://{floor_addr}/metrics");
-    wait_for(&http, &floor_url, |_| true).await?;
-    let base = wrk(&floor_url)?;
+    let (body, ours, base) = against_the_floor(&http, &metrics, &dir).await?;
     drop(exporter);
 
     eprintln!("heap per tracked pod, {EXTRA_MATCHING} more pods...");
@@ -505,21 +500,7 @@ async fn against_a_real_api_server(binary: &Path, assets: &Path) -> anyhow::Resu
         SETTLE.as_secs(),
         mib(rss)
     );
-    println!(
-        "| /metrics, exporter ({} bytes) | {:.0} req/s, p50 {}, p99 {} | |",
-        body.len(),
-        ours.rps,
-        ours.p50,
-        ours.p99
-    );
-    println!(
-        "| /metrics, floor (static body, same size) | {:.0} req/s, p50 {}, p99 {} | |",
-        base.rps, base.p50, base.p99
-    );
-    println!(
-        "| scrape throughput, exporter / floor | {:.2} | ≥ 0.7 |",
-        ours.rps / base.rps
-    );
+    print_scrape_rows(body.len(), &ours, &base);
     println!(
         "| exporter heap (in-process), 2 pods → {} pods | {} → {} bytes | |",
         EXTRA_MATCHING + 2,

@@ -82,6 +82,17 @@ fn not_run(why: &str) {
 /// A child process killed and reaped when dropped.
 pub struct Process(pub Child);
 
+impl Process {
+    /// Sends `signal` (STOP, CONT, TERM, KILL, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -450,11 +461,7 @@ impl Elector {
 
     /// Sends `signal` (STOP, CONT, TERM, KILL) to the elector.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.process.0.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        self.process.signal(signal);
     }
 
     /// The exit status, once it has exited.
@@ -525,11 +532,7 @@ impl ExporterProcess {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.process.0.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        self.process.signal(signal);
     }
 }
 
