@@ -345,3 +345,20 @@ fn prometheus_rule_is_in_the_install() {
             .any(|r| r.for_.as_deref() == Some("10m"))
     );
 }
+
+#[test]
+fn runbook_url_can_be_changed_with_kustomize() {
+    let docs = kustomize("docs/examples/runbook-url");
+    let rule = find(&docs, "PrometheusRule");
+    let leader_alerts = &rule[0]["spec"]["groups"][0]["rules"];
+    for i in 0..2 {
+        assert_eq!(
+            leader_alerts[i]["annotations"]["runbook_url"],
+            "https://wiki.example.com/runbooks/NoLeadingVirtOperator"
+        );
+        let kubevirt = leader_alerts[i]["annotations"]["kubevirt_runbook_url"]
+            .as_str()
+            .expect("KubeVirt's runbook is still linked");
+        assert!(kubevirt.starts_with("https://kubevirt.io/monitoring/runbooks/NoLeadingVirt"));
+    }
+}

@@ -78,9 +78,42 @@ fn leader_alerts_name_their_runbook_and_labels() {
         );
         assert_eq!(rule["labels"]["severity"], "critical");
         assert_eq!(rule["labels"]["operator_health_impact"], "critical");
+        // KubeVirt ships alerts of the same names: ours say where they come from, and point
+        // at our own runbook first.
+        assert_eq!(rule["labels"]["source"], "kubevirt-leader-exporter");
         assert_eq!(
             rule["annotations"]["runbook_url"].as_str(),
+            Some(RUNBOOK_URL)
+        );
+        assert_eq!(
+            rule["annotations"]["kubevirt_runbook_url"].as_str(),
             Some(format!("https://kubevirt.io/monitoring/runbooks/{alert}").as_str())
         );
     }
+    let every_alert_says_its_source = rules
+        .iter()
+        .all(|r| r["labels"]["source"] == "kubevirt-leader-exporter");
+    assert!(every_alert_says_its_source);
+}
+
+/// Where the project's runbook is published; docs/examples/runbook-url shows how to change it.
+const RUNBOOK_URL: &str = "https://github.com/kubevirt-leader-exporter/kubevirt-leader-exporter/blob/main/docs/runbooks/NoLeadingVirtOperator.md";
+
+/// The example inhibition is a valid Alertmanager configuration.
+#[test]
+fn alertmanager_example_is_valid() {
+    let out = Command::new("amtool")
+        .args([
+            "check-config",
+            "deploy/alertmanager/kubevirt-leader-inhibit.yml",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("amtool must be installed (Debian package `prometheus-alertmanager`)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
