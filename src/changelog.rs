@@ -40,6 +40,8 @@ pub struct Logged {
 #[derive(Debug, Default)]
 pub struct LeaderLog {
     seen: BTreeMap<(String, String), Seen>,
+    /// Per component, whether it was last found in some namespace.
+    found: BTreeMap<String, bool>,
 }
 
 impl LeaderLog {
@@ -117,13 +119,46 @@ fn log(entry: &Logged) {
     }
 }
 
-/// Logs every leader change until the targets are dropped.
+impl LeaderLog {
+    /// Components that are now found nowhere (`false`) or found again (`true`), once their
+    /// watches have listed.
+    pub fn found_changes(&mut self, snapshot: &Snapshot) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        for (component, count) in snapshot.namespaces_found() {
+            let Some(count) = count else { continue };
+            let found = count > 0;
+            let before = self.found.insert(component.to_owned(), found);
+            if before != Some(found) && (before.is_some() || !found) {
+                out.push((component.to_owned(), found));
+            }
+        }
+        out
+    }
+}
+
+fn log_found(component: &str, found: bool) {
+    if found {
+        tracing::info!(component, "component found");
+    } else {
+        tracing::warn!(
+            component,
+            "component found in no namespace: check --namespace, its pod selector and Lease \
+             name, and the exporter's RBAC; no leader alert can fire for it"
+        );
+    }
+}
+
+/// Logs every leader change, and components found nowhere, until the targets are dropped.
 pub async fn run(targets: Arc<Targets>) {
     let mut changed = targets.subscribe();
     let mut leaders = LeaderLog::default();
     loop {
-        for entry in leaders.changes(&targets.snapshot(Instant::now())) {
+        let snapshot = targets.snapshot(Instant::now());
+        for entry in leaders.changes(&snapshot) {
             log(&entry);
+        }
+        for (component, found) in leaders.found_changes(&snapshot) {
+            log_found(&component, found);
         }
         if changed.changed().await.is_err() {
             return;
@@ -197,6 +232,26 @@ mod tests {
                 previous: Some("a".into())
             }
         );
+    }
+
+    #[test]
+    fn a_component_found_nowhere_is_said_once_and_so_is_its_return() {
+        let mut log = LeaderLog::default();
+        assert!(
+            log.found_changes(&snapshot(None)).is_empty(),
+            "blind says nothing"
+        );
+        let empty = snapshot(Some(vec![]));
+        assert_eq!(
+            log.found_changes(&empty),
+            [("virt-operator".to_owned(), false)]
+        );
+        assert!(log.found_changes(&empty).is_empty());
+        let a = snapshot(Some(vec![("kubevirt", verdict(true, "a"))]));
+        assert_eq!(log.found_changes(&a), [("virt-operator".to_owned(), true)]);
+        // Found at first sight is the normal case: nothing to say.
+        let mut fresh = LeaderLog::default();
+        assert!(fresh.found_changes(&a).is_empty());
     }
 
     #[test]

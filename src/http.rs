@@ -192,6 +192,21 @@ fn render_status(snapshot: &Snapshot) -> String {
             );
         }
     }
-    page.push_str("</table></body></html>\n");
+    page.push_str("</table>");
+    let nowhere: Vec<&str> = snapshot
+        .namespaces_found()
+        .into_iter()
+        .filter(|(_, found)| *found == Some(0))
+        .map(|(component, _)| component)
+        .collect();
+    if !nowhere.is_empty() {
+        let _ = write!(
+            page,
+            "<p><b>Found in no namespace:</b> {}. Check --namespace, the component's pod \
+             selector and Lease name, and the exporter's RBAC, or install KubeVirt.</p>",
+            escape(&nowhere.join(", "))
+        );
+    }
+    page.push_str("</body></html>\n");
     page
 }

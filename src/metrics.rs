@@ -147,6 +147,7 @@ struct LeaderCollector {
     targets: Arc<Targets>,
     families: Vec<Family>,
     holder: Desc,
+    namespaces: Desc,
     watch_healthy: Desc,
 }
 
@@ -208,6 +209,11 @@ impl LeaderCollector {
                 "holder_info",
                 "1, naming the current lease holder.",
                 &["namespace", "component", "holder"],
+            )?,
+            namespaces: desc(
+                "namespaces",
+                "Namespaces where the component has pods or its Lease; 0 means found nowhere.",
+                &["component"],
             )?,
             watch_healthy: desc(
                 "exporter_watch_healthy",
@@ -272,7 +278,7 @@ fn truncate(s: &str, max: usize) -> &str {
 impl Collector for LeaderCollector {
     fn desc(&self) -> Vec<&Desc> {
         let mut descs: Vec<&Desc> = self.families.iter().map(|f| &f.desc).collect();
-        descs.extend([&self.holder, &self.watch_healthy]);
+        descs.extend([&self.holder, &self.namespaces, &self.watch_healthy]);
         descs
     }
 
@@ -307,6 +313,14 @@ impl Collector for LeaderCollector {
             }
         }
         families.push(holders);
+        let mut namespaces = family_of(&self.namespaces);
+        for (component, found) in snapshot.namespaces_found() {
+            if let Some(found) = found {
+                let sample = gauge(&[("component", component)], found as f64);
+                namespaces.mut_metric().push(sample);
+            }
+        }
+        families.push(namespaces);
         families.push(self.watch_health(&snapshot));
         families
     }

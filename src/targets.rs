@@ -159,6 +159,22 @@ impl Snapshot {
     pub fn leases_healthy(&self) -> bool {
         self.targets.iter().all(|t| t.leases_healthy)
     }
+
+    /// Per component, in configuration order: in how many namespaces it has pods or its
+    /// Lease, or `None` while any of its watches cannot be trusted. A component found
+    /// nowhere usually means a wrong setup (namespace, selector, RBAC) rather than a
+    /// cluster without KubeVirt, and then no leader alert can ever fire.
+    pub fn namespaces_found(&self) -> Vec<(&str, Option<usize>)> {
+        let mut found: Vec<(&str, Option<usize>)> = Vec::new();
+        for target in &self.targets {
+            let count = target.verdicts.as_ref().map(Vec::len);
+            match found.iter_mut().find(|(c, _)| *c == target.component) {
+                Some((_, total)) => *total = total.zip(count).map(|(a, b)| a + b),
+                None => found.push((&target.component, count)),
+            }
+        }
+        found
+    }
 }
 
 /// The handles of every target.
@@ -271,6 +287,30 @@ mod tests {
         target.leases_failed(t0);
         let snap = target.snapshot(t0);
         assert!(snap.verdicts.is_none() && snap.listed && !snap.leases_healthy);
+    }
+
+    #[test]
+    fn namespaces_found_per_component_across_scopes() {
+        let t0 = Instant::now();
+        let mut s = settings();
+        s.namespaces = vec!["kubevirt".into(), "other".into()];
+        let targets = Targets::new(&s);
+        let handles = targets.handles();
+        // virt-operator in scope "kubevirt" has a pod; its "other" scope is still blind.
+        list_both(&handles[0], t0);
+        assert_eq!(
+            targets.snapshot(t0).namespaces_found()[0],
+            ("virt-operator", None)
+        );
+        handles[1].apply_pods(PodChange::ListStarted);
+        handles[1].apply_pods(PodChange::ListDone);
+        handles[1].apply_leases(LeaseChange::ListStarted, t0);
+        handles[1].apply_leases(LeaseChange::ListDone, t0);
+        let snapshot = targets.snapshot(t0);
+        let found = snapshot.namespaces_found();
+        assert_eq!(found[0], ("virt-operator", Some(1)));
+        assert_eq!(found.len(), 3);
+        assert_eq!(found[1], ("virt-controller", None));
     }
 
     #[test]

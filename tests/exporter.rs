@@ -451,3 +451,26 @@ async fn virt_synchronization_controller_is_watched_by_default() {
     assert_eq!(s.value("kubevirt_leader_holder_ready", &labels), Some(1.0));
     assert_eq!(s.present(NS), None, "no virt-operator here");
 }
+
+#[tokio::test]
+async fn components_found_nowhere_are_counted_and_named() {
+    let bed = Bed::start(settings(&[])).await;
+    bed.until_ready().await;
+    let namespaces =
+        |s: &Scrape, component| s.value("kubevirt_leader_namespaces", &[("component", component)]);
+    let s = bed
+        .until("found nowhere", |s| namespaces(s, OPERATOR) == Some(0.0))
+        .await;
+    assert_eq!(namespaces(&s, "virt-controller"), Some(0.0));
+    let (_, page) = bed.get("/").await;
+    assert!(page.contains("Found in no namespace"), "{page}");
+    assert!(page.contains("virt-operator, virt-controller"), "{page}");
+    bed.seed_operator(NS);
+    bed.seed_operator("openshift-cnv");
+    let s = bed
+        .until("found", |s| namespaces(s, OPERATOR) == Some(2.0))
+        .await;
+    assert_eq!(namespaces(&s, "virt-controller"), Some(0.0));
+    let (_, page) = bed.get("/").await;
+    assert!(!page.contains("virt-operator, "), "{page}");
+}
