@@ -7,12 +7,13 @@
 //!     cargo run --example demo [-- EXPORTER FLAGS]
 
 use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
 use k8s_openapi::api::coordination::v1::Lease;
 use kubevirt_leader_exporter::{
     Exporter, client_from_kubeconfig,
@@ -42,10 +43,16 @@ const TICK: Duration = Duration::from_millis(250);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches)?;
+    // The demo serves made-up data: on this machine only, unless asked otherwise.
+    if matches.value_source("listen") == Some(ValueSource::DefaultValue) {
+        args.listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => logs.init(),
@@ -69,9 +76,10 @@ async fn main() -> anyhow::Result<()> {
     let exporter = Exporter::start(&settings, client, shutdown).await?;
     print(&format!(
         "Simulated Kubernetes API server: {}\nMetrics:     http://{addr}/metrics\nStatus page: http://{addr}/\n\
-         Watch kubevirt_leader_present{{namespace=\"{NAMESPACE}\",component=\"{COMPONENT}\"}}. Ctrl-C stops.\n",
+         Watch kubevirt_leader_present{{namespace=\"{NAMESPACE}\",component=\"{COMPONENT}\"}}. The story \
+         repeats until Ctrl-C.\n",
         server.url(),
-        addr = exporter.addr
+        addr = browsable(exporter.addr)
     ));
     let story = Story {
         store,
@@ -86,6 +94,14 @@ async fn main() -> anyhow::Result<()> {
     server.stop().await;
     result?;
     Ok(())
+}
+
+/// An address a browser on this machine can open: `0.0.0.0` and `::` are not.
+fn browsable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        ip if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
+        _ => addr,
+    }
 }
 
 fn seed(store: &Store) {
@@ -184,6 +200,7 @@ impl Story {
             self.renew_for(LEADING).await;
             leader = 1 - leader;
             self.reject_updates(PODS[leader]).await;
+            self.say("the story starts over");
         }
     }
 
@@ -228,8 +245,8 @@ impl Story {
         self.say(&format!(
             "lease updates are now rejected (an admission webhook, or lost RBAC) while both pods \
              stay Ready: the leader gives up after its {}s renew deadline and nobody can take \
-             over; the exporter reports no leader after {:.0}s, and NoLeadingVirtOperator fires \
-             if it lasts 10 minutes",
+             over; the exporter reports no leader after {:.0}s. In a cluster, that 0 with \
+             Ready pods for 10 minutes is what fires NoLeadingVirtOperator (this act lasts 1)",
             RENEW_DEADLINE.as_secs(),
             self.limit.as_secs_f64()
         ));

@@ -47,7 +47,9 @@ pub struct Args {
     /// to 120 % jitter. The default covers KubeVirt's 2 s retry period twice over
     /// (2 x 2 s x 2.2 = 8.8 s), so a normal failover never reads as "no leader". With other
     /// timings use at least 2 x retry period x 2.2.
-    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_LEASE_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// At most 5 minutes: a longer grace would hide a dead leader for most of the time the
+    /// alert waits.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_LEASE_GRACE", default_value = "10s", value_parser = parse_grace, allow_hyphen_values = true)]
     pub lease_grace: Duration,
 
     /// PEM certificate (chain) to serve HTTPS with; needs --tls-key-file. Reloaded when it
@@ -66,6 +68,25 @@ pub struct Args {
         requires = "tls_cert_file"
     )]
     pub tls_key_file: Option<PathBuf>,
+}
+
+/// The longest `--lease-grace` accepted.
+pub const MAX_GRACE: Duration = Duration::from_secs(300);
+
+fn parse_grace(text: &str) -> Result<Duration, String> {
+    if text.trim_start().starts_with('-') {
+        return Err("must not be negative".into());
+    }
+    let grace = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (write it as 10s, 1m30s, 500ms, ...)"))?;
+    if grace > MAX_GRACE {
+        return Err(format!(
+            "at most {}: a longer grace would hide a dead leader for most of the 10 minutes \
+             the alert waits",
+            humantime::format_duration(MAX_GRACE)
+        ));
+    }
+    Ok(grace)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -216,6 +237,9 @@ fn validate_entry(entry: ComponentEntry) -> Result<Component, ConfigError> {
     })
 }
 
+/// The operators a LabelSelector expression may use.
+const OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
+
 fn check_label_selector(selector: &LabelSelector) -> Result<(), String> {
     for (key, value) in selector.match_labels.iter().flatten() {
         check_key(key)?;
@@ -225,6 +249,14 @@ fn check_label_selector(selector: &LabelSelector) -> Result<(), String> {
     }
     for expr in selector.match_expressions.iter().flatten() {
         check_key(&expr.key)?;
+        if !OPERATORS.contains(&expr.operator.as_str()) {
+            return Err(format!(
+                "podSelector: operator {:?} of key {:?} is not one of {}",
+                expr.operator,
+                expr.key,
+                OPERATORS.join(", ")
+            ));
+        }
         for value in expr.values.iter().flatten() {
             if !is_label_value(value) {
                 return Err(format!("podSelector: {value:?} is not a valid label value"));
@@ -389,6 +421,18 @@ mod tests {
     fn bad_flags_are_errors() {
         assert!(args(&["--listen", "nowhere"]).is_err());
         assert!(args(&["--lease-grace", "soon"]).is_err());
+        for (bad, says) in [
+            ("-5s", "negative"),
+            ("100y", "at most 5m"),
+            ("6m", "at most"),
+        ] {
+            let err = args(&["--lease-grace", bad]).expect_err(bad).to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        assert_eq!(
+            args(&["--lease-grace", "5m"]).expect("parse").lease_grace,
+            MAX_GRACE
+        );
         assert!(args(&["--log-format", "xml"]).is_err());
         assert!(
             args(&["--tls-cert-file", "/tls.crt"]).is_err(),
@@ -454,7 +498,7 @@ components:
             ),
             (
                 "components: [{name: a, lease: a, podSelector: {matchExpressions: [{key: a, operator: Sideways}]}}]",
-                "podSelector",
+                "operator \"Sideways\" of key \"a\" is not one of In, NotIn, Exists, DoesNotExist",
             ),
             (
                 "components: [{name: a, lease: a, podSelector: {matchLabels: {a: b}}}, {name: a, lease: b, podSelector: {matchLabels: {a: b}}}]",

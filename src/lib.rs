@@ -59,7 +59,7 @@ pub enum Error {
 pub async fn client(path: Option<&Path>) -> Result<Client, Error> {
     let Some(path) = path else {
         let config = kube::Config::infer().await?;
-        return Ok(Client::try_from(config)?);
+        return client_for(config);
     };
     let kubeconfig = Kubeconfig::read_from(path).map_err(|error| Error::Kubeconfig {
         path: path.display().to_string(),
@@ -76,6 +76,12 @@ pub async fn client_from_kubeconfig(kubeconfig: Kubeconfig) -> Result<Client, Er
             path: "(generated)".into(),
             error,
         })?;
+    client_for(config)
+}
+
+/// Says once which API server the exporter talks to: watch errors later need not repeat it.
+fn client_for(config: kube::Config) -> Result<Client, Error> {
+    tracing::info!(server = %config.cluster_url, "Kubernetes API server");
     Ok(Client::try_from(config)?)
 }
 

@@ -1,4 +1,4 @@
-use std::future::Future;
+use std::{future::Future, io::IsTerminal};
 
 use anyhow::Context;
 use clap::Parser;
@@ -25,8 +25,10 @@ async fn main() -> anyhow::Result<()> {
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal, never in a log file or pipeline.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -103,8 +103,8 @@ pub fn spawn(
 
 /// Why a watch starts over.
 enum Restart {
-    /// It failed: wait by the retry schedule first.
-    AfterError,
+    /// It failed, for this reason: wait by the retry schedule first.
+    AfterError(String),
     /// It fell behind: list again at once.
     Now,
 }
@@ -136,9 +136,8 @@ trait Feed: Send + Sync + 'static {
 
     fn fail(&self, metrics: &Metrics, error: &dyn std::fmt::Display) -> Restart {
         metrics.watch_error(Self::WATCHED);
-        warn!(%error, "watch failed, retrying");
         self.failed(Instant::now());
-        Restart::AfterError
+        Restart::AfterError(error.to_string())
     }
 }
 
@@ -166,10 +165,43 @@ fn spawn_feed<F: Feed>(
 /// list: only a completed list tells the exporter that what it holds matches the server
 /// again, which is what `watch_healthy` and the per-component series stand on.
 async fn run<F: Feed>(feed: F, api: Api<F::Object>, metrics: Arc<Metrics>) {
-    let mut backoff = retry_backoff();
+    let mut retry = Retry {
+        backoff: retry_backoff(),
+        failing: None,
+    };
     loop {
-        if let Restart::AfterError = watch_once(&feed, &api, &mut backoff, &metrics).await {
-            tokio::time::sleep(backoff.next().unwrap_or(RETRY_MAX)).await;
+        if let Restart::AfterError(error) = watch_once(&feed, &api, &mut retry, &metrics).await {
+            retry.failed(error);
+            tokio::time::sleep(retry.backoff.next().unwrap_or(RETRY_MAX)).await;
+        }
+    }
+}
+
+/// The retry schedule of one watch, and the error it is failing with, so that an outage is
+/// logged when it starts, when its cause changes and when it ends, not at every retry.
+struct Retry {
+    backoff: ExponentialBackoff,
+    failing: Option<String>,
+}
+
+impl Retry {
+    fn failed(&mut self, error: String) {
+        if self.failing.as_ref() == Some(&error) {
+            debug!(error, "watch still failing, retrying");
+        } else {
+            warn!(
+                error,
+                "watch failed, retrying (the same failure again is logged at debug)"
+            );
+            self.failing = Some(error);
+        }
+    }
+
+    /// A list completed: the schedule starts over.
+    fn listed(&mut self) {
+        self.backoff.reset();
+        if self.failing.take().is_some() {
+            info!("watch working again");
         }
     }
 }
@@ -177,7 +209,7 @@ async fn run<F: Feed>(feed: F, api: Api<F::Object>, metrics: Arc<Metrics>) {
 async fn watch_once<F: Feed>(
     feed: &F,
     api: &Api<F::Object>,
-    backoff: &mut ExponentialBackoff,
+    retry: &mut Retry,
     metrics: &Metrics,
 ) -> Restart {
     let mut stream = watcher::watcher(api.clone(), feed.config()).boxed();
@@ -186,10 +218,11 @@ async fn watch_once<F: Feed>(
         tokio::select! {
             item = stream.next() => match item {
                 Some(Ok(event)) => {
-                    if matches!(event, Event::InitDone) {
-                        backoff.reset();
-                    }
+                    let listed = matches!(event, Event::InitDone);
                     feed.apply(event);
+                    if listed {
+                        retry.listed();
+                    }
                 }
                 Some(Err(error)) => return feed.fail(metrics, &error),
                 None => return feed.fail(metrics, &"watch stream ended"),

@@ -29,7 +29,13 @@ fn bad_configuration_exits_non_zero_with_a_reason() {
     .expect("write");
     let not_yaml = dir.join("not-yaml.yaml");
     std::fs::write(&not_yaml, "components: [").expect("write");
-    let cases: [(&[&str], &str); 5] = [
+    let bad_operator = dir.join("bad-operator.yaml");
+    std::fs::write(
+        &bad_operator,
+        "components: [{name: x, lease: x, podSelector: {matchExpressions: [{key: app, operator: Equals, values: [x]}]}}]",
+    )
+    .expect("write");
+    let cases: [(&[&str], &str); 9] = [
         (
             &["--config", "/nonexistent/components.yaml"],
             "/nonexistent/components.yaml",
@@ -44,6 +50,14 @@ fn bad_configuration_exits_non_zero_with_a_reason() {
         ),
         (&["--namespace", "Not_A_Namespace"], "Not_A_Namespace"),
         (&["--listen", "not-an-address"], "not-an-address"),
+        (
+            &["--config", bad_operator.to_str().expect("utf-8")],
+            "operator \"Equals\" of key \"app\" is not one of In, NotIn, Exists, DoesNotExist",
+        ),
+        // A grace so long that detection is off, a negative one, a wrong unit.
+        (&["--lease-grace", "100y"], "at most 5m"),
+        (&["--lease-grace", "-5s"], "must not be negative"),
+        (&["--lease-grace", "10 parsecs"], "write it as 10s"),
     ];
     for (args, want) in cases {
         let (ok, stderr) = run(args);
@@ -124,4 +138,31 @@ fn demo_serves_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
+    let dir = std::env::temp_dir().join(format!("kle-cli-colour-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let kubeconfig = dir.join("kubeconfig");
+    // An API server that is not there: the exporter starts, logs, and keeps retrying.
+    let nowhere = kubevirt_leader_sim::kubeconfig_for("http://127.0.0.1:9");
+    std::fs::write(&kubeconfig, serde_json::to_string(&nowhere).expect("JSON")).expect("write");
+    let mut child = Command::new(BIN)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["--listen=127.0.0.1:0", "--log-format=text"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let first = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("serving /metrics"))
+        .expect("the exporter logs where it serves");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!first.contains('\u{1b}'), "{first:?}");
+    let _ = std::fs::remove_dir_all(dir);
 }

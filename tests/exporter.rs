@@ -47,8 +47,16 @@ async fn reports_a_live_leader() {
         Some(1.0)
     );
     assert!(s.value("process_resident_memory_bytes", &[]).is_some());
-    // virt-controller is not installed here: no series for it, and no false "no leader".
-    assert!(!s.0.contains("component=\"virt-controller\""));
+    // virt-controller is not installed here: no per-namespace series for it, so no false
+    // "no leader"; only the count of namespaces it was found in, which is 0.
+    let controller =
+        s.0.lines()
+            .filter(|l| !l.starts_with('#') && l.contains("component=\"virt-controller\""))
+            .collect::<Vec<_>>();
+    assert_eq!(
+        controller,
+        ["kubevirt_leader_namespaces{component=\"virt-controller\"} 0"]
+    );
 }
 
 #[tokio::test]
