@@ -11,7 +11,7 @@ use std::{
 use clap::Parser;
 use k8s_openapi::api::{
     apps::v1::Deployment,
-    core::v1::{Container, Namespace, Service, ServiceAccount},
+    core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount},
     rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
 };
 use kubevirt_leader_exporter::{config::Args, http, watch::API_ACCESS};
@@ -92,6 +92,7 @@ fn check_object(doc: &Value) -> String {
         "PrometheusRule" => {
             serde_json::from_value::<PrometheusRuleSpec>(doc["spec"].clone()).map(drop)
         }
+        "ConfigMap" => serde_json::from_value::<ConfigMap>(v).map(drop),
         "Kustomization" => Ok(()),
         other => panic!("unexpected kind {other}"),
     };
@@ -165,6 +166,14 @@ fn one<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str) -> T {
     serde_json::from_value(found[0].clone()).expect(kind)
 }
 
+/// The one object of `kind` in namespace `ns`.
+fn in_namespace<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str, ns: &str) -> T {
+    let mut found = find(docs, kind);
+    found.retain(|d| d["metadata"]["namespace"] == ns);
+    assert_eq!(found.len(), 1, "expected one {kind} in {ns}");
+    serde_json::from_value(found[0].clone()).expect(kind)
+}
+
 /// The rules as (group, resource, verbs), which must be exactly what the exporter uses.
 fn granted(rules: &[PolicyRule]) -> BTreeSet<(String, String, Vec<String>)> {
     let mut out = BTreeSet::new();
@@ -235,11 +244,9 @@ fn scoped_variants_grant_the_same_rules_in_their_namespace_only() {
         assert!(
             find(&docs, "ClusterRole").is_empty() && find(&docs, "ClusterRoleBinding").is_empty()
         );
-        let role: Role = one(&docs, "Role");
-        assert_eq!(role.metadata.namespace.as_deref(), Some(ns));
+        let role: Role = in_namespace(&docs, "Role", ns);
         assert_eq!(granted(role.rules.as_deref().unwrap_or_default()), needed());
-        let binding: RoleBinding = one(&docs, "RoleBinding");
-        assert_eq!(binding.metadata.namespace.as_deref(), Some(ns));
+        let binding: RoleBinding = in_namespace(&docs, "RoleBinding", ns);
         assert_eq!(binding.role_ref.kind, "Role");
         let args = parsed_args(&container(&docs));
         assert_eq!(args.namespaces, [ns], "{ns}");
@@ -361,4 +368,141 @@ fn runbook_url_can_be_changed_with_kustomize() {
             .expect("KubeVirt's runbook is still linked");
         assert!(kubevirt.starts_with("https://kubevirt.io/monitoring/runbooks/NoLeadingVirt"));
     }
+}
+
+/// The Prometheus Operator's kinds, which a cluster without its CRDs rejects.
+const OPERATOR_KINDS: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
+
+#[test]
+fn plain_install_needs_no_prometheus_operator_and_is_scraped_by_annotation() {
+    let docs = kustomize("deploy/plain");
+    for kind in OPERATOR_KINDS {
+        assert!(find(&docs, kind).is_empty(), "{kind} in deploy/plain");
+    }
+    let role: ClusterRole = one(&docs, "ClusterRole");
+    assert_eq!(granted(role.rules.as_deref().unwrap_or_default()), needed());
+    let args = parsed_args(&container(&docs));
+    let service: Service = one(&docs, "Service");
+    let annotations = service.metadata.annotations.unwrap_or_default();
+    let annotation = |key: &str| annotations.get(key).map(String::as_str);
+    assert_eq!(annotation("prometheus.io/scrape"), Some("true"));
+    assert_eq!(
+        annotation("prometheus.io/port"),
+        Some(args.listen.port().to_string().as_str())
+    );
+    assert_eq!(annotation("prometheus.io/path"), Some(http::METRICS_PATH));
+    // Everything else is the cluster-wide install's.
+    let mut operator = kustomize("deploy");
+    operator.retain(|d| !OPERATOR_KINDS.iter().any(|k| d["kind"] == *k));
+    let mut plain = docs;
+    for doc in &mut plain {
+        if let Some(meta) = doc["metadata"].as_object_mut() {
+            meta.remove("annotations");
+        }
+    }
+    assert_eq!(plain, operator);
+}
+
+#[test]
+fn rules_config_map_carries_the_rule_file_unchanged() {
+    let docs = kustomize("deploy/rules");
+    let map: ConfigMap = one(&docs, "ConfigMap");
+    assert_eq!(map.metadata.name.as_deref(), Some("kubevirt-leader-rules"));
+    // No namespace of its own: it goes where Prometheus runs (`kubectl apply -n ...`).
+    assert_eq!(map.metadata.namespace, None);
+    let file =
+        std::fs::read_to_string(repo("deploy/rules/kubevirt-leader.rules.yml")).expect("read");
+    let data = map.data.unwrap_or_default();
+    assert_eq!(data.get("kubevirt-leader.rules.yml"), Some(&file));
+}
+
+#[test]
+fn prometheus_example_scrapes_the_shipped_service_and_loads_the_rules() {
+    let text =
+        std::fs::read_to_string(repo("docs/examples/prometheus/prometheus.yml")).expect("read");
+    let config: Value = serde_saphyr::from_str(&text).expect("YAML");
+    let job = &config["scrape_configs"][0];
+    assert_eq!(job["honor_labels"], true);
+    let docs = kustomize("deploy/plain");
+    let service: Service = one(&docs, "Service");
+    let namespace = service.metadata.namespace.expect("namespace");
+    assert_eq!(
+        job["kubernetes_sd_configs"][0]["namespaces"]["names"][0],
+        namespace.as_str()
+    );
+    let keep = &job["relabel_configs"][0];
+    assert_eq!(keep["action"], "keep");
+    let port = &service.spec.expect("spec").ports.expect("ports")[0];
+    let want = format!(
+        "{};{}",
+        service.metadata.name.expect("name"),
+        port.name.as_deref().expect("port name")
+    );
+    assert_eq!(keep["regex"], want.as_str());
+    // The rule file glob matches the ConfigMap's key once mounted.
+    let glob = config["rule_files"][0].as_str().expect("rule_files");
+    let (_, pattern) = glob.rsplit_once('/').expect("a directory");
+    let suffix = pattern.strip_prefix('*').expect("a glob");
+    assert!("kubevirt-leader.rules.yml".ends_with(suffix), "{glob}");
+}
+
+#[test]
+fn only_the_openshift_variant_joins_platform_monitoring() {
+    let label = "openshift.io/cluster-monitoring";
+    for dir in ["deploy", "deploy/plain", "deploy/scoped/kubevirt"] {
+        let ns: Namespace = one(&kustomize(dir), "Namespace");
+        assert!(
+            !ns.metadata.labels.unwrap_or_default().contains_key(label),
+            "{dir}"
+        );
+    }
+    let docs = kustomize("deploy/scoped/openshift-cnv");
+    let ns: Namespace = one(&docs, "Namespace");
+    let exporter_ns = ns.metadata.name.clone().expect("name");
+    assert_eq!(
+        ns.metadata
+            .labels
+            .unwrap_or_default()
+            .get(label)
+            .map(String::as_str),
+        Some("true")
+    );
+    let role: Role = in_namespace(&docs, "Role", &exporter_ns);
+    let granted = granted(role.rules.as_deref().unwrap_or_default());
+    for resource in ["services", "endpoints", "pods"] {
+        let read = ["get", "list", "watch"].map(String::from).to_vec();
+        assert!(
+            granted.contains(&(String::new(), resource.into(), read)),
+            "{resource}"
+        );
+    }
+    let binding: RoleBinding = in_namespace(&docs, "RoleBinding", &exporter_ns);
+    assert_eq!(binding.role_ref.name, role.metadata.name.expect("name"));
+    let subject = &binding.subjects.expect("subjects")[0];
+    assert_eq!(
+        (
+            subject.kind.as_str(),
+            subject.name.as_str(),
+            subject.namespace.as_deref()
+        ),
+        (
+            "ServiceAccount",
+            "prometheus-k8s",
+            Some("openshift-monitoring")
+        )
+    );
+}
+
+#[test]
+fn kube_prometheus_stack_example_labels_what_its_prometheus_selects() {
+    let docs = kustomize("docs/examples/kube-prometheus-stack");
+    for kind in OPERATOR_KINDS {
+        let object = find(&docs, kind)[0];
+        assert_eq!(
+            object["metadata"]["labels"]["release"], "kube-prometheus-stack",
+            "{kind}"
+        );
+    }
+    let deployment = find(&docs, "Deployment")[0];
+    assert!(deployment["metadata"]["labels"].get("release").is_none());
 }

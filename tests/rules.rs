@@ -45,12 +45,12 @@ fn promtool_unit_tests_pass() {
 #[test]
 fn prometheus_rule_and_rule_file_do_not_drift() {
     let plain = yaml("deploy/rules/kubevirt-leader.rules.yml");
-    let operator = yaml("deploy/core/prometheusrule.yaml");
+    let operator = yaml("deploy/prometheus-operator/prometheusrule.yaml");
     assert_eq!(operator["kind"], "PrometheusRule");
     assert!(plain["groups"].as_array().is_some_and(|g| !g.is_empty()));
     assert_eq!(
         operator["spec"]["groups"], plain["groups"],
-        "deploy/core/prometheusrule.yaml and deploy/rules/kubevirt-leader.rules.yml differ: change both"
+        "deploy/prometheus-operator/prometheusrule.yaml and deploy/rules/kubevirt-leader.rules.yml differ: change both"
     );
 }
 

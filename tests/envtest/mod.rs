@@ -271,9 +271,9 @@ impl ControlPlane {
             .expect("client")
     }
 
-    /// Binds the exporter's user to the ClusterRole from deploy/clusterrole.yaml, as shipped.
+    /// Binds the exporter's user to the ClusterRole from deploy/rbac/clusterrole.yaml, as shipped.
     pub async fn grant_exporter_rbac(&self, admin: &Client) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/clusterrole.yaml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac/clusterrole.yaml");
         let role: ClusterRole =
             serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read"))
                 .expect("ClusterRole");
