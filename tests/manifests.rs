@@ -2,6 +2,9 @@
 //! renders, the RBAC grants exactly what the exporter uses, and the Deployment matches the
 //! binary's flags and endpoints.
 
+mod common;
+mod envtest;
+
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
@@ -505,4 +508,133 @@ fn kube_prometheus_stack_example_labels_what_its_prometheus_selects() {
     }
     let deployment = find(&docs, "Deployment")[0];
     assert!(deployment["metadata"]["labels"].get("release").is_none());
+}
+
+/// Minimal definitions of the Prometheus Operator's kinds: enough for the API server to
+/// accept the objects, as on a cluster where the operator is installed.
+const OPERATOR_CRDS: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: servicemonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
+  versions:
+    - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: prometheusrules.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: PrometheusRule, listKind: PrometheusRuleList, plural: prometheusrules, singular: prometheusrule}
+  versions:
+    - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
+"#;
+
+/// kubectl as the cluster's admin; `(succeeded, stdout + stderr)`.
+fn admin_kubectl(plane: &envtest::ControlPlane, args: &[&str]) -> (bool, String) {
+    // A fresh discovery cache per call, so kinds defined a moment ago are found.
+    let cache = std::env::temp_dir().join(format!(
+        "kle-kubectl-cache-{}-{}",
+        std::process::id(),
+        common::free_addr().port()
+    ));
+    let out = Command::new("kubectl")
+        .arg(format!(
+            "--kubeconfig={}",
+            plane.kubeconfig_file(envtest::ADMIN_TOKEN).display()
+        ))
+        .arg(format!("--cache-dir={}", cache.display()))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("kubectl must be installed");
+    let _ = std::fs::remove_dir_all(cache);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn every_install_applies_to_a_real_api_server() {
+    let Some(assets) = envtest::assets() else {
+        return;
+    };
+    let plane = envtest::ControlPlane::start(&assets).await;
+    let kubectl = |args: &[&str]| admin_kubectl(&plane, args);
+    for ns in ["kubevirt", "openshift-cnv", "monitoring"] {
+        let (ok, out) = kubectl(&["create", "namespace", ns]);
+        assert!(ok, "{out}");
+    }
+    // Without the Prometheus Operator: the plain install and the rules go in...
+    let (ok, out) = kubectl(&["apply", "-k", "deploy/plain"]);
+    assert!(ok, "deploy/plain: {out}");
+    let (ok, out) = kubectl(&["apply", "-n", "monitoring", "-k", "deploy/rules"]);
+    assert!(ok, "deploy/rules: {out}");
+    let (ok, out) = kubectl(&[
+        "get",
+        "-n",
+        "kubevirt-leader-exporter",
+        "deployment/kubevirt-leader-exporter",
+        "service/kubevirt-leader-exporter",
+        "-o",
+        "name",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&[
+        "get",
+        "-n",
+        "monitoring",
+        "configmap/kubevirt-leader-rules",
+        "-o",
+        "jsonpath={.data.kubevirt-leader\\.rules\\.yml}",
+    ]);
+    let file =
+        std::fs::read_to_string(repo("deploy/rules/kubevirt-leader.rules.yml")).expect("read");
+    assert!(ok && out == file, "{out}");
+    // ...while the default install stops at the operator's kinds, which is why the plain one
+    // exists.
+    let (ok, out) = kubectl(&["apply", "-k", "deploy"]);
+    assert!(!ok && out.contains("ServiceMonitor"), "{out}");
+
+    let crds = std::env::temp_dir().join(format!("kle-crds-{}.yaml", std::process::id()));
+    std::fs::write(&crds, OPERATOR_CRDS).expect("write");
+    let (ok, out) = kubectl(&["apply", "-f", crds.to_str().expect("utf-8")]);
+    let _ = std::fs::remove_file(&crds);
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/servicemonitors.monitoring.coreos.com",
+        "crd/prometheusrules.monitoring.coreos.com",
+    ]);
+    assert!(ok, "{out}");
+    for dir in [
+        "deploy",
+        "deploy/scoped/kubevirt",
+        "deploy/scoped/openshift-cnv",
+        "docs/examples/kube-prometheus-stack",
+        "docs/examples/runbook-url",
+    ] {
+        let (ok, out) = kubectl(&["apply", "-k", dir]);
+        assert!(ok, "{dir}: {out}");
+    }
+    let (ok, out) = kubectl(&[
+        "get",
+        "-n",
+        "kubevirt-leader-exporter",
+        "servicemonitor/kubevirt-leader-exporter",
+        "prometheusrule/kubevirt-leader-exporter",
+        "rolebinding/prometheus-k8s",
+        "-o",
+        "name",
+    ]);
+    assert!(ok, "{out}");
 }
