@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
 use k8s_openapi::api::coordination::v1::Lease;
 use kubevirt_leader_exporter::{
-    Exporter, client_from_kubeconfig,
+    DEFAULT_LOG_FILTER, Exporter, client_from_kubeconfig,
     config::{Args, LogFormat, Settings},
     targets::Targets,
 };
@@ -49,7 +49,8 @@ async fn main() -> anyhow::Result<()> {
     if matches.value_source("listen") == Some(ValueSource::DefaultValue) {
         args.listen = SocketAddr::from(([127, 0, 0, 1], 8080));
     }
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -28,6 +28,29 @@ use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::{config::Settings, http::AppState, metrics::Metrics, targets::Targets};
 
+/// What `RUST_LOG` defaults to. kube's per-request failure lines are off: a failing watch
+/// says so itself, once, with the whole cause (`RUST_LOG=info,kube_client=debug` shows them).
+pub const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
+
+/// An error and its causes, each said once: errors from kube, hyper and std often repeat
+/// their cause in their own message, and often hide the useful part ("connection refused")
+/// in a cause.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        next = cause.source();
+    }
+    line
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -152,5 +175,27 @@ impl Drop for Exporter {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading /etc/x: {0}")]
+    struct Reading(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("invalid configuration")]
+    struct Invalid(#[source] Reading);
+
+    #[test]
+    fn every_cause_is_said_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        assert_eq!(
+            error_chain(&Invalid(Reading(io()))),
+            "invalid configuration: reading /etc/x: no such file"
+        );
     }
 }

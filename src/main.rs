@@ -1,10 +1,11 @@
-use std::{future::Future, io::IsTerminal};
+use std::{future::Future, io::IsTerminal, process::ExitCode};
 
 use anyhow::Context;
 use clap::Parser;
 use kubevirt_leader_exporter::{
-    Exporter, client,
+    DEFAULT_LOG_FILTER, Exporter, client,
     config::{Args, LogFormat, Settings},
+    error_chain,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -12,7 +13,17 @@ use tracing_subscriber::EnvFilter;
 // Two workers are plenty for a handful of watches and scrapes, and keep the footprint the
 // same on a 2-core and a 96-core node.
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {}", error_chain(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(args.log_format);
     let settings = Settings::from_args(&args).context("invalid configuration")?;
@@ -24,7 +35,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     // Colour codes only for a person at a terminal, never in a log file or pipeline.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

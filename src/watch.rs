@@ -224,7 +224,7 @@ async fn watch_once<F: Feed>(
                         retry.listed();
                     }
                 }
-                Some(Err(error)) => return feed.fail(metrics, &error),
+                Some(Err(error)) => return feed.fail(metrics, &crate::error_chain(&error)),
                 None => return feed.fail(metrics, &"watch stream ended"),
             },
             () = wake => {
@@ -309,7 +309,7 @@ impl Feed for LeaseFeed {
                 tokio::time::timeout(CONFIRM_TIMEOUT, api.get_opt(&self.target.component.lease));
             let fresh = match read.await {
                 Ok(Ok(lease)) => lease.as_ref().map(lease_record),
-                Ok(Err(error)) => return Some(self.fail(metrics, &error)),
+                Ok(Err(error)) => return Some(self.fail(metrics, &crate::error_chain(&error))),
                 Err(_) => {
                     return Some(self.fail(metrics, &"confirming read of the lease timed out"));
                 }

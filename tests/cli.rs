@@ -2,7 +2,7 @@
 //! shuts down cleanly on SIGTERM.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -35,7 +35,11 @@ fn bad_configuration_exits_non_zero_with_a_reason() {
         "components: [{name: x, lease: x, podSelector: {matchExpressions: [{key: app, operator: Equals, values: [x]}]}}]",
     )
     .expect("write");
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 10] = [
+        (
+            &["--kubeconfig", "/nonexistent/kubeconfig"],
+            "No such file or directory",
+        ),
         (
             &["--config", "/nonexistent/components.yaml"],
             "/nonexistent/components.yaml",
@@ -63,6 +67,9 @@ fn bad_configuration_exits_non_zero_with_a_reason() {
         let (ok, stderr) = run(args);
         assert!(!ok, "{args:?} should fail");
         assert!(stderr.contains(want), "{args:?}: {stderr}");
+        // The cause is said once, not again in a "Caused by" list.
+        assert_eq!(stderr.matches(want).count(), 1, "{args:?}: {stderr}");
+        assert!(!stderr.contains("Caused by"), "{args:?}: {stderr}");
     }
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -141,28 +148,44 @@ fn demo_serves_and_stops_on_sigterm() {
 }
 
 #[test]
-fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
-    let dir = std::env::temp_dir().join(format!("kle-cli-colour-{}", std::process::id()));
+fn unreachable_api_server_is_named_once_and_logged_without_noise() {
+    let dir = std::env::temp_dir().join(format!("kle-cli-quiet-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let kubeconfig = dir.join("kubeconfig");
     // An API server that is not there: the exporter starts, logs, and keeps retrying.
-    let nowhere = kubevirt_leader_sim::kubeconfig_for("http://127.0.0.1:9");
+    let server = "http://127.0.0.1:9";
+    let nowhere = kubevirt_leader_sim::kubeconfig_for(server);
     std::fs::write(&kubeconfig, serde_json::to_string(&nowhere).expect("JSON")).expect("write");
     let mut child = Command::new(BIN)
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .args(["--listen=127.0.0.1:0", "--log-format=text"])
+        .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let first = BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.contains("serving /metrics"))
-        .expect("the exporter logs where it serves");
+    // Long enough for every watch to fail and retry a few times (retries are at most 4 s
+    // apart).
+    std::thread::sleep(Duration::from_secs(6));
     let _ = child.kill();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("read logs");
     let _ = child.wait();
-    assert!(!first.contains('\u{1b}'), "{first:?}");
     let _ = std::fs::remove_dir_all(dir);
+    // Text logs written to a pipe carry no colour codes.
+    assert!(!logs.contains('\u{1b}'), "{logs}");
+    assert!(!logs.contains("ERROR"), "{logs}");
+    assert_eq!(logs.matches(server).count(), 1, "{logs}");
+    // One warning per watch (3 components x pods and leases), saying the real cause.
+    let warnings: Vec<&str> = logs.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert_eq!(warnings.len(), 6, "{logs}");
+    assert!(
+        warnings.iter().all(|w| w.contains("Connection refused")),
+        "{logs}"
+    );
 }
