@@ -202,6 +202,7 @@ mod tests {
                 listed: true,
                 verdicts: verdicts
                     .map(|vs| vs.into_iter().map(|(ns, v)| (ns.to_owned(), v)).collect()),
+                stats: Default::default(),
             }],
         }
     }

@@ -1,10 +1,9 @@
 //! The HTTP endpoints: /metrics, /livez, /readyz and a status page for people.
 
 use std::{
-    fmt::Write,
     future::Future,
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use axum::{
@@ -28,12 +27,15 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{
     metrics::Metrics,
-    targets::{Snapshot, Targets},
+    page,
+    status::{self, Status},
+    targets::Targets,
 };
 
 pub const METRICS_PATH: &str = "/metrics";
 pub const LIVEZ_PATH: &str = "/livez";
 pub const READYZ_PATH: &str = "/readyz";
+pub const STATUS_JSON_PATH: &str = "/status.json";
 
 /// How long a client may take to send a request's headers, so that slow or idle clients
 /// cannot hold connections forever.
@@ -54,6 +56,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(status_page))
+        .route(STATUS_JSON_PATH, get(status_json))
         .route(METRICS_PATH, get(metrics))
         .route(LIVEZ_PATH, get(|| async { "ok\n" }))
         .route(READYZ_PATH, get(readyz))
@@ -136,77 +139,22 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn status_page(State(state): State<AppState>) -> Html<String> {
-    Html(render_status(&state.targets.snapshot(Instant::now())))
+    Html(page::render(&read_status(&state.targets)))
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+async fn status_json(State(state): State<AppState>) -> Response {
+    match serde_json::to_vec_pretty(&read_status(&state.targets)) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
 }
 
-/// A table per namespace and component: holder and its pod's readiness, whether the leader
-/// is present and why, lease age and ready pods.
-fn render_status(snapshot: &Snapshot) -> String {
-    let mut page = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>kubevirt-leader-exporter</title>\
-         <style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}</style></head><body>\
-         <h1>kubevirt-leader-exporter</h1><p><a href=\"/metrics\">/metrics</a></p>\
-         <table><tr><th>namespace</th><th>component</th><th>holder</th><th>holder pod Ready</th><th>leader present</th>\
-         <th>why</th><th>lease age</th><th>ready pods</th></tr>",
-    );
-    for target in &snapshot.targets {
-        let component = escape(&target.component);
-        let Some(verdicts) = &target.verdicts else {
-            let scope = escape(&target.scope);
-            let _ = write!(
-                page,
-                "<tr><td>{scope}</td><td>{component}</td><td colspan=\"6\">unknown: the watches have not synced or are failing</td></tr>"
-            );
-            continue;
-        };
-        for (ns, v) in verdicts {
-            let age = v.lease.as_ref().map_or_else(
-                || "-".to_owned(),
-                |l| format!("{:.1}s", l.age.as_secs_f64()),
-            );
-            let present = match (v.is_known(), v.present) {
-                (false, _) => "checking",
-                (true, true) => "yes",
-                (true, false) => "no",
-            };
-            let _ = write!(
-                page,
-                "<tr><td>{}</td><td>{component}</td><td>{}</td><td>{}</td><td>{present}</td><td>{}</td><td>{age}</td><td>{}/{}</td></tr>",
-                escape(ns),
-                escape(v.holder.as_deref().unwrap_or("-")),
-                match v.holder_ready {
-                    Some(true) => "yes",
-                    Some(false) => "no",
-                    None => "no such pod",
-                },
-                escape(&v.reason.to_string()),
-                v.pods_ready,
-                v.pods,
-            );
-        }
-    }
-    page.push_str("</table>");
-    let nowhere: Vec<&str> = snapshot
-        .namespaces_found()
-        .into_iter()
-        .filter(|(_, found)| *found == Some(0))
-        .map(|(component, _)| component)
-        .collect();
-    if !nowhere.is_empty() {
-        let _ = write!(
-            page,
-            "<p><b>Found in no namespace:</b> {}. Check --namespace, the component's pod \
-             selector and Lease name, and the exporter's RBAC, or install KubeVirt.</p>",
-            escape(&nowhere.join(", "))
-        );
-    }
-    page.push_str("</body></html>\n");
-    page
+fn read_status(targets: &Targets) -> Status {
+    let now = Instant::now();
+    status::status(
+        &targets.status(now),
+        now,
+        SystemTime::now(),
+        targets.grace(),
+    )
 }

@@ -1,7 +1,8 @@
 //! The lease book: a component's Lease in each namespace of a scope, as its watch delivered
 //! it, with the exporter's own clock on every record. It owns what freshness rests on: when
 //! each record last changed, the time the watch was blind (which does not count), and the
-//! direct reads that confirm a record nobody renews.
+//! direct reads that confirm a record nobody renews. Beside the records it keeps each lease's
+//! [`History`].
 
 use std::{
     collections::BTreeMap,
@@ -9,6 +10,7 @@ use std::{
 };
 
 use crate::{
+    history::{History, LeaseStats},
     judge::{LeaseRecord, LeaseState},
     objects::Change,
 };
@@ -26,9 +28,13 @@ pub enum Confirmation {
     Behind,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LeaseBook {
+    /// Beyond the lease duration, before an unchanged record counts as run out.
+    grace: Duration,
     leases: BTreeMap<String, LeaseState>,
+    /// Per namespace; kept when the Lease is deleted, so that its story stays readable.
+    histories: BTreeMap<String, History>,
     /// Filled while a (re)list is in progress, swapped in when it completes.
     relisting: Option<BTreeMap<String, LeaseState>>,
     /// The last (re)list completed and no error was seen since.
@@ -40,41 +46,89 @@ pub struct LeaseBook {
 }
 
 impl LeaseBook {
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            grace,
+            leases: BTreeMap::new(),
+            histories: BTreeMap::new(),
+            relisting: None,
+            healthy: false,
+            listed_once: false,
+            blind_since: None,
+        }
+    }
+
     pub fn apply(&mut self, change: LeaseChange, now: Instant) {
         match change {
             LeaseChange::ListStarted => self.relisting = Some(BTreeMap::new()),
             LeaseChange::Listed(namespace, record) => {
-                let state = self.observe(&namespace, record, now);
+                let state = self.observe(&namespace, record, now, false);
                 if let Some(listed) = &mut self.relisting {
                     listed.insert(namespace, state);
                 }
             }
             LeaseChange::ListDone => self.list_done(now),
             LeaseChange::Applied(namespace, record) => {
-                let state = self.observe(&namespace, record, now);
+                let live = self.blind_since.is_none();
+                if live {
+                    self.note_expiry(&namespace, now);
+                }
+                let state = self.observe(&namespace, record, now, live);
                 self.leases.insert(namespace, state);
             }
             LeaseChange::Deleted(namespace) => {
-                self.leases.remove(&namespace);
+                if self.leases.remove(&namespace).is_some()
+                    && let Some(history) = self.histories.get_mut(&namespace)
+                {
+                    history.deleted(now);
+                }
             }
         }
     }
 
     /// The state of `record` as seen at `now`: an unchanged record keeps its change time and
-    /// confirmation, so that a re-list of an unrenewed lease does not make it look fresh.
-    fn observe(&self, namespace: &str, record: LeaseRecord, now: Instant) -> LeaseState {
-        match self.leases.get(namespace) {
-            Some(old) if old.record == record => old.clone(),
-            _ => LeaseState::new(record, now),
+    /// confirmation, so that a re-list of an unrenewed lease does not make it look fresh. A
+    /// changed record goes into the lease's history; `live` when a working watch delivered
+    /// it as it happened.
+    fn observe(
+        &mut self,
+        namespace: &str,
+        record: LeaseRecord,
+        now: Instant,
+        live: bool,
+    ) -> LeaseState {
+        if let Some(old) = self.leases.get(namespace)
+            && old.record == record
+        {
+            return old.clone();
         }
+        let holder = record.holder.clone().filter(|h| !h.is_empty());
+        match self.histories.get_mut(namespace) {
+            Some(history) => history.changed(holder, record.transitions, now, live),
+            None => {
+                let history = History::seen(holder, record.transitions, now);
+                self.histories.insert(namespace.to_owned(), history);
+            }
+        }
+        LeaseState::new(record, now)
     }
 
     fn list_done(&mut self, now: Instant) {
         let Some(mut listed) = self.relisting.take() else {
             return;
         };
-        if let Some(since) = self.blind_since.take() {
+        let was_blind = self.blind_since.take();
+        if let Some(since) = was_blind {
             discount_blind_time(&mut listed, since, now);
+        }
+        for (namespace, history) in &mut self.histories {
+            match listed.get(namespace) {
+                None if self.leases.contains_key(namespace) => history.deleted(now),
+                Some(state) if was_blind.is_some() => {
+                    history.saw_again(now, state.record.transitions);
+                }
+                _ => {}
+            }
         }
         self.leases = listed;
         self.healthy = true;
@@ -86,11 +140,66 @@ impl LeaseBook {
     pub fn failed(&mut self, now: Instant) {
         self.healthy = false;
         self.relisting = None;
-        self.blind_since.get_or_insert(now);
+        if self.blind_since.is_none() {
+            self.blind_since = Some(now);
+            for (namespace, history) in &mut self.histories {
+                if self.leases.contains_key(namespace) {
+                    history.blind(now);
+                }
+            }
+        }
+    }
+
+    /// Puts a `Lost` event in the history of every lease that has run out by `now`: past its
+    /// duration plus the grace, and found unchanged by a direct read (as the verdict
+    /// requires). Called when a deadline passes, after a confirming read, and before a
+    /// change is applied, so that a late wake-up loses nothing.
+    pub fn note_expiries(&mut self, now: Instant) {
+        let namespaces: Vec<String> = self.leases.keys().cloned().collect();
+        for namespace in namespaces {
+            self.note_expiry(&namespace, now);
+        }
+    }
+
+    fn note_expiry(&mut self, namespace: &str, now: Instant) {
+        if self.blind_since.is_some() {
+            return;
+        }
+        let (Some(state), Some(history)) = (
+            self.leases.get(namespace),
+            self.histories.get_mut(namespace),
+        ) else {
+            return;
+        };
+        let expired_at = state
+            .duration()
+            .and_then(|d| state.changed_at.checked_add(d.saturating_add(self.grace)));
+        if let Some(at) = expired_at
+            && at < now
+            && state.confirmed()
+        {
+            history.lost(at, state.record.transitions);
+        }
+    }
+
+    /// The figures a scrape exports, per namespace.
+    pub fn stats(&self, now: Instant) -> BTreeMap<String, LeaseStats> {
+        self.histories
+            .iter()
+            .map(|(namespace, history)| (namespace.clone(), history.stats(now)))
+            .collect()
+    }
+
+    pub fn history(&self, namespace: &str) -> Option<&History> {
+        self.histories.get(namespace)
     }
 
     pub fn healthy(&self) -> bool {
         self.healthy
+    }
+
+    pub fn grace(&self) -> Duration {
+        self.grace
     }
 
     pub fn listed_once(&self) -> bool {
@@ -126,15 +235,18 @@ impl LeaseBook {
         match (held, fresh) {
             (Some(state), Some(record)) if state.record == record => {
                 state.confirmed_at = Some(now);
+                self.note_expiry(namespace, now);
                 Confirmation::Unchanged
             }
             (None, None) => Confirmation::Unchanged,
             (_, fresh) => {
+                // Blind first: the watch missed changes, so the newer record is no renewal
+                // seen as it happened.
+                self.failed(now);
                 match fresh {
                     Some(record) => self.apply(LeaseChange::Applied(namespace.into(), record), now),
                     None => self.apply(LeaseChange::Deleted(namespace.into()), now),
                 }
-                self.failed(now);
                 Confirmation::Behind
             }
         }
@@ -142,7 +254,8 @@ impl LeaseBook {
 
     /// The next instant at which a verdict may change without any event: a lease is due
     /// for confirmation, or runs out after its duration plus `grace`.
-    pub fn next_deadline(&self, now: Instant, grace: Duration) -> Option<Instant> {
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let grace = self.grace;
         self.leases
             .values()
             .flat_map(|state| {
@@ -203,7 +316,7 @@ mod tests {
     }
 
     fn listed(now: Instant) -> LeaseBook {
-        let mut book = LeaseBook::default();
+        let mut book = LeaseBook::new(Duration::from_secs(5));
         book.apply(LeaseChange::ListStarted, now);
         book.apply(LeaseChange::ListDone, now);
         book
@@ -262,7 +375,7 @@ mod tests {
         assert!(book.due_for_confirmation(at(29)).is_empty());
         assert_eq!(book.due_for_confirmation(at(30)), [NS]);
         assert_eq!(
-            book.next_deadline(at(16), Duration::from_secs(5)),
+            book.next_deadline(at(16)),
             Some(t0 + Duration::from_millis(20_001))
         );
     }
@@ -283,5 +396,65 @@ mod tests {
         // A lease that is gone on the server is gone from the book.
         assert_eq!(book.confirm(NS, None, at(16)), Confirmation::Behind);
         assert!(book.get(NS).is_none());
+    }
+
+    fn story(book: &LeaseBook) -> Vec<&'static str> {
+        book.history(NS)
+            .expect("history")
+            .events()
+            .map(|e| e.kind.name())
+            .collect()
+    }
+
+    #[test]
+    fn the_history_follows_the_watch_and_the_confirming_reads() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut book = listed(t0);
+        book.apply(LeaseChange::Applied(NS.into(), record("a", "r1")), at(0));
+        book.apply(LeaseChange::Applied(NS.into(), record("a", "r2")), at(2));
+        book.apply(LeaseChange::Applied(NS.into(), record("a", "r3")), at(4));
+        // The holder stops; the read at 19 s confirms it; the deadline at 24 s passes.
+        assert_eq!(
+            book.confirm(NS, Some(record("a", "r3")), at(19)),
+            Confirmation::Unchanged
+        );
+        book.note_expiries(at(23));
+        assert_eq!(story(&book), ["seen"], "not run out before 4 + 15 + 5 s");
+        book.note_expiries(at(25));
+        book.note_expiries(at(26));
+        let lost = book.history(NS).and_then(|h| h.events().last().cloned());
+        assert_eq!(lost.map(|e| e.at), Some(at(24)), "lost when it ran out");
+        // A standby takes over.
+        let mut taken = record("b", "r4");
+        taken.transitions = Some(1);
+        book.apply(LeaseChange::Applied(NS.into(), taken), at(30));
+        assert_eq!(story(&book), ["seen", "lost", "changed"]);
+        let stats = &book.stats(at(31))[NS];
+        assert_eq!(
+            (stats.changes, stats.holder_since),
+            (1, Duration::from_secs(1))
+        );
+        assert_eq!(stats.renewals.count, 1, "only a -> a at 2 s and 4 s");
+
+        // A watch that fell behind: the newer record is no renewal seen as it happened.
+        assert_eq!(
+            book.confirm(NS, Some(record("b", "r9")), at(50)),
+            Confirmation::Behind
+        );
+        relist(&mut book, &[(NS, record("b", "r10"))], at(51));
+        book.apply(LeaseChange::Applied(NS.into(), record("b", "r11")), at(53));
+        assert_eq!(book.stats(at(53))[NS].renewals.count, 1);
+        assert_eq!(
+            story(&book),
+            ["seen", "lost", "changed", "blind", "saw_again"]
+        );
+        // Gone from a relist: deleted, and the story is kept.
+        relist(&mut book, &[], at(60));
+        assert_eq!(
+            story(&book),
+            ["seen", "lost", "changed", "blind", "saw_again", "deleted"]
+        );
+        assert_eq!(book.stats(at(60))[NS].changes, 2);
     }
 }

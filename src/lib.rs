@@ -8,12 +8,15 @@
 
 pub mod changelog;
 pub mod config;
+pub mod history;
 pub mod http;
 pub mod judge;
 pub mod leases;
 pub mod metrics;
 pub mod objects;
+pub mod page;
 pub mod pods;
+pub mod status;
 pub mod targets;
 pub mod tls;
 pub mod watch;

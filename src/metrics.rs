@@ -13,10 +13,11 @@ use bytes::Bytes;
 use prometheus::{
     Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
     core::{Collector, Desc},
-    proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType},
+    proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType},
 };
 
 use crate::{
+    history::{LeaseStats, RENEWAL_BUCKETS},
     judge::Verdict,
     targets::{Snapshot, Targets},
     watch::Watched,
@@ -149,6 +150,9 @@ struct LeaderCollector {
     holder: Desc,
     namespaces: Desc,
     watch_healthy: Desc,
+    renewal_interval: Desc,
+    changes: Desc,
+    holder_since: Desc,
 }
 
 fn desc(name: &str, help: &str, labels: &[&str]) -> Result<Desc, prometheus::Error> {
@@ -220,6 +224,24 @@ impl LeaderCollector {
                 "1 while every watch of the resource is working, else 0.",
                 &["resource"],
             )?,
+            renewal_interval: desc(
+                "lease_renewal_interval_seconds",
+                "Time between successive changes of the lease record by the same holder, by \
+                 the exporter's clock; intervals across a spell in which the watch failed are \
+                 not counted.",
+                nc,
+            )?,
+            changes: desc(
+                "changes_total",
+                "Lease holder changes the exporter has seen, to and from no holder included.",
+                nc,
+            )?,
+            holder_since: desc(
+                "holder_since_seconds",
+                "How long the current holder has held the lease, by the exporter's clock since \
+                 it saw the change (or since it started).",
+                nc,
+            )?,
         })
     }
 
@@ -248,7 +270,44 @@ fn family_of(desc: &Desc) -> MetricFamily {
 
 /// A gauge sample; `labels` must be sorted by name.
 fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
-    let pairs = labels
+    let mut g = Gauge::default();
+    g.set_value(value);
+    let mut metric = Metric::from_gauge(g);
+    metric.set_label(label_pairs(labels));
+    metric
+}
+
+fn counter(labels: &[(&str, &str)], value: f64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(value);
+    let mut metric = Metric::from_label(label_pairs(labels));
+    metric.set_counter(c);
+    metric
+}
+
+fn histogram(labels: &[(&str, &str)], stats: &LeaseStats) -> Metric {
+    let counts = &stats.renewals;
+    let buckets = RENEWAL_BUCKETS
+        .iter()
+        .zip(counts.buckets)
+        .map(|(bound, count)| {
+            let mut bucket = Bucket::default();
+            bucket.set_upper_bound(*bound);
+            bucket.set_cumulative_count(count);
+            bucket
+        })
+        .collect();
+    let mut h = Histogram::default();
+    h.set_bucket(buckets);
+    h.set_sample_count(counts.count);
+    h.set_sample_sum(counts.sum);
+    let mut metric = Metric::from_label(label_pairs(labels));
+    metric.set_histogram(h);
+    metric
+}
+
+fn label_pairs(labels: &[(&str, &str)]) -> Vec<LabelPair> {
+    labels
         .iter()
         .map(|(name, value)| {
             let mut pair = LabelPair::default();
@@ -256,12 +315,7 @@ fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
             pair.set_value((*value).to_owned());
             pair
         })
-        .collect();
-    let mut g = Gauge::default();
-    g.set_value(value);
-    let mut metric = Metric::from_gauge(g);
-    metric.set_label(pairs);
-    metric
+        .collect()
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -278,7 +332,14 @@ fn truncate(s: &str, max: usize) -> &str {
 impl Collector for LeaderCollector {
     fn desc(&self) -> Vec<&Desc> {
         let mut descs: Vec<&Desc> = self.families.iter().map(|f| &f.desc).collect();
-        descs.extend([&self.holder, &self.namespaces, &self.watch_healthy]);
+        descs.extend([
+            &self.holder,
+            &self.namespaces,
+            &self.watch_healthy,
+            &self.renewal_interval,
+            &self.changes,
+            &self.holder_since,
+        ]);
         descs
     }
 
@@ -287,6 +348,11 @@ impl Collector for LeaderCollector {
         let mut families: Vec<MetricFamily> =
             self.families.iter().map(|f| family_of(&f.desc)).collect();
         let mut holders = family_of(&self.holder);
+        let mut renewals = family_of(&self.renewal_interval);
+        renewals.set_field_type(MetricType::HISTOGRAM);
+        let mut changes = family_of(&self.changes);
+        changes.set_field_type(MetricType::COUNTER);
+        let mut held = family_of(&self.holder_since);
         for target in &snapshot.targets {
             let component = target.component.as_str();
             let known = target
@@ -310,9 +376,19 @@ impl Collector for LeaderCollector {
                     ];
                     holders.mut_metric().push(gauge(&labels, 1.0));
                 }
+                if let Some(stats) = target.stats.get(ns) {
+                    renewals.mut_metric().push(histogram(&labels, stats));
+                    changes
+                        .mut_metric()
+                        .push(counter(&labels, stats.changes as f64));
+                    if verdict.holder.is_some() {
+                        let since = stats.holder_since.as_secs_f64();
+                        held.mut_metric().push(gauge(&labels, since));
+                    }
+                }
             }
         }
-        families.push(holders);
+        families.extend([holders, renewals, changes, held]);
         let mut namespaces = family_of(&self.namespaces);
         for (component, found) in snapshot.namespaces_found() {
             if let Some(found) = found {

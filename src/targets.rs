@@ -3,7 +3,7 @@
 //! take one [`Snapshot`] of every target, judged at one instant.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::{
     config::{Component, Settings},
+    history::{Event, LeaseStats},
     judge::{LeaseRecord, Verdict, judge},
     leases::{Confirmation, LeaseBook, LeaseChange},
     pods::{PodChange, PodSet},
@@ -23,13 +24,12 @@ pub struct Target {
     pub component: Component,
     /// `None`: the whole cluster.
     pub namespace: Option<String>,
-    grace: Duration,
     state: Mutex<State>,
     /// Moved on by every update, so that readers can tell when what they computed is stale.
     generation: Arc<watch::Sender<u64>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     pods: PodSet,
     leases: LeaseBook,
@@ -85,17 +85,43 @@ impl Target {
 
     /// The next instant at which a verdict may change without any event.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        self.lock().leases.next_deadline(now, self.grace)
+        self.lock().leases.next_deadline(now)
     }
 
-    /// A deadline passed: what was judged before may no longer stand.
-    pub fn deadline_passed(&self) {
-        self.update(|_| ());
+    /// A deadline passed at `now`: what was judged before may no longer stand.
+    pub fn deadline_passed(&self, now: Instant) {
+        self.update(|s| s.leases.note_expiries(now));
     }
 
     /// Judges every namespace where the component has pods or a lease, at `now`.
     pub fn snapshot(&self, now: Instant) -> TargetSnapshot {
+        self.snapshot_of(&self.lock(), now)
+    }
+
+    /// [`Target::snapshot`] with each lease's timeline and recent renewals, for people.
+    pub fn status(&self, now: Instant) -> TargetStatus {
         let state = self.lock();
+        let snapshot = self.snapshot_of(&state, now);
+        let timelines = snapshot
+            .stats
+            .keys()
+            .filter_map(|ns| {
+                let history = state.leases.history(ns)?;
+                let timeline = Timeline {
+                    events: history.events().cloned().collect(),
+                    recent_renewals: history.recent(now),
+                };
+                Some((ns.clone(), timeline))
+            })
+            .collect();
+        TargetStatus {
+            snapshot,
+            timelines,
+        }
+    }
+
+    fn snapshot_of(&self, state: &State, now: Instant) -> TargetSnapshot {
+        let grace = state.leases.grace();
         let sighted = state.pods.healthy() && state.leases.healthy();
         let verdicts = sighted.then(|| {
             let namespaces: BTreeSet<&str> = state
@@ -110,7 +136,7 @@ impl Target {
                         state.pods.in_namespace(ns),
                         state.leases.get(ns),
                         now,
-                        self.grace,
+                        grace,
                     );
                     (ns.to_owned(), verdict)
                 })
@@ -123,8 +149,24 @@ impl Target {
             leases_healthy: state.leases.healthy(),
             listed: state.pods.listed_once() && state.leases.listed_once(),
             verdicts,
+            stats: state.leases.stats(now),
         }
     }
+}
+
+/// A target's snapshot and, per namespace with a lease, its story.
+#[derive(Clone, Debug)]
+pub struct TargetStatus {
+    pub snapshot: TargetSnapshot,
+    pub timelines: BTreeMap<String, Timeline>,
+}
+
+/// What happened to one lease, oldest first.
+#[derive(Clone, Debug)]
+pub struct Timeline {
+    pub events: Vec<Event>,
+    /// (when the renewal was seen, the interval since the one before)
+    pub recent_renewals: Vec<(Instant, Duration)>,
 }
 
 /// One target, judged at one instant.
@@ -138,6 +180,8 @@ pub struct TargetSnapshot {
     pub listed: bool,
     /// Per namespace, or `None` while a watch cannot be trusted: blind is not "no leader".
     pub verdicts: Option<Vec<(String, Verdict)>>,
+    /// Per namespace where a lease was seen, what was counted of it.
+    pub stats: BTreeMap<String, LeaseStats>,
 }
 
 /// Every target, judged at one instant.
@@ -182,6 +226,7 @@ impl Snapshot {
 pub struct Targets {
     targets: Vec<Arc<Target>>,
     generation: Arc<watch::Sender<u64>>,
+    grace: Duration,
 }
 
 impl Targets {
@@ -201,8 +246,10 @@ impl Targets {
                     Arc::new(Target {
                         component: component.clone(),
                         namespace: namespace.clone(),
-                        grace: settings.lease_grace,
-                        state: Mutex::default(),
+                        state: Mutex::new(State {
+                            pods: PodSet::default(),
+                            leases: LeaseBook::new(settings.lease_grace),
+                        }),
                         generation: generation.clone(),
                     })
                 })
@@ -211,7 +258,13 @@ impl Targets {
         Self {
             targets,
             generation,
+            grace: settings.lease_grace,
         }
+    }
+
+    /// Beyond a lease's duration, before an unchanged record counts as run out.
+    pub fn grace(&self) -> Duration {
+        self.grace
     }
 
     pub fn handles(&self) -> &[Arc<Target>] {
@@ -222,6 +275,11 @@ impl Targets {
         Snapshot {
             targets: self.targets.iter().map(|t| t.snapshot(now)).collect(),
         }
+    }
+
+    /// Every target's [`TargetStatus`] at `now`.
+    pub fn status(&self, now: Instant) -> Vec<TargetStatus> {
+        self.targets.iter().map(|t| t.status(now)).collect()
     }
 
     /// Moves on with every update of any target.

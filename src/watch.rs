@@ -328,7 +328,7 @@ impl Feed for LeaseFeed {
                 }
             }
         }
-        self.target.deadline_passed();
+        self.target.deadline_passed(Instant::now());
         None
     }
 }

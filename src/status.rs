@@ -1,0 +1,270 @@
+//! What the status page and `/status.json` show: every component in every namespace, its
+//! leader, its renewals and its story, from one read of the targets. The page renders this
+//! very structure, so the two never disagree. The JSON schema is documented in the README.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::jiff::{Timestamp, Unit};
+use serde::Serialize;
+
+use crate::{
+    history::{Event, EventKind, LeaseStats},
+    judge::Verdict,
+    targets::{TargetStatus, Timeline},
+};
+
+/// Bumped when a field changes meaning or goes away; new fields may appear at any time.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub schema: u32,
+    pub exporter_version: &'static str,
+    /// When this was read, RFC 3339.
+    pub generated_at: String,
+    /// Every watch has completed its first list.
+    pub ready: bool,
+    pub components: Vec<ComponentStatus>,
+}
+
+/// One component within one scope.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentStatus {
+    pub component: String,
+    /// A namespace, or "all namespaces".
+    pub scope: String,
+    pub pods_watch_healthy: bool,
+    pub leases_watch_healthy: bool,
+    /// In how many namespaces the component has pods or its Lease; `None` while blind.
+    pub found_in: Option<usize>,
+    pub namespaces: Vec<NamespaceStatus>,
+}
+
+/// The state of a card on the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// A live leader holds the lease.
+    Leader,
+    /// No live leader.
+    NoLeader,
+    /// The lease looks run out and a direct read is confirming it.
+    Checking,
+    /// A watch is failing or has not listed yet: nothing is known now.
+    Blind,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NamespaceStatus {
+    pub namespace: String,
+    pub state: State,
+    /// Why the leader is or is not present; `None` while blind.
+    pub reason: Option<String>,
+    pub holder: Option<String>,
+    /// Whether the holder's pod is Ready; `None` when no pod matches the holder.
+    pub holder_ready: Option<bool>,
+    pub pods: Option<u32>,
+    pub pods_ready: Option<u32>,
+    pub lease: Option<LeaseView>,
+    /// How long the current holder has held the lease, by the exporter's clock.
+    pub holder_since_seconds: Option<f64>,
+    /// Holder changes the exporter has seen, to and from no holder included.
+    pub holder_changes: Option<u64>,
+    pub renewals: Renewals,
+    /// Oldest first, at most 50.
+    pub events: Vec<EventView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LeaseView {
+    /// Since the exporter last saw the record change.
+    pub age_seconds: f64,
+    /// The lease duration plus the grace: past it, the lease has run out.
+    pub limit_seconds: Option<f64>,
+    pub duration_seconds: Option<f64>,
+    pub transitions: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Renewals {
+    pub count: u64,
+    pub sum_seconds: f64,
+    /// The last few minutes' intervals, oldest first.
+    pub recent: Vec<RenewalView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RenewalView {
+    pub at: String,
+    /// How long before `generated_at`.
+    pub ago_seconds: f64,
+    pub interval_seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EventView {
+    pub at: String,
+    /// seen, acquired, changed, released, lost, back, deleted, blind or saw_again.
+    pub kind: &'static str,
+    /// The holder after the event.
+    pub holder: Option<String>,
+    /// The holder before, for changed and released.
+    pub previous: Option<String>,
+    pub transitions: Option<i32>,
+}
+
+/// Turns instants of the monotonic clock into wall-clock time, from one reading of both.
+struct Clock {
+    now: Instant,
+    wall: SystemTime,
+}
+
+impl Clock {
+    fn format(&self, at: Instant) -> String {
+        let back = self.now.saturating_duration_since(at);
+        let wall = self
+            .wall
+            .checked_sub(back)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        format_wall(wall)
+    }
+}
+
+fn format_wall(wall: SystemTime) -> String {
+    Timestamp::try_from(wall)
+        .and_then(|t| t.round(Unit::Millisecond))
+        .map_or_else(|_| "unknown".to_owned(), |t| t.to_string())
+}
+
+/// The status of every target, read at `now` (wall-clock `wall`).
+pub fn status(targets: &[TargetStatus], now: Instant, wall: SystemTime, grace: Duration) -> Status {
+    let clock = Clock { now, wall };
+    let components = targets
+        .iter()
+        .map(|t| component(t, &clock, grace))
+        .collect::<Vec<_>>();
+    Status {
+        schema: SCHEMA_VERSION,
+        exporter_version: env!("CARGO_PKG_VERSION"),
+        generated_at: format_wall(wall),
+        ready: targets.iter().all(|t| t.snapshot.listed),
+        components,
+    }
+}
+
+fn component(target: &TargetStatus, clock: &Clock, grace: Duration) -> ComponentStatus {
+    let snapshot = &target.snapshot;
+    let namespaces = match &snapshot.verdicts {
+        Some(verdicts) => verdicts
+            .iter()
+            .map(|(ns, verdict)| {
+                let mut view = history_only(ns, target, clock);
+                let stats = target.snapshot.stats.get(ns.as_str());
+                judged(&mut view, verdict, stats, grace);
+                view
+            })
+            .collect(),
+        // Blind: what is known is the story so far.
+        None => target
+            .timelines
+            .keys()
+            .map(|ns| history_only(ns, target, clock))
+            .collect(),
+    };
+    ComponentStatus {
+        component: snapshot.component.clone(),
+        scope: snapshot.scope.clone(),
+        pods_watch_healthy: snapshot.pods_healthy,
+        leases_watch_healthy: snapshot.leases_healthy,
+        found_in: snapshot.verdicts.as_ref().map(Vec::len),
+        namespaces,
+    }
+}
+
+/// A namespace's card with only its history: the state while nothing is known now.
+fn history_only(ns: &str, target: &TargetStatus, clock: &Clock) -> NamespaceStatus {
+    let stats = target.snapshot.stats.get(ns);
+    let timeline = target.timelines.get(ns);
+    NamespaceStatus {
+        namespace: ns.to_owned(),
+        state: State::Blind,
+        reason: None,
+        holder: None,
+        holder_ready: None,
+        pods: None,
+        pods_ready: None,
+        lease: None,
+        holder_since_seconds: None,
+        holder_changes: stats.map(|s| s.changes),
+        renewals: renewals(stats, timeline, clock),
+        events: timeline
+            .map(|t| t.events.iter().map(|e| event(e, clock)).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// Fills in what the verdict says now.
+fn judged(
+    view: &mut NamespaceStatus,
+    verdict: &Verdict,
+    stats: Option<&LeaseStats>,
+    grace: Duration,
+) {
+    view.state = match (verdict.is_known(), verdict.present) {
+        (false, _) => State::Checking,
+        (true, true) => State::Leader,
+        (true, false) => State::NoLeader,
+    };
+    view.reason = Some(verdict.reason.to_string());
+    view.holder.clone_from(&verdict.holder);
+    view.holder_ready = verdict.holder_ready;
+    view.pods = Some(verdict.pods);
+    view.pods_ready = Some(verdict.pods_ready);
+    view.lease = verdict.lease.as_ref().map(|l| LeaseView {
+        age_seconds: l.age.as_secs_f64(),
+        limit_seconds: l.duration.map(|d| (d + grace).as_secs_f64()),
+        duration_seconds: l.duration.map(|d| d.as_secs_f64()),
+        transitions: l.transitions,
+    });
+    view.holder_since_seconds = stats
+        .filter(|_| verdict.holder.is_some())
+        .map(|s| s.holder_since.as_secs_f64());
+}
+
+fn renewals(stats: Option<&LeaseStats>, timeline: Option<&Timeline>, clock: &Clock) -> Renewals {
+    let Some(stats) = stats else {
+        return Renewals::default();
+    };
+    Renewals {
+        count: stats.renewals.count,
+        sum_seconds: stats.renewals.sum,
+        recent: timeline
+            .map(|t| {
+                t.recent_renewals
+                    .iter()
+                    .map(|(at, interval)| RenewalView {
+                        at: clock.format(*at),
+                        ago_seconds: clock.now.saturating_duration_since(*at).as_secs_f64(),
+                        interval_seconds: interval.as_secs_f64(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn event(e: &Event, clock: &Clock) -> EventView {
+    let previous = match &e.kind {
+        EventKind::Changed { previous } | EventKind::Released { previous } => {
+            Some(previous.clone())
+        }
+        _ => None,
+    };
+    EventView {
+        at: clock.format(e.at),
+        kind: e.kind.name(),
+        holder: e.holder.clone(),
+        previous,
+        transitions: e.transitions,
+    }
+}
