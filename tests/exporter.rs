@@ -301,7 +301,11 @@ async fn http_endpoints() {
     let (code, page) = bed.get("/").await;
     assert_eq!(code, 200);
     assert!(page.contains("href=\"/metrics\""));
-    assert!(page.contains(POD_A) && page.contains("virt-operator") && page.contains("2/2"));
+    assert!(page.contains(POD_A) && page.contains("virt-operator") && page.contains("2 of 2"));
+    let response = bed.http.get(bed.url("/status.json")).send().await.expect("get");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let status: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(status["components"][0]["namespaces"][0]["holder"], POD_A);
     assert_eq!(bed.get("/nope").await.0, 404);
     let post = bed
         .http
