@@ -302,7 +302,12 @@ async fn http_endpoints() {
     assert_eq!(code, 200);
     assert!(page.contains("href=\"/metrics\""));
     assert!(page.contains(POD_A) && page.contains("virt-operator") && page.contains("2 of 2"));
-    let response = bed.http.get(bed.url("/status.json")).send().await.expect("get");
+    let response = bed
+        .http
+        .get(bed.url("/status.json"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(response.headers()["content-type"], "application/json");
     let status: serde_json::Value = response.json().await.expect("JSON");
     assert_eq!(status["components"][0]["namespaces"][0]["holder"], POD_A);

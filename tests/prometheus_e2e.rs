@@ -186,3 +186,49 @@ async fn prometheus_sees_the_leader_go_and_no_leading_virt_operator_pends() {
         .await;
     assert_eq!(up, Some(1.0));
 }
+
+#[tokio::test]
+async fn a_leader_renewing_every_7s_raises_kubevirt_leader_renewals_slow() {
+    let bed = Bed::start(settings(&[])).await;
+    for name in [POD_A, POD_B] {
+        bed.store.apply(kubevirt_leader_sim::pod(
+            NS,
+            name,
+            &[("kubevirt.io", OPERATOR)],
+            true,
+        ));
+    }
+    // KubeVirt's 15 s lease: the leader is slow, not gone.
+    bed.store
+        .apply(kubevirt_leader_sim::lease(NS, OPERATOR, POD_A, 15));
+    let store = bed.store.clone();
+    let renewer = tokio::spawn(async move {
+        loop {
+            store.renew_lease(NS, OPERATOR);
+            tokio::time::sleep(Duration::from_secs(7)).await;
+        }
+    });
+    let prometheus = Prometheus::start(&bed.exporter.addr.to_string());
+    let http = reqwest::Client::new();
+    let state = eventually("KubevirtLeaderRenewalsSlow in Prometheus", async || {
+        prometheus
+            .alert_state(&http, "KubevirtLeaderRenewalsSlow", NS)
+            .await
+            .filter(|s| s == "firing")
+    })
+    .await;
+    assert_eq!(state, "firing");
+    let slow = format!(
+        "kubevirt_leader_lease_renewal_interval_seconds_count{{namespace=\"{NS}\"}} \
+         - ignoring(le) kubevirt_leader_lease_renewal_interval_seconds_bucket{{namespace=\"{NS}\",le=\"6\"}}"
+    );
+    let slow = prometheus
+        .value(&http, &slow)
+        .await
+        .expect("slow intervals");
+    assert!(slow >= 3.0, "{slow}");
+    // Slow, not gone: the leader is still present.
+    let present = format!("kubevirt_leader_present{{namespace=\"{NS}\",component=\"{OPERATOR}\"}}");
+    assert_eq!(prometheus.value(&http, &present).await, Some(1.0));
+    renewer.abort();
+}

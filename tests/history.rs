@@ -1,0 +1,156 @@
+//! Renewal health and leadership history end to end: the simulated API server feeds the
+//! exporter through the real kube client; assertions read `/metrics`, `/status.json` and `/`
+//! over HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use kubevirt_leader_sim::{lease, pod};
+use serde_json::Value;
+
+/// KubeVirt's own lease duration: long enough that slow renewals do not lose the lease.
+const KUBEVIRT_LEASE_SECONDS: i32 = 15;
+
+fn seed(bed: &Bed) {
+    for name in [POD_A, POD_B] {
+        bed.store
+            .apply(pod(NS, name, &[("kubevirt.io", OPERATOR)], true));
+    }
+    bed.store
+        .apply(lease(NS, OPERATOR, POD_A, KUBEVIRT_LEASE_SECONDS));
+}
+
+fn bucket(s: &Scrape, le: &str) -> Option<f64> {
+    s.value(
+        "kubevirt_leader_lease_renewal_interval_seconds_bucket",
+        &[("namespace", NS), ("component", OPERATOR), ("le", le)],
+    )
+}
+
+fn count(s: &Scrape) -> Option<f64> {
+    s.operator("lease_renewal_interval_seconds_count", NS)
+}
+
+#[tokio::test]
+async fn renewals_every_2s_then_every_7s_land_in_their_buckets() {
+    let bed = Bed::start(settings(&[])).await;
+    seed(&bed);
+    bed.until("leader present", |s| s.settled(NS)).await;
+    // The first renewal the exporter sees starts its clock; each one after it is an interval.
+    for pause in [0, 2, 2, 2, 7, 7, 7] {
+        tokio::time::sleep(Duration::from_secs(pause)).await;
+        assert!(bed.store.renew_lease(NS, OPERATOR));
+    }
+    let s = bed.until("6 intervals", |s| count(s) == Some(6.0)).await;
+    for (le, want) in [
+        ("1", 0.0),
+        ("3", 3.0),
+        ("6", 3.0),
+        ("8", 6.0),
+        ("+Inf", 6.0),
+    ] {
+        assert_eq!(bucket(&s, le), Some(want), "le={le}\n{}", s.0);
+    }
+    let sum = s
+        .operator("lease_renewal_interval_seconds_sum", NS)
+        .expect("sum");
+    assert!((26.5..29.0).contains(&sum), "{sum}");
+    assert_eq!(s.operator("changes_total", NS), Some(0.0));
+    let held = s
+        .operator("holder_since_seconds", NS)
+        .expect("holder_since");
+    assert!(held >= 27.0, "{held}");
+}
+
+/// The kinds of the events of virt-operator in `NS`, oldest first.
+fn story(status: &Value) -> Vec<String> {
+    let namespaces = status["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["component"] == OPERATOR)
+        .flat_map(|c| c["namespaces"].as_array().into_iter().flatten())
+        .find(|n| n["namespace"] == NS);
+    namespaces
+        .and_then(|n| n["events"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn status(bed: &Bed) -> Value {
+    let (code, body) = bed.get("/status.json").await;
+    assert_eq!(code, 200);
+    serde_json::from_str(&body).expect("JSON")
+}
+
+#[tokio::test]
+async fn a_takeover_a_release_and_a_blind_spell_are_told_in_order() {
+    let bed = Bed::start(settings(&[])).await;
+    seed(&bed);
+    bed.until("leader present", |s| s.settled(NS)).await;
+    bed.store.take_lease(NS, OPERATOR, POD_B);
+    bed.until("B leads", |s| s.holder(NS).as_deref() == Some(POD_B))
+        .await;
+    bed.store.update::<Lease>(NS, OPERATOR, |l| {
+        if let Some(spec) = &mut l.spec {
+            spec.holder_identity = Some(String::new());
+        }
+    });
+    bed.until("released", |s| s.present(NS) == Some(0.0)).await;
+
+    let faults = bed.sim.as_ref().expect("sim").faults.clone();
+    faults.fail_next(u32::MAX);
+    faults.close_watches();
+    bed.until("blind", Scrape::blind).await;
+    // While blind, the page still tells the story so far.
+    let blind = status(&bed).await;
+    let card = &blind["components"][0]["namespaces"][0];
+    assert_eq!(card["state"], "blind", "{blind:#}");
+    assert_eq!(story(&blind).last().map(String::as_str), Some("blind"));
+    faults.heal();
+    bed.until("seeing again", |s| s.present(NS) == Some(0.0))
+        .await;
+
+    bed.store.take_lease(NS, OPERATOR, POD_A);
+    bed.until("A leads", |s| s.settled(NS)).await;
+    let status = status(&bed).await;
+    assert_eq!(
+        story(&status),
+        [
+            "seen",
+            "changed",
+            "released",
+            "blind",
+            "saw_again",
+            "acquired"
+        ],
+        "{status:#}"
+    );
+    let card = &status["components"][0]["namespaces"][0];
+    assert_eq!(card["state"], "leader");
+    assert_eq!(card["holder"], POD_A);
+    assert_eq!(card["holder_changes"], 3);
+    let times: Vec<&str> = card["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["at"].as_str())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    let changed = &card["events"][1];
+    assert_eq!(
+        (&changed["holder"], &changed["previous"]),
+        (&Value::from(POD_B), &Value::from(POD_A))
+    );
+
+    let (_, page) = bed.get("/").await;
+    assert!(page.contains("class=\"card leader\""), "{page}");
+    assert!(page.contains("took over from"), "{page}");
+    assert!(page.contains("released the lease"), "{page}");
+    assert!(page.contains("lost sight of the lease"), "{page}");
+}
