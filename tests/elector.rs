@@ -459,3 +459,62 @@ async fn api_server_outage_while_a_leader_renews() {
         back.as_secs_f64()
     ));
 }
+
+/// Renewal intervals as the histogram counts them, for virt-operator in `ns`: (intervals at
+/// most `le` seconds, all intervals).
+fn renewals(s: &Scrape, ns: &str, le: &str) -> (Option<f64>, Option<f64>) {
+    let labels = [("namespace", ns), ("component", LEASE)];
+    let bucket = s.value(
+        "kubevirt_leader_lease_renewal_interval_seconds_bucket",
+        &[labels[0], labels[1], ("le", le)],
+    );
+    let count = s.value(
+        "kubevirt_leader_lease_renewal_interval_seconds_count",
+        &labels,
+    );
+    (bucket, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_renewing_every_6s_shows_in_the_histogram_beside_one_renewing_every_2s() {
+    const SLOW: &str = "struggling";
+    let Some(t) = setup(&[]).await else { return };
+    t.cluster.namespace(SLOW).await;
+    t.plane.grant_elector_rbac(&t.cluster.client, SLOW).await;
+    let _healthy = t.elector(A);
+    let _struggling = t.plane.elector(SLOW, LEASE, B, &["--retry-period=6s"]);
+    let s = t
+        .until("five intervals of the struggling leader", |s| {
+            renewals(s, SLOW, "+Inf").1 >= Some(5.0)
+        })
+        .await;
+    let (within_3s, healthy) = renewals(&s, NS, "3");
+    let healthy = healthy.expect("healthy leader's intervals");
+    assert!(healthy >= 10.0, "{healthy}");
+    assert_eq!(
+        within_3s,
+        Some(healthy),
+        "every 2 s renewal within 3 s\n{}",
+        s.0
+    );
+    let (within_4s, slow) = renewals(&s, SLOW, "4");
+    let (within_8s, _) = renewals(&s, SLOW, "8");
+    assert_eq!(within_4s, Some(0.0), "no 6 s renewal within 4 s\n{}", s.0);
+    assert_eq!(within_8s, slow, "every 6 s renewal within 8 s\n{}", s.0);
+    let mean = |ns| {
+        let sum = s.value(
+            "kubevirt_leader_lease_renewal_interval_seconds_sum",
+            &[("namespace", ns), ("component", LEASE)],
+        )?;
+        Some(sum / renewals(&s, ns, "+Inf").1?)
+    };
+    report(&format!(
+        "renewal intervals: retry 2 s -> mean {:.3} s over {healthy} intervals; retry 6 s -> mean {:.3} s over {} intervals",
+        mean(NS).unwrap_or(f64::NAN),
+        mean(SLOW).unwrap_or(f64::NAN),
+        slow.unwrap_or(f64::NAN)
+    ));
+    // Both still lead: slow is not gone.
+    assert_eq!(op(&s, "present"), Some(1.0));
+    assert_eq!(s.operator("present", SLOW), Some(1.0));
+}
