@@ -87,7 +87,14 @@ async fn queries_use_only_series_the_exporter_serves() {
     let used = metric_names(&exprs(&d).join("\n"));
     let used_by_variables = metric_names(&d["templating"].to_string());
     assert!(used.len() >= 9, "{used:?}");
-    assert!(used.contains("kubevirt_leader_holder_ready"), "{used:?}");
+    for name in [
+        "kubevirt_leader_holder_ready",
+        "kubevirt_leader_lease_renewal_interval_seconds_bucket",
+        "kubevirt_leader_changes_total",
+        "kubevirt_leader_holder_since_seconds",
+    ] {
+        assert!(used.contains(name), "{name} not in {used:?}");
+    }
     for name in used.iter().chain(&used_by_variables) {
         assert!(
             served.contains(name),

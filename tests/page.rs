@@ -35,6 +35,7 @@ async fn chromium(url: &str, mode: &str) -> String {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            "--disable-dev-shm-usage",
             "--no-first-run",
             "--hide-scrollbars",
             "--window-size=1300,1100",
