@@ -88,6 +88,20 @@ fn bench_render(c: &mut Criterion) {
     c.bench_function("render /metrics (3 components x 2 namespaces)", |b| {
         b.iter(|| black_box(metrics.render().expect("render")))
     });
+    // Every update of a target makes the next scrape render afresh: this is the cost of a
+    // rendering itself, where the one above is mostly that of serving the last one again.
+    let targets = filled_targets();
+    let metrics = Metrics::new(targets.clone()).expect("metrics");
+    let target = targets.handles()[0].clone();
+    c.bench_function(
+        "render /metrics after a change (3 components x 2 namespaces)",
+        |b| {
+            b.iter(|| {
+                target.deadline_passed(Instant::now());
+                black_box(metrics.render().expect("render"))
+            })
+        },
+    );
 }
 
 criterion_group!(benches, bench_judge, bench_render);

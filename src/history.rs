@@ -123,19 +123,37 @@ pub struct History {
 }
 
 impl History {
-    /// First sight of a lease at `now`, held by `holder`.
-    pub fn seen(holder: Option<String>, transitions: Option<i32>, now: Instant) -> Self {
-        let mut history = Self {
+    fn empty(now: Instant) -> Self {
+        Self {
             events: VecDeque::new(),
-            holder: holder.clone(),
+            holder: None,
             holder_since: now,
             changes: 0,
             renewals: RenewalCounts::default(),
             recent: VecDeque::new(),
             last_renewal: None,
             lost: false,
-        };
+        }
+    }
+
+    /// First sight of a lease at `now`, held by `holder`: at start-up, or after a blind
+    /// spell. Not a change: the exporter did not see it happen.
+    pub fn seen(holder: Option<String>, transitions: Option<i32>, now: Instant) -> Self {
+        let mut history = Self::empty(now);
+        history.holder = holder;
         history.push(now, EventKind::Seen, transitions);
+        history
+    }
+
+    /// A lease created while the exporter watched, at `now`: its first holder acquired it
+    /// then, which counts as a change.
+    pub fn created(holder: Option<String>, transitions: Option<i32>, now: Instant) -> Self {
+        let mut history = Self::empty(now);
+        if holder.is_some() {
+            history.changed(holder, transitions, now, true);
+        } else {
+            history.push(now, EventKind::Seen, transitions);
+        }
         history
     }
 
@@ -292,6 +310,17 @@ mod tests {
         let stats = h.stats(t0 + 33 * S);
         assert_eq!((stats.renewals.count, stats.renewals.sum), (1, 2.0));
         assert_eq!(kinds(&h), ["seen", "blind", "saw_again"]);
+    }
+
+    #[test]
+    fn a_lease_created_under_watch_was_acquired() {
+        let t0 = Instant::now();
+        let h = History::created(Some("a".into()), Some(0), t0);
+        assert_eq!(kinds(&h), ["acquired"]);
+        assert_eq!(h.stats(t0).changes, 1);
+        let empty = History::created(None, None, t0);
+        assert_eq!(kinds(&empty), ["seen"]);
+        assert_eq!(empty.stats(t0).changes, 0);
     }
 
     #[test]

@@ -106,7 +106,11 @@ impl LeaseBook {
         match self.histories.get_mut(namespace) {
             Some(history) => history.changed(holder, record.transitions, now, live),
             None => {
-                let history = History::seen(holder, record.transitions, now);
+                let history = if live {
+                    History::created(holder, record.transitions, now)
+                } else {
+                    History::seen(holder, record.transitions, now)
+                };
                 self.histories.insert(namespace.to_owned(), history);
             }
         }
@@ -420,7 +424,12 @@ mod tests {
             Confirmation::Unchanged
         );
         book.note_expiries(at(23));
-        assert_eq!(story(&book), ["seen"], "not run out before 4 + 15 + 5 s");
+        // Created under the exporter's eyes: acquired.
+        assert_eq!(
+            story(&book),
+            ["acquired"],
+            "not run out before 4 + 15 + 5 s"
+        );
         book.note_expiries(at(25));
         book.note_expiries(at(26));
         let lost = book.history(NS).and_then(|h| h.events().last().cloned());
@@ -429,13 +438,13 @@ mod tests {
         let mut taken = record("b", "r4");
         taken.transitions = Some(1);
         book.apply(LeaseChange::Applied(NS.into(), taken), at(30));
-        assert_eq!(story(&book), ["seen", "lost", "changed"]);
+        assert_eq!(story(&book), ["acquired", "lost", "changed"]);
         let stats = &book.stats(at(31))[NS];
         assert_eq!(
             (stats.changes, stats.holder_since),
-            (1, Duration::from_secs(1))
+            (2, Duration::from_secs(1))
         );
-        assert_eq!(stats.renewals.count, 1, "only a -> a at 2 s and 4 s");
+        assert_eq!(stats.renewals.count, 2, "a -> a at 2 s and at 4 s");
 
         // A watch that fell behind: the newer record is no renewal seen as it happened.
         assert_eq!(
@@ -444,17 +453,24 @@ mod tests {
         );
         relist(&mut book, &[(NS, record("b", "r10"))], at(51));
         book.apply(LeaseChange::Applied(NS.into(), record("b", "r11")), at(53));
-        assert_eq!(book.stats(at(53))[NS].renewals.count, 1);
+        assert_eq!(book.stats(at(53))[NS].renewals.count, 2);
         assert_eq!(
             story(&book),
-            ["seen", "lost", "changed", "blind", "saw_again"]
+            ["acquired", "lost", "changed", "blind", "saw_again"]
         );
         // Gone from a relist: deleted, and the story is kept.
         relist(&mut book, &[], at(60));
         assert_eq!(
             story(&book),
-            ["seen", "lost", "changed", "blind", "saw_again", "deleted"]
+            [
+                "acquired",
+                "lost",
+                "changed",
+                "blind",
+                "saw_again",
+                "deleted"
+            ]
         );
-        assert_eq!(book.stats(at(60))[NS].changes, 2);
+        assert_eq!(book.stats(at(60))[NS].changes, 3);
     }
 }
