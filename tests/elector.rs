@@ -488,19 +488,11 @@ async fn a_leader_renewing_every_6s_shows_in_the_histogram_beside_one_renewing_e
             renewals(s, SLOW, "+Inf").1 >= Some(5.0)
         })
         .await;
-    let (within_3s, healthy) = renewals(&s, NS, "3");
+    let (within_4s_healthy, healthy) = renewals(&s, NS, "4");
     let healthy = healthy.expect("healthy leader's intervals");
     assert!(healthy >= 10.0, "{healthy}");
-    assert_eq!(
-        within_3s,
-        Some(healthy),
-        "every 2 s renewal within 3 s\n{}",
-        s.0
-    );
     let (within_4s, slow) = renewals(&s, SLOW, "4");
-    let (within_8s, _) = renewals(&s, SLOW, "8");
-    assert_eq!(within_4s, Some(0.0), "no 6 s renewal within 4 s\n{}", s.0);
-    assert_eq!(within_8s, slow, "every 6 s renewal within 8 s\n{}", s.0);
+    let slow = slow.expect("struggling leader's intervals");
     let mean = |ns| {
         let sum = s.value(
             "kubevirt_leader_lease_renewal_interval_seconds_sum",
@@ -508,12 +500,28 @@ async fn a_leader_renewing_every_6s_shows_in_the_histogram_beside_one_renewing_e
         )?;
         Some(sum / renewals(&s, ns, "+Inf").1?)
     };
+    let (healthy_mean, slow_mean) = (mean(NS).expect("mean"), mean(SLOW).expect("mean"));
     report(&format!(
-        "renewal intervals: retry 2 s -> mean {:.3} s over {healthy} intervals; retry 6 s -> mean {:.3} s over {} intervals",
-        mean(NS).unwrap_or(f64::NAN),
-        mean(SLOW).unwrap_or(f64::NAN),
-        slow.unwrap_or(f64::NAN)
+        "renewal intervals: retry 2 s -> mean {healthy_mean:.3} s over {healthy} intervals; \
+         retry 6 s -> mean {slow_mean:.3} s over {slow} intervals"
     ));
+    // A 6 s retry period cannot renew sooner, however idle the machine, except once: client-go
+    // renews at once after acquiring. A busy machine can only delay renewals, so the healthy
+    // leader is held to most, not all, of its intervals.
+    let (within_8s, _) = renewals(&s, SLOW, "8");
+    let within_4s = within_4s.expect("bucket");
+    assert!(within_4s <= 1.0, "6 s renewals within 4 s\n{}", s.0);
+    assert!(
+        within_8s.is_some_and(|n| n - within_4s >= 4.0),
+        "6 s renewals between 4 and 8 s\n{}",
+        s.0
+    );
+    assert!(
+        within_4s_healthy.is_some_and(|n| n >= healthy * 0.75),
+        "most 2 s renewals within 4 s\n{}",
+        s.0
+    );
+    assert!(healthy_mean < slow_mean, "{healthy_mean} {slow_mean}");
     // Both still lead: slow is not gone.
     assert_eq!(op(&s, "present"), Some(1.0));
     assert_eq!(s.operator("present", SLOW), Some(1.0));
