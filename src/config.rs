@@ -25,19 +25,20 @@ pub struct Args {
     pub log_format: LogFormat,
 
     /// Kubeconfig file to use. Default: in-cluster config, then KUBECONFIG, then ~/.kube/config.
-    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_KUBECONFIG")]
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_KUBECONFIG", global = true)]
     pub kubeconfig: Option<PathBuf>,
 
     /// YAML file listing the components to watch; replaces the built-in list. Default: the
     /// built-in virt-operator, virt-controller and virt-synchronization-controller.
-    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_CONFIG")]
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_CONFIG", global = true)]
     pub config: Option<PathBuf>,
 
     /// Namespace to watch (repeat, or separate with commas). Default: the whole cluster.
     #[arg(
         long = "namespace",
         env = "KUBEVIRT_LEADER_EXPORTER_NAMESPACES",
-        value_delimiter = ','
+        value_delimiter = ',',
+        global = true
     )]
     pub namespaces: Vec<String>,
 
@@ -68,6 +69,18 @@ pub struct Args {
         requires = "tls_cert_file"
     )]
     pub tls_key_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Look into a component without a leader, as the NoLeadingVirtOperator runbook does, and
+    /// conclude in plain words. Uses --kubeconfig, --config and --namespace. Exit status: 0
+    /// when every component found has a live leader, 1 when one has none, 2 when it could
+    /// not tell.
+    Diagnose(crate::diagnose::DiagnoseArgs),
 }
 
 /// The longest `--lease-grace` accepted.

@@ -8,6 +8,7 @@
 
 pub mod changelog;
 pub mod config;
+pub mod diagnose;
 pub mod history;
 pub mod http;
 pub mod judge;

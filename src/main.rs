@@ -4,7 +4,8 @@ use anyhow::Context;
 use clap::Parser;
 use kubevirt_leader_exporter::{
     DEFAULT_LOG_FILTER, Exporter, client,
-    config::{Args, LogFormat, Settings},
+    config::{Args, Command, LogFormat, Settings},
+    diagnose::{DiagnoseArgs, Output},
     error_chain,
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -14,7 +15,19 @@ use tracing_subscriber::EnvFilter;
 // same on a 2-core and a 96-core node.
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
-    match run().await {
+    let args = Args::parse();
+    if let Some(Command::Diagnose(diagnose)) = &args.command {
+        init_tracing(args.log_format, DIAGNOSE_LOG_FILTER);
+        return match run_diagnose(&args, diagnose).await {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("Error: {}", error_chain(error.as_ref()));
+                ExitCode::from(2)
+            }
+        };
+    }
+    init_tracing(args.log_format, DEFAULT_LOG_FILTER);
+    match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("Error: {}", error_chain(error.as_ref()));
@@ -23,10 +36,8 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
-    init_tracing(args.log_format);
-    let settings = Settings::from_args(&args).context("invalid configuration")?;
+async fn run(args: &Args) -> anyhow::Result<()> {
+    let settings = Settings::from_args(args).context("invalid configuration")?;
     let client = client(settings.kubeconfig.as_deref()).await?;
     let exporter = Exporter::start(&settings, client, shutdown_signal()?).await?;
     exporter.wait().await?;
@@ -34,9 +45,23 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing(format: LogFormat) {
+/// `diagnose` prints a report: only warnings and errors go to the log.
+const DIAGNOSE_LOG_FILTER: &str = "warn,kube_client::client::builder=off";
+
+async fn run_diagnose(args: &Args, diagnose: &DiagnoseArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings::from_args(args).context("invalid configuration")?;
+    let client = client(settings.kubeconfig.as_deref()).await?;
+    let report = kubevirt_leader_exporter::diagnose::run(&client, &settings, diagnose).await;
+    match diagnose.output {
+        Output::Text => print!("{}", kubevirt_leader_exporter::diagnose::text(&report)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+fn init_tracing(format: LogFormat, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // Colour codes only for a person at a terminal, never in a log file or pipeline.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

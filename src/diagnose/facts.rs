@@ -1,0 +1,458 @@
+//! What `diagnose` gathers about a component in a namespace, each look-up kept with its
+//! outcome: a look-up the user was not allowed to make is a fact too, and says what it means.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::{
+    api::{
+        admissionregistration::v1::{
+            MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhookConfiguration,
+        },
+        authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
+        coordination::v1::Lease,
+        core::v1::{Event, Pod},
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client,
+    api::{ListParams, PostParams},
+    core::{ApiResource, DynamicObject, GroupVersionKind},
+};
+use serde::Serialize;
+
+use crate::{error_chain, objects::lease_record};
+
+/// The outcome of one look-up.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "outcome", content = "value", rename_all = "snake_case")]
+pub enum Lookup<T> {
+    Found(T),
+    /// The user may not make it (HTTP 403).
+    Forbidden(String),
+    Failed(String),
+}
+
+impl<T> Lookup<T> {
+    fn from_result(result: kube::Result<T>) -> Self {
+        match result {
+            Ok(value) => Lookup::Found(value),
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                Lookup::Forbidden(status.message.clone())
+            }
+            Err(error) => Lookup::Failed(error_chain(&error)),
+        }
+    }
+
+    pub fn found(&self) -> Option<&T> {
+        match self {
+            Lookup::Found(value) => Some(value),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PodFacts {
+    pub name: String,
+    pub phase: Option<String>,
+    pub ready: bool,
+    pub deleting: bool,
+    pub node: Option<String>,
+    pub age_seconds: Option<f64>,
+    pub restarts: i32,
+    /// The last termination of any of its containers: reason (OOMKilled, Error) and exit code.
+    pub last_termination: Option<(String, i32)>,
+    pub service_account: String,
+}
+
+impl PodFacts {
+    fn of(pod: &Pod, now: Timestamp) -> Self {
+        let status = pod.status.as_ref();
+        let containers = status
+            .and_then(|s| s.container_statuses.as_deref())
+            .unwrap_or_default();
+        let last_termination = containers
+            .iter()
+            .filter_map(|c| c.last_state.as_ref()?.terminated.as_ref())
+            .max_by_key(|t| t.finished_at.as_ref().map(|f| f.0))
+            .map(|t| (t.reason.clone().unwrap_or_default(), t.exit_code));
+        let ready = status
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        let spec = pod.spec.as_ref();
+        Self {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            phase: status.and_then(|s| s.phase.clone()),
+            ready: ready && !deleting,
+            deleting,
+            node: spec.and_then(|s| s.node_name.clone()),
+            age_seconds: pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| now.duration_since(t.0).as_secs_f64()),
+            restarts: containers.iter().map(|c| c.restart_count).sum(),
+            last_termination,
+            service_account: spec
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into()),
+        }
+    }
+
+    /// Running and not on its way out: a pod that could be renewing a lease.
+    pub fn running(&self) -> bool {
+        self.phase.as_deref() == Some("Running") && !self.deleting
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LeaseFacts {
+    pub holder: Option<String>,
+    pub acquire_time: Option<String>,
+    pub renew_time: Option<String>,
+    pub duration_seconds: Option<i32>,
+    pub transitions: Option<i32>,
+    /// `renewTime` against the API server's own clock (its `Date` header), never the local
+    /// one: node clocks differ.
+    pub renewed_seconds_ago_by_server: Option<f64>,
+}
+
+/// Whether the lease record changed while this process watched it, by its own clock.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Observation {
+    pub seconds: f64,
+    pub changed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Right {
+    pub service_account: String,
+    pub verb: String,
+    pub allowed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Webhook {
+    /// `validating` or `mutating`.
+    pub kind: &'static str,
+    pub configuration: String,
+    pub name: String,
+    pub failure_policy: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EventFacts {
+    pub object: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub count: Option<i32>,
+    pub last_seen: Option<String>,
+}
+
+/// Everything gathered about one component in one namespace.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Facts {
+    pub component: String,
+    pub namespace: String,
+    pub lease_name: String,
+    pub pods: Vec<PodFacts>,
+    pub lease: Lookup<Option<LeaseFacts>>,
+    pub observation: Option<Observation>,
+    pub rights: Lookup<Vec<Right>>,
+    pub webhooks: Lookup<Vec<Webhook>>,
+    pub events: Lookup<Vec<EventFacts>>,
+}
+
+/// Namespaces named by KubeVirt custom resources; `Found(empty)` when the CRD is absent.
+pub async fn kubevirt_namespaces(client: &Client) -> Lookup<Vec<String>> {
+    let gvk = GroupVersionKind::gvk("kubevirt.io", "v1", "KubeVirt");
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
+    match api.list(&ListParams::default()).await {
+        Err(kube::Error::Api(status)) if status.code == 404 => Lookup::Found(Vec::new()),
+        result => Lookup::from_result(result.map(|list| {
+            list.items
+                .into_iter()
+                .filter_map(|kv| kv.metadata.namespace)
+                .collect()
+        })),
+    }
+}
+
+/// The component's pods in every namespace, by its label selector.
+pub async fn pods(client: &Client, selector: &str) -> Lookup<Vec<Pod>> {
+    let api: Api<Pod> = Api::all(client.clone());
+    Lookup::from_result(
+        api.list(&ListParams::default().labels(selector))
+            .await
+            .map(|l| l.items),
+    )
+}
+
+/// Gathers the facts of `component` in `namespace`, watching the lease for `observe`.
+pub async fn gather(
+    client: &Client,
+    component: &crate::config::Component,
+    namespace: &str,
+    pods: &[Pod],
+    observe: Duration,
+) -> Facts {
+    let now = Timestamp::now();
+    let pods: Vec<PodFacts> = pods.iter().map(|p| PodFacts::of(p, now)).collect();
+    let (lease, observation) = lease(client, namespace, &component.lease, observe).await;
+    let mut accounts: Vec<String> = pods.iter().map(|p| p.service_account.clone()).collect();
+    accounts.sort();
+    accounts.dedup();
+    let mut names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
+    names.push(component.lease.clone());
+    Facts {
+        component: component.name.clone(),
+        namespace: namespace.to_owned(),
+        lease_name: component.lease.clone(),
+        pods,
+        lease,
+        observation,
+        rights: rights(client, namespace, &accounts).await,
+        webhooks: lease_webhooks(client).await,
+        events: events(client, namespace, &names).await,
+    }
+}
+
+/// Reads the lease, with the API server's clock from the response's `Date` header, then
+/// watches it for `observe` by reading it again every second.
+async fn lease(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    observe: Duration,
+) -> (Lookup<Option<LeaseFacts>>, Option<Observation>) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let first = match api.get_opt(name).await {
+        Ok(lease) => lease,
+        Err(error) => return (Lookup::from_result(Err(error)), None),
+    };
+    let server_now = server_date(client).await;
+    let facts = first.as_ref().map(|l| lease_facts(l, server_now));
+    let observation = match &first {
+        Some(lease) if !observe.is_zero() => Some(watch_record(&api, name, lease, observe).await),
+        _ => None,
+    };
+    (Lookup::Found(facts), observation)
+}
+
+fn lease_facts(lease: &Lease, server_now: Option<Timestamp>) -> LeaseFacts {
+    let spec = lease.spec.clone().unwrap_or_default();
+    let renewed = spec.renew_time.as_ref().map(|t| t.0);
+    LeaseFacts {
+        holder: spec.holder_identity.filter(|h| !h.is_empty()),
+        acquire_time: spec.acquire_time.map(|t| t.0.to_string()),
+        renew_time: renewed.map(|t| t.to_string()),
+        duration_seconds: spec.lease_duration_seconds,
+        transitions: spec.lease_transitions,
+        renewed_seconds_ago_by_server: server_now
+            .zip(renewed)
+            .map(|(now, at)| now.duration_since(at).as_secs_f64()),
+    }
+}
+
+/// The API server's clock, from the `Date` header of a cheap request.
+async fn server_date(client: &Client) -> Option<Timestamp> {
+    let request = axum::http::Request::get("/version")
+        .body(kube::client::Body::from(Vec::new()))
+        .ok()?;
+    let response = client.send(request).await.ok()?;
+    let date = response
+        .headers()
+        .get(axum::http::header::DATE)?
+        .to_str()
+        .ok()?;
+    httpdate_to_timestamp(date)
+}
+
+/// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn httpdate_to_timestamp(date: &str) -> Option<Timestamp> {
+    let parsed = k8s_openapi::jiff::fmt::rfc2822::parse(date).ok()?;
+    Some(parsed.timestamp())
+}
+
+async fn watch_record(
+    api: &Api<Lease>,
+    name: &str,
+    first: &Lease,
+    observe: Duration,
+) -> Observation {
+    let start = Instant::now();
+    let before = lease_record(first);
+    let mut changed = false;
+    while start.elapsed() < observe && !changed {
+        tokio::time::sleep(Duration::from_secs(1).min(observe)).await;
+        if let Ok(Some(now)) = api.get_opt(name).await {
+            changed = lease_record(&now) != before;
+        }
+    }
+    Observation {
+        seconds: start.elapsed().as_secs_f64(),
+        changed,
+    }
+}
+
+/// May each service account get, create and update leases in `namespace`?
+async fn rights(client: &Client, namespace: &str, accounts: &[String]) -> Lookup<Vec<Right>> {
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let mut rights = Vec::new();
+    for account in accounts {
+        for verb in ["get", "create", "update"] {
+            let review = SubjectAccessReview {
+                spec: SubjectAccessReviewSpec {
+                    user: Some(format!("system:serviceaccount:{namespace}:{account}")),
+                    groups: Some(vec![
+                        "system:serviceaccounts".into(),
+                        format!("system:serviceaccounts:{namespace}"),
+                    ]),
+                    resource_attributes: Some(ResourceAttributes {
+                        group: Some("coordination.k8s.io".into()),
+                        resource: Some("leases".into()),
+                        verb: Some(verb.into()),
+                        namespace: Some(namespace.into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            match api.create(&PostParams::default(), &review).await {
+                Ok(answer) => rights.push(Right {
+                    service_account: account.clone(),
+                    verb: verb.into(),
+                    allowed: answer.status.is_some_and(|s| s.allowed),
+                }),
+                Err(error) => return Lookup::from_result(Err(error)),
+            }
+        }
+    }
+    Lookup::Found(rights)
+}
+
+/// Whether an admission rule applies to updates of leases.
+fn matches_leases(rule: &RuleWithOperations) -> bool {
+    let any = |list: &Option<Vec<String>>, want: &str| {
+        list.iter()
+            .flatten()
+            .any(|v| v == "*" || v == want || v.starts_with(&format!("{want}/")))
+    };
+    any(&rule.api_groups, "coordination.k8s.io")
+        && any(&rule.resources, "leases")
+        && (any(&rule.operations, "UPDATE") || any(&rule.operations, "CREATE"))
+}
+
+/// Admission webhooks whose rules match lease updates.
+async fn lease_webhooks(client: &Client) -> Lookup<Vec<Webhook>> {
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let mut found = Vec::new();
+    match validating.list(&ListParams::default()).await {
+        Ok(list) => {
+            for config in list.items {
+                let configuration = config.metadata.name.unwrap_or_default();
+                for hook in config.webhooks.unwrap_or_default() {
+                    if hook.rules.iter().flatten().any(matches_leases) {
+                        found.push(Webhook {
+                            kind: "validating",
+                            configuration: configuration.clone(),
+                            name: hook.name,
+                            failure_policy: hook.failure_policy,
+                        });
+                    }
+                }
+            }
+        }
+        Err(error) => return Lookup::from_result(Err(error)),
+    }
+    match mutating.list(&ListParams::default()).await {
+        Ok(list) => {
+            for config in list.items {
+                let configuration = config.metadata.name.unwrap_or_default();
+                for hook in config.webhooks.unwrap_or_default() {
+                    if hook.rules.iter().flatten().any(matches_leases) {
+                        found.push(Webhook {
+                            kind: "mutating",
+                            configuration: configuration.clone(),
+                            name: hook.name,
+                            failure_policy: hook.failure_policy,
+                        });
+                    }
+                }
+            }
+        }
+        Err(error) => return Lookup::from_result(Err(error)),
+    }
+    Lookup::Found(found)
+}
+
+/// Events in `namespace` about the named objects (the pods and the lease).
+async fn events(client: &Client, namespace: &str, names: &[String]) -> Lookup<Vec<EventFacts>> {
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    Lookup::from_result(api.list(&ListParams::default()).await.map(|list| {
+        list.items
+            .into_iter()
+            .filter(|e| {
+                e.involved_object
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| names.contains(n))
+            })
+            .map(|e| EventFacts {
+                object: format!(
+                    "{}/{}",
+                    e.involved_object.kind.unwrap_or_default(),
+                    e.involved_object.name.unwrap_or_default()
+                ),
+                reason: e.reason,
+                message: e.message,
+                count: e.count,
+                last_seen: e.last_timestamp.map(|t| t.0.to_string()),
+            })
+            .collect()
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_parse() {
+        let t = httpdate_to_timestamp("Fri, 27 Nov 2026 00:47:50 GMT").expect("date");
+        assert_eq!(t.to_string(), "2026-11-27T00:47:50Z");
+        assert!(httpdate_to_timestamp("yesterday").is_none());
+    }
+
+    #[test]
+    fn lease_rules() {
+        let rule = |groups: &[&str], resources: &[&str], ops: &[&str]| RuleWithOperations {
+            api_groups: Some(groups.iter().map(|s| (*s).to_owned()).collect()),
+            resources: Some(resources.iter().map(|s| (*s).to_owned()).collect()),
+            operations: Some(ops.iter().map(|s| (*s).to_owned()).collect()),
+            ..Default::default()
+        };
+        assert!(matches_leases(&rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["UPDATE"]
+        )));
+        assert!(matches_leases(&rule(&["*"], &["*"], &["*"])));
+        assert!(!matches_leases(&rule(
+            &["apps"],
+            &["deployments"],
+            &["UPDATE"]
+        )));
+        assert!(!matches_leases(&rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["DELETE"]
+        )));
+    }
+}

@@ -1,0 +1,202 @@
+//! `diagnose` against a real kube-apiserver (and a real client-go elector): each case asserts
+//! the verdict and the exit status, reading the JSON report of the binary.
+
+mod common;
+mod envtest;
+
+use std::process::Command;
+
+use envtest::{ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, elector_assets};
+use k8s_openapi::api::{admissionregistration::v1::ValidatingWebhookConfiguration, core::v1::Pod};
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+const NS: &str = "kubevirt";
+const A: &str = "virt-operator-6f7d9c5b8-a1b2c";
+const B: &str = "virt-operator-6f7d9c5b8-x9y8z";
+const OPERATOR_LABELS: [(&str, &str); 1] = [("kubevirt.io", "virt-operator")];
+
+struct Bed {
+    plane: ControlPlane,
+    cluster: Cluster,
+}
+
+async fn setup() -> Option<Bed> {
+    let assets = elector_assets()?;
+    let plane = ControlPlane::start(&assets).await;
+    let admin = plane.client(ADMIN_TOKEN).await;
+    plane.grant_exporter_rbac(&admin).await;
+    let cluster = Cluster { client: admin };
+    cluster.namespace(NS).await;
+    plane.grant_elector_rbac(&cluster.client, NS).await;
+    for name in [A, B] {
+        cluster.pod_with(NS, name, &OPERATOR_LABELS, false).await;
+    }
+    Some(Bed { plane, cluster })
+}
+
+impl Bed {
+    /// Runs the binary as the cluster's admin.
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+            .arg(format!(
+                "--kubeconfig={}",
+                self.plane.kubeconfig_file(ADMIN_TOKEN).display()
+            ))
+            .args(args)
+            .output()
+            .expect("run diagnose")
+    }
+
+    /// Runs `diagnose` for virt-operator as the user with `token`; (exit status, report).
+    fn diagnose(&self, token: &str, observe: &str) -> (i32, Value) {
+        let out = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+            .arg(format!(
+                "--kubeconfig={}",
+                self.plane.kubeconfig_file(token).display()
+            ))
+            .args(["diagnose", "--component=virt-operator", "--output=json"])
+            .arg(format!("--observe={observe}"))
+            .output()
+            .expect("run diagnose");
+        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "no JSON report ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().expect("exit status"), report)
+    }
+}
+
+fn verdict(report: &Value) -> &Value {
+    &report["components"][0]["verdict"]
+}
+
+fn findings(report: &Value) -> Vec<String> {
+    verdict(report)["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_leader_without_kubevirt_crd() {
+    let Some(t) = setup().await else { return };
+    let a = t.plane.elector(NS, "virt-operator", A, &[]);
+    a.until_leading().await;
+    let (code, report) = t.diagnose(ADMIN_TOKEN, "5s");
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(verdict(&report)["health"], "leader");
+    assert_eq!(
+        findings(&report)[0],
+        format!("leader present: {A} renews the lease")
+    );
+    // No KubeVirt CRD in this cluster: found by the pods' label all the same.
+    assert_eq!(report["kubevirt_namespaces"]["outcome"], "found");
+    assert_eq!(report["components"][0]["facts"]["namespace"], NS);
+
+    let text = t.run(&["diagnose", "--component=virt-operator", "--observe=0s"]);
+    assert_eq!(text.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.starts_with("virt-operator in kubevirt: LEADER\n"),
+        "{text}"
+    );
+    assert!(text.contains("by the API server's clock"), "{text}");
+    // Nothing of a component that is not installed: it cannot tell.
+    let none = t.run(&["diagnose", "--component=virt-synchronization-controller"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stdout).contains("not found in any namespace"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_lease_a_webhook_and_an_oom_killed_pod() {
+    let Some(t) = setup().await else { return };
+    // The leader's pod is gone; its name stays in the lease, which nobody renews.
+    t.cluster.lease(NS, "virt-operator-gone", 15).await;
+    let webhook: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": "lease-policy"},
+        "webhooks": [{
+            "name": "leases.policy.example.com",
+            "clientConfig": {"url": "https://policy.example.com/validate"},
+            "rules": [{"apiGroups": ["coordination.k8s.io"], "apiVersions": ["v1"],
+                       "resources": ["leases"], "operations": ["UPDATE"]}],
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "failurePolicy": "Ignore",
+        }]
+    }))
+    .expect("webhook");
+    Api::<ValidatingWebhookConfiguration>::all(t.cluster.client.clone())
+        .create(&PostParams::default(), &webhook)
+        .await
+        .expect("create webhook");
+    let status = json!({"status": {"containerStatuses": [{
+        "name": "main", "image": "registry.example/leader:latest", "imageID": "",
+        "ready": true, "restartCount": 3,
+        "state": {"running": {}},
+        "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+    }]}});
+    Api::<Pod>::namespaced(t.cluster.client.clone(), NS)
+        .patch_status(B, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .expect("patch status");
+
+    let (code, report) = t.diagnose(ADMIN_TOKEN, "3s");
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(verdict(&report)["health"], "no_leader");
+    let said = findings(&report);
+    let has = |what: &str| said.iter().any(|f| f.contains(what));
+    assert!(
+        has("virt-operator-gone, which is not a running pod: the lease is stale"),
+        "{said:?}"
+    );
+    assert!(
+        has("webhook leases.policy.example.com (lease-policy) intercepts lease updates"),
+        "{said:?}"
+    );
+    assert!(
+        has(&format!(
+            "{B} restarted 3 times, last OOMKilled (exit code 137)"
+        )),
+        "{said:?}"
+    );
+    // The pods run as the namespace's default service account, which has no rights on
+    // leases here.
+    assert!(
+        has("the service account default may not update leases"),
+        "{said:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_rights_for_reviews_still_gets_an_answer() {
+    let Some(t) = setup().await else { return };
+    let a = t.plane.elector(NS, "virt-operator", A, &[]);
+    a.until_leading().await;
+    // The exporter's user may read pods and leases, nothing else.
+    let (code, report) = t.diagnose(EXPORTER_TOKEN, "5s");
+    assert_eq!(code, 0, "{report:#}");
+    let unchecked: Vec<&str> = verdict(&report)["unchecked"]
+        .as_array()
+        .expect("unchecked")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        unchecked.iter().any(|u| u.contains("SubjectAccessReview")),
+        "{unchecked:?}"
+    );
+    assert!(
+        unchecked.iter().any(|u| u.contains("webhook")),
+        "{unchecked:?}"
+    );
+    assert_eq!(report["kubevirt_namespaces"]["outcome"], "forbidden");
+}
