@@ -149,6 +149,19 @@ async fn a_stale_lease_a_webhook_and_an_oom_killed_pod() {
         .await
         .expect("patch status");
 
+    // B is bound to a node that has no kubelet: its log cannot be fetched.
+    let binding = json!({"apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": B}, "target": {"kind": "Node", "name": "node-without-kubelet"}});
+    let request = axum::http::Request::post(format!("/api/v1/namespaces/{NS}/pods/{B}/binding"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&binding).expect("JSON"))
+        .expect("request");
+    t.cluster
+        .client
+        .request_text(request)
+        .await
+        .expect("bind pod");
+
     let (code, report) = t.diagnose(ADMIN_TOKEN, "3s");
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(verdict(&report)["health"], "no_leader");
@@ -172,6 +185,74 @@ async fn a_stale_lease_a_webhook_and_an_oom_killed_pod() {
     // leases here.
     assert!(
         has("the service account default may not update leases"),
+        "{said:?}"
+    );
+    // Without kubelets there are no logs: said as such, not as an error.
+    let logs = &report["components"][0]["facts"]["logs"];
+    assert_eq!(logs[0]["lines"]["outcome"], "unavailable", "{logs:#}");
+    assert_eq!(logs[1]["lines"]["outcome"], "unavailable", "{logs:#}");
+}
+
+#[tokio::test]
+async fn log_lines_about_the_lease_are_read_and_a_rejection_is_named() {
+    use kubevirt_leader_sim::{SimServer, Store, kubeconfig_for, lease, pod};
+    let store = Store::default();
+    for name in [A, B] {
+        store.apply(pod(NS, name, &[("kubevirt.io", "virt-operator")], true));
+    }
+    store.apply(lease(NS, "virt-operator", A, 15));
+    store.set_log(
+        NS,
+        A,
+        "I1127 reconciling\nE1127 error retrieving resource lock kubevirt/virt-operator: \
+         leases.coordination.k8s.io \"virt-operator\" is forbidden: User cannot update\nI1127 done\n",
+    );
+    store.set_log(
+        NS,
+        B,
+        "I1127 attempting to acquire leader lease kubevirt/virt-operator...\n",
+    );
+    let sim = SimServer::start(store).await.expect("sim");
+    let kubeconfig = common::temp_dir("diagnose-logs").join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        serde_json::to_string(&kubeconfig_for(&sim.url())).expect("JSON"),
+    )
+    .expect("write");
+    // The simulated server runs on this test's runtime: wait for the child without blocking it.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args([
+            "diagnose",
+            "--component=virt-operator",
+            "--output=json",
+            "--observe=2s",
+        ])
+        .output()
+        .await
+        .expect("run diagnose");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let logs = &report["components"][0]["facts"]["logs"];
+    assert_eq!(logs[0]["pod"], A);
+    assert_eq!(
+        logs[0]["lines"]["value"].as_array().map(Vec::len),
+        Some(1),
+        "{logs:#}"
+    );
+    assert_eq!(
+        logs[1]["lines"]["value"][0],
+        "I1127 attempting to acquire leader lease kubevirt/virt-operator..."
+    );
+    let said = findings(&report);
+    assert!(
+        said.iter()
+            .any(|f| f.starts_with(&format!("{A} logs: E1127 error retrieving resource lock"))),
+        "{said:?}"
+    );
+    // B tries to acquire: not "nobody tries".
+    assert!(
+        !said.iter().any(|f| f.starts_with("nobody renews")),
         "{said:?}"
     );
 }

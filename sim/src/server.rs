@@ -55,6 +55,10 @@ pub fn router(
             get(|s, Path(p): Path<(String, String)>| single(s, Kind::Pod, p)),
         )
         .route(
+            &format!("{core}/namespaces/{{ns}}/pods/{{name}}/log"),
+            get(|s, Path(p): Path<(String, String)>, q| log(s, p, q)),
+        )
+        .route(
             &format!("{coord}/leases"),
             get(|s, q| collection(s, Kind::Lease, None, q)),
         )
@@ -191,6 +195,30 @@ async fn single(
             status(StatusCode::NOT_FOUND, "NotFound", &what)
         }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LogParams {
+    tail_lines: Option<usize>,
+}
+
+/// A pod's log, its last `tailLines` lines when asked; 400 without one, as the real API
+/// server answers for a pod that never ran on a node.
+async fn log(
+    State(shared): State<Shared>,
+    (namespace, name): (String, String),
+    Query(params): Query<LogParams>,
+) -> Response {
+    let Some(log) = shared.store.log(&namespace, &name) else {
+        let what = format!("pod {name:?} has no log");
+        return status(StatusCode::BAD_REQUEST, "BadRequest", &what);
+    };
+    let lines: Vec<&str> = log.lines().collect();
+    let keep = params.tail_lines.unwrap_or(lines.len()).min(lines.len());
+    let mut body = lines[lines.len() - keep..].join("\n");
+    body.push('\n');
+    (StatusCode::OK, body).into_response()
 }
 
 fn event_line(event_type: &str, object: &str) -> String {

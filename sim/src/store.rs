@@ -82,6 +82,8 @@ struct State {
     compacted: u64,
     /// Kinds whose open watch streams go silent.
     hung: Vec<Kind>,
+    /// Container logs by (namespace, pod), as `pods/{name}/log` serves them.
+    logs: BTreeMap<(String, String), String>,
 }
 
 /// A handle to the store, cheap to clone.
@@ -112,6 +114,21 @@ pub struct WatchStart {
 impl Store {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets the log `pods/{name}/log` serves for a pod.
+    pub fn set_log(&self, namespace: &str, pod: &str, log: &str) {
+        self.lock()
+            .logs
+            .insert((namespace.to_owned(), pod.to_owned()), log.to_owned());
+    }
+
+    /// The pod's log, if it has one.
+    pub fn log(&self, namespace: &str, pod: &str) -> Option<String> {
+        self.lock()
+            .logs
+            .get(&(namespace.to_owned(), pod.to_owned()))
+            .cloned()
     }
 
     /// The current resource version.

@@ -30,6 +30,8 @@ pub enum Lookup<T> {
     Found(T),
     /// The user may not make it (HTTP 403).
     Forbidden(String),
+    /// The API server had nothing to give: no log for a pod that never ran on a node.
+    Unavailable(String),
     Failed(String),
 }
 
@@ -165,7 +167,29 @@ pub struct Facts {
     pub rights: Lookup<Vec<Right>>,
     pub webhooks: Lookup<Vec<Webhook>>,
     pub events: Lookup<Vec<EventFacts>>,
+    pub logs: Vec<LogExcerpt>,
 }
+
+/// The lines of a pod's recent log that concern leader election or a rejection.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LogExcerpt {
+    pub pod: String,
+    pub lines: Lookup<Vec<String>>,
+}
+
+/// Words that mark a log line worth showing: leader election, and what rejects it.
+const LOG_WORDS: [&str; 6] = [
+    "leader",
+    "lease",
+    "forbidden",
+    "denied",
+    "webhook",
+    "throttl",
+];
+/// How much of each log is read, and how many matching lines are kept.
+const LOG_TAIL_LINES: i64 = 2000;
+const LOG_LIMIT_BYTES: i64 = 1 << 20;
+const LOG_LINES_KEPT: usize = 30;
 
 /// Namespaces named by KubeVirt custom resources; `Found(empty)` when the CRD is absent.
 pub async fn kubevirt_namespaces(client: &Client) -> Lookup<Vec<String>> {
@@ -208,6 +232,7 @@ pub async fn gather(
     accounts.dedup();
     let mut names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
     names.push(component.lease.clone());
+    let logs = logs(client, namespace, &pods).await;
     Facts {
         component: component.name.clone(),
         namespace: namespace.to_owned(),
@@ -218,7 +243,53 @@ pub async fn gather(
         rights: rights(client, namespace, &accounts).await,
         webhooks: lease_webhooks(client).await,
         events: events(client, namespace, &names).await,
+        logs,
     }
+}
+
+/// Recent log lines of each pod that concern leader election or a rejection.
+async fn logs(client: &Client, namespace: &str, pods: &[PodFacts]) -> Vec<LogExcerpt> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let params = kube::api::LogParams {
+        tail_lines: Some(LOG_TAIL_LINES),
+        limit_bytes: Some(LOG_LIMIT_BYTES),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for pod in pods {
+        // The API server answers an empty log for a pod on no node: say there is none.
+        if pod.node.is_none() {
+            out.push(LogExcerpt {
+                pod: pod.name.clone(),
+                lines: Lookup::Unavailable("not scheduled to a node".into()),
+            });
+            continue;
+        }
+        let lines = match api.logs(&pod.name, &params).await {
+            Ok(log) => Lookup::Found(matching_lines(&log)),
+            Err(kube::Error::Api(status)) if matches!(status.code, 400 | 404) => {
+                Lookup::Unavailable(status.message.clone())
+            }
+            Err(error) => Lookup::from_result(Err(error)),
+        };
+        out.push(LogExcerpt {
+            pod: pod.name.clone(),
+            lines,
+        });
+    }
+    out
+}
+
+fn matching_lines(log: &str) -> Vec<String> {
+    let matching: Vec<&str> = log
+        .lines()
+        .filter(|line| {
+            let lower = line.to_lowercase();
+            LOG_WORDS.iter().any(|w| lower.contains(w))
+        })
+        .collect();
+    let skip = matching.len().saturating_sub(LOG_LINES_KEPT);
+    matching[skip..].iter().map(|l| (*l).to_owned()).collect()
 }
 
 /// Reads the lease, with the API server's clock from the response's `Date` header, then
@@ -422,6 +493,23 @@ async fn events(client: &Client, namespace: &str, names: &[String]) -> Lookup<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_about_leadership_and_rejections_are_kept() {
+        let log = "starting\nattempting to acquire leader lease kubevirt/virt-operator...\n\
+                   reconciling\nerror retrieving resource lock: leases is Forbidden\nok\n";
+        assert_eq!(
+            matching_lines(log),
+            [
+                "attempting to acquire leader lease kubevirt/virt-operator...",
+                "error retrieving resource lock: leases is Forbidden"
+            ]
+        );
+        let long: String = (0..100).map(|i| format!("lease {i}\n")).collect();
+        let kept = matching_lines(&long);
+        assert_eq!(kept.len(), LOG_LINES_KEPT);
+        assert_eq!(kept.last().map(String::as_str), Some("lease 99"));
+    }
 
     #[test]
     fn http_dates_parse() {

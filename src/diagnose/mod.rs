@@ -179,11 +179,28 @@ pub fn text(report: &Report) -> String {
                     .map_or_else(|| "unknown".to_owned(), |t| t.to_string()),
             );
         }
+        for excerpt in &facts.logs {
+            match &excerpt.lines {
+                Lookup::Found(lines) => {
+                    for line in lines.iter().rev().take(5).rev() {
+                        let _ = writeln!(out, "  log {}: {}", excerpt.pod, line.trim());
+                    }
+                }
+                Lookup::Unavailable(why) => {
+                    let _ = writeln!(out, "  log {}: none available ({why})", excerpt.pod);
+                }
+                Lookup::Forbidden(why) | Lookup::Failed(why) => {
+                    let _ = writeln!(out, "  log {}: not read ({why})", excerpt.pod);
+                }
+            }
+        }
         for what in &verdict.unchecked {
             let _ = writeln!(out, "  not checked: {what}");
         }
     }
-    if let Lookup::Forbidden(why) | Lookup::Failed(why) = &report.kubevirt_namespaces {
+    if let Lookup::Forbidden(why) | Lookup::Failed(why) | Lookup::Unavailable(why) =
+        &report.kubevirt_namespaces
+    {
         let _ = writeln!(out, "KubeVirt custom resources could not be listed: {why}");
     }
     if !report.not_found.is_empty() {

@@ -30,7 +30,7 @@ pub fn verdict(facts: &Facts) -> Verdict {
     let unchecked = unchecked(facts);
     let lease = match &facts.lease {
         Lookup::Found(lease) => lease.as_ref(),
-        Lookup::Forbidden(why) | Lookup::Failed(why) => {
+        Lookup::Forbidden(why) | Lookup::Failed(why) | Lookup::Unavailable(why) => {
             return Verdict {
                 health: Health::Unknown,
                 findings: vec![format!(
@@ -130,6 +130,33 @@ fn causes(facts: &Facts, lease: Option<&LeaseFacts>, findings: &mut Vec<String>)
                 hook.kind, hook.name, hook.configuration
             ));
         }
+    }
+    for excerpt in &facts.logs {
+        let Some(lines) = excerpt.lines.found() else {
+            continue;
+        };
+        let rejected = lines.iter().rev().find(|l| {
+            let lower = l.to_lowercase();
+            ["forbidden", "denied", "webhook"]
+                .iter()
+                .any(|w| lower.contains(w))
+        });
+        if let Some(line) = rejected {
+            findings.push(format!("{} logs: {}", excerpt.pod, line.trim()));
+        }
+    }
+    let logs_read = facts.logs.iter().any(|e| e.lines.found().is_some());
+    let trying = facts
+        .logs
+        .iter()
+        .filter_map(|e| e.lines.found())
+        .flatten()
+        .any(|l| {
+            let lower = l.to_lowercase();
+            lower.contains("attempting to acquire") || lower.contains("acquire leader")
+        });
+    if logs_read && !trying {
+        findings.push("nobody renews the lease and no pod logs an acquisition attempt".into());
     }
     if facts.pods.is_empty() {
         findings.push("no pod of the component exists here".into());
@@ -239,6 +266,7 @@ mod tests {
             rights: Lookup::Found(vec![]),
             webhooks: Lookup::Found(vec![]),
             events: Lookup::Found(vec![]),
+            logs: vec![],
         }
     }
 
@@ -297,6 +325,44 @@ mod tests {
         assert_eq!(v.unchecked.len(), 1);
         f.lease = Lookup::Forbidden("no".into());
         assert_eq!(verdict(&f).health, Health::Unknown);
+    }
+
+    #[test]
+    fn logs_tell_rejections_and_silence() {
+        use crate::diagnose::facts::LogExcerpt;
+        let mut f = facts(Some("a"), false);
+        f.logs = vec![
+            LogExcerpt {
+                pod: "a".into(),
+                lines: Lookup::Found(vec![
+                    "error retrieving resource lock kubevirt/virt-operator: leases.coordination.k8s.io \"virt-operator\" is forbidden".into(),
+                ]),
+            },
+            LogExcerpt {
+                pod: "b".into(),
+                lines: Lookup::Unavailable("no node".into()),
+            },
+        ];
+        let v = verdict(&f);
+        assert!(
+            v.findings
+                .iter()
+                .any(|x| x.starts_with("a logs: error retrieving resource lock")),
+            "{v:?}"
+        );
+        assert!(
+            v.findings.iter().any(|x| x.starts_with("nobody renews")),
+            "{v:?}"
+        );
+        f.logs[0].lines = Lookup::Found(vec![
+            "attempting to acquire leader lease kubevirt/virt-operator...".into(),
+        ]);
+        assert!(
+            !verdict(&f)
+                .findings
+                .iter()
+                .any(|x| x.starts_with("nobody renews"))
+        );
     }
 
     #[test]
