@@ -5,7 +5,7 @@ use clap::Parser;
 use kubevirt_leader_exporter::{
     DEFAULT_LOG_FILTER, Exporter, client,
     config::{Args, Command, LogFormat, Settings},
-    diagnose::{DiagnoseArgs, Output},
+    diagnose::{self, DiagnoseArgs, Output, bundle},
     error_chain,
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -50,11 +50,18 @@ const DIAGNOSE_LOG_FILTER: &str = "warn,kube_client::client::builder=off";
 
 async fn run_diagnose(args: &Args, diagnose: &DiagnoseArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_args(args).context("invalid configuration")?;
+    if let Some(dir) = &diagnose.bundle {
+        bundle::check_target(dir)?;
+    }
     let client = client(settings.kubeconfig.as_deref()).await?;
-    let report = kubevirt_leader_exporter::diagnose::run(&client, &settings, diagnose).await;
+    let report = diagnose::run(&client, &settings, diagnose).await;
     match diagnose.output {
-        Output::Text => print!("{}", kubevirt_leader_exporter::diagnose::text(&report)),
+        Output::Text => print!("{}", diagnose::text(&report)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    if let Some(dir) = &diagnose.bundle {
+        let files = bundle::write(dir, &report).context("writing the bundle")?;
+        eprintln!("bundle: {} files in {}", files.len(), dir.display());
     }
     Ok(ExitCode::from(report.exit_code()))
 }

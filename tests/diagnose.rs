@@ -6,8 +6,13 @@ mod envtest;
 
 use std::process::Command;
 
-use envtest::{ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, elector_assets};
-use k8s_openapi::api::{admissionregistration::v1::ValidatingWebhookConfiguration, core::v1::Pod};
+use envtest::{
+    ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, SUPPORT_TOKEN, SUPPORT_USER, elector_assets,
+};
+use k8s_openapi::api::{
+    admissionregistration::v1::ValidatingWebhookConfiguration,
+    core::v1::{Pod, PodSpec, Secret},
+};
 use kube::{
     Api,
     api::{Patch, PatchParams, PostParams},
@@ -52,7 +57,7 @@ impl Bed {
     }
 
     /// Runs `diagnose` for virt-operator as the user with `token`; (exit status, report).
-    fn diagnose(&self, token: &str, observe: &str) -> (i32, Value) {
+    fn diagnose(&self, token: &str, observe: &str, more: &[&str]) -> (i32, Value) {
         let out = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
             .arg(format!(
                 "--kubeconfig={}",
@@ -60,6 +65,7 @@ impl Bed {
             ))
             .args(["diagnose", "--component=virt-operator", "--output=json"])
             .arg(format!("--observe={observe}"))
+            .args(more)
             .output()
             .expect("run diagnose");
         let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -71,6 +77,27 @@ impl Bed {
         });
         (out.status.code().expect("exit status"), report)
     }
+}
+
+/// A webhook configuration on lease updates; its service need not exist.
+async fn lease_webhook(cluster: &Cluster) {
+    let webhook: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": "lease-policy"},
+        "webhooks": [{
+            "name": "leases.policy.example.com",
+            "clientConfig": {"url": "https://policy.example.com/validate"},
+            "rules": [{"apiGroups": ["coordination.k8s.io"], "apiVersions": ["v1"],
+                       "resources": ["leases"], "operations": ["UPDATE"]}],
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "failurePolicy": "Ignore",
+        }]
+    }))
+    .expect("webhook");
+    Api::<ValidatingWebhookConfiguration>::all(cluster.client.clone())
+        .create(&PostParams::default(), &webhook)
+        .await
+        .expect("create webhook");
 }
 
 fn verdict(report: &Value) -> &Value {
@@ -91,7 +118,7 @@ async fn a_live_leader_without_kubevirt_crd() {
     let Some(t) = setup().await else { return };
     let a = t.plane.elector(NS, "virt-operator", A, &[]);
     a.until_leading().await;
-    let (code, report) = t.diagnose(ADMIN_TOKEN, "5s");
+    let (code, report) = t.diagnose(ADMIN_TOKEN, "5s", &[]);
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(verdict(&report)["health"], "leader");
     assert_eq!(
@@ -121,23 +148,7 @@ async fn a_stale_lease_a_webhook_and_an_oom_killed_pod() {
     let Some(t) = setup().await else { return };
     // The leader's pod is gone; its name stays in the lease, which nobody renews.
     t.cluster.lease(NS, "virt-operator-gone", 15).await;
-    let webhook: ValidatingWebhookConfiguration = serde_json::from_value(json!({
-        "metadata": {"name": "lease-policy"},
-        "webhooks": [{
-            "name": "leases.policy.example.com",
-            "clientConfig": {"url": "https://policy.example.com/validate"},
-            "rules": [{"apiGroups": ["coordination.k8s.io"], "apiVersions": ["v1"],
-                       "resources": ["leases"], "operations": ["UPDATE"]}],
-            "sideEffects": "None",
-            "admissionReviewVersions": ["v1"],
-            "failurePolicy": "Ignore",
-        }]
-    }))
-    .expect("webhook");
-    Api::<ValidatingWebhookConfiguration>::all(t.cluster.client.clone())
-        .create(&PostParams::default(), &webhook)
-        .await
-        .expect("create webhook");
+    lease_webhook(&t.cluster).await;
     let status = json!({"status": {"containerStatuses": [{
         "name": "main", "image": "registry.example/leader:latest", "imageID": "",
         "ready": true, "restartCount": 3,
@@ -162,7 +173,7 @@ async fn a_stale_lease_a_webhook_and_an_oom_killed_pod() {
         .await
         .expect("bind pod");
 
-    let (code, report) = t.diagnose(ADMIN_TOKEN, "3s");
+    let (code, report) = t.diagnose(ADMIN_TOKEN, "3s", &[]);
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(verdict(&report)["health"], "no_leader");
     let said = findings(&report);
@@ -198,7 +209,12 @@ async fn log_lines_about_the_lease_are_read_and_a_rejection_is_named() {
     use kubevirt_leader_sim::{SimServer, Store, kubeconfig_for, lease, pod};
     let store = Store::default();
     for name in [A, B] {
-        store.apply(pod(NS, name, &[("kubevirt.io", "virt-operator")], true));
+        let mut pod = pod(NS, name, &[("kubevirt.io", "virt-operator")], true);
+        pod.spec = Some(PodSpec {
+            node_name: Some("node-1".into()),
+            ..Default::default()
+        });
+        store.apply(pod);
     }
     store.apply(lease(NS, "virt-operator", A, 15));
     store.set_log(
@@ -263,7 +279,7 @@ async fn a_user_without_rights_for_reviews_still_gets_an_answer() {
     let a = t.plane.elector(NS, "virt-operator", A, &[]);
     a.until_leading().await;
     // The exporter's user may read pods and leases, nothing else.
-    let (code, report) = t.diagnose(EXPORTER_TOKEN, "5s");
+    let (code, report) = t.diagnose(EXPORTER_TOKEN, "5s", &[]);
     assert_eq!(code, 0, "{report:#}");
     let unchecked: Vec<&str> = verdict(&report)["unchecked"]
         .as_array()
@@ -280,4 +296,96 @@ async fn a_user_without_rights_for_reviews_still_gets_an_answer() {
         "{unchecked:?}"
     );
     assert_eq!(report["kubevirt_namespaces"]["outcome"], "forbidden");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_holds_what_was_gathered_and_no_secret() {
+    let Some(t) = setup().await else { return };
+    let a = t.plane.elector(NS, "virt-operator", A, &[]);
+    a.until_leading().await;
+    lease_webhook(&t.cluster).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "kubevirt-operator-certs"},
+        "stringData": {"tls.key": "do-not-leak-this-key"},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(t.cluster.client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    let dir = common::temp_dir("diagnose-bundle").join("bundle");
+    let bundle = format!("--bundle={}", dir.display());
+
+    let (code, report) = t.diagnose(SUPPORT_TOKEN, "3s", &[&bundle]);
+    assert_eq!(code, 0, "{report:#}");
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let yaml = |name: &str| -> Value {
+        serde_saphyr::from_str(&read(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let base = "kubevirt/virt-operator";
+    let pods = yaml(&format!("{base}/pods.yaml"));
+    assert_eq!(pods["kind"], "List");
+    let names: Vec<&str> = pods["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, [A, B]);
+    assert!(pods["items"][0]["metadata"].get("managedFields").is_none());
+    let lease = yaml(&format!("{base}/lease.yaml"));
+    assert_eq!(lease["spec"]["holderIdentity"], A);
+    let webhooks = yaml(&format!("{base}/webhooks.yaml"));
+    assert_eq!(webhooks["items"][0]["metadata"]["name"], "lease-policy");
+    assert_eq!(yaml(&format!("{base}/events.yaml"))["kind"], "List");
+    assert!(read(&format!("{base}/logs/{A}.log")).starts_with("# no log available"));
+    let saved: Value = serde_json::from_str(&read("report.json")).expect("report.json");
+    assert_eq!(verdict(&saved)["health"], "leader");
+    assert!(read("version.txt").contains("kube-apiserver v1."));
+    assert!(read("report.txt").starts_with("virt-operator in kubevirt: LEADER"));
+
+    // The README lists every file, and every file it lists is there.
+    let mut on_disk = Vec::new();
+    common::walk(&dir, &mut on_disk);
+    let readme = read("README.txt");
+    let listed: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| *l != "Files:")
+        .skip(1)
+        .filter(|l| !l.starts_with(' '))
+        .collect();
+    let mut on_disk: Vec<String> = on_disk
+        .iter()
+        .map(|p| p.strip_prefix(&dir).expect("inside").display().to_string())
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = listed.into_iter().map(str::to_owned).collect();
+    listed.sort();
+    assert_eq!(listed, on_disk, "{readme}");
+    for file in &on_disk {
+        assert!(!read(file).contains("do-not-leak-this-key"), "{file}");
+    }
+
+    // The audit log: the person running diagnose read pods, and never a Secret.
+    let mine = |e: &Value| e["user"]["username"] == SUPPORT_USER;
+    let audit = t.plane.audit_events();
+    let resources: Vec<&str> = audit
+        .iter()
+        .filter(|e| mine(e))
+        .filter_map(|e| e["objectRef"]["resource"].as_str())
+        .collect();
+    assert!(resources.contains(&"pods"), "{resources:?}");
+    assert!(!resources.contains(&"secrets"), "{resources:?}");
+
+    // A second bundle into the same directory is refused before anything else: even before
+    // the kubeconfig is read.
+    let out = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+        .args(["--kubeconfig=/nonexistent/kubeconfig", "diagnose", &bundle])
+        .output()
+        .expect("run diagnose");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not an empty directory"), "{stderr}");
 }

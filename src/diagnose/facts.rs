@@ -20,6 +20,7 @@ use kube::{
     core::{ApiResource, DynamicObject, GroupVersionKind},
 };
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::{error_chain, objects::lease_record};
 
@@ -168,6 +169,27 @@ pub struct Facts {
     pub webhooks: Lookup<Vec<Webhook>>,
     pub events: Lookup<Vec<EventFacts>>,
     pub logs: Vec<LogExcerpt>,
+    /// The objects these facts come from, for a bundle; not part of the report.
+    #[serde(skip)]
+    pub objects: Objects,
+}
+
+/// Objects as the API server gave them, less their managed fields (noise in a bug report).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Objects {
+    pub pods: Vec<Value>,
+    pub lease: Option<Value>,
+    pub events: Vec<Value>,
+    /// Only the configurations with a webhook that matches leases.
+    pub webhook_configurations: Vec<Value>,
+}
+
+fn plain<K: Serialize>(object: &K) -> Value {
+    let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    value
 }
 
 /// The lines of a pod's recent log that concern leader election or a rejection.
@@ -206,6 +228,10 @@ pub async fn kubevirt_namespaces(client: &Client) -> Lookup<Vec<String>> {
     }
 }
 
+pub async fn api_server_version(client: &Client) -> Lookup<String> {
+    Lookup::from_result(client.apiserver_version().await.map(|v| v.git_version))
+}
+
 /// The component's pods in every namespace, by its label selector.
 pub async fn pods(client: &Client, selector: &str) -> Lookup<Vec<Pod>> {
     let api: Api<Pod> = Api::all(client.clone());
@@ -225,14 +251,17 @@ pub async fn gather(
     observe: Duration,
 ) -> Facts {
     let now = Timestamp::now();
+    let raw_pods = pods.iter().map(plain).collect();
     let pods: Vec<PodFacts> = pods.iter().map(|p| PodFacts::of(p, now)).collect();
-    let (lease, observation) = lease(client, namespace, &component.lease, observe).await;
+    let (lease, raw_lease, observation) = lease(client, namespace, &component.lease, observe).await;
     let mut accounts: Vec<String> = pods.iter().map(|p| p.service_account.clone()).collect();
     accounts.sort();
     accounts.dedup();
     let mut names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
     names.push(component.lease.clone());
     let logs = logs(client, namespace, &pods).await;
+    let (webhooks, webhook_configurations) = lease_webhooks(client).await;
+    let (events, raw_events) = events(client, namespace, &names).await;
     Facts {
         component: component.name.clone(),
         namespace: namespace.to_owned(),
@@ -241,9 +270,15 @@ pub async fn gather(
         lease,
         observation,
         rights: rights(client, namespace, &accounts).await,
-        webhooks: lease_webhooks(client).await,
-        events: events(client, namespace, &names).await,
+        webhooks,
+        events,
         logs,
+        objects: Objects {
+            pods: raw_pods,
+            lease: raw_lease,
+            events: raw_events,
+            webhook_configurations,
+        },
     }
 }
 
@@ -299,11 +334,15 @@ async fn lease(
     namespace: &str,
     name: &str,
     observe: Duration,
-) -> (Lookup<Option<LeaseFacts>>, Option<Observation>) {
+) -> (
+    Lookup<Option<LeaseFacts>>,
+    Option<Value>,
+    Option<Observation>,
+) {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let first = match api.get_opt(name).await {
         Ok(lease) => lease,
-        Err(error) => return (Lookup::from_result(Err(error)), None),
+        Err(error) => return (Lookup::from_result(Err(error)), None, None),
     };
     let server_now = server_date(client).await;
     let facts = first.as_ref().map(|l| lease_facts(l, server_now));
@@ -311,7 +350,7 @@ async fn lease(
         Some(lease) if !observe.is_zero() => Some(watch_record(&api, name, lease, observe).await),
         _ => None,
     };
-    (Lookup::Found(facts), observation)
+    (Lookup::Found(facts), first.as_ref().map(plain), observation)
 }
 
 fn lease_facts(lease: &Lease, server_now: Option<Timestamp>) -> LeaseFacts {
@@ -419,55 +458,93 @@ fn matches_leases(rule: &RuleWithOperations) -> bool {
         && (any(&rule.operations, "UPDATE") || any(&rule.operations, "CREATE"))
 }
 
-/// Admission webhooks whose rules match lease updates.
-async fn lease_webhooks(client: &Client) -> Lookup<Vec<Webhook>> {
-    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+/// A webhook of either kind: its name, rules and failure policy.
+type Hook = (String, Vec<RuleWithOperations>, Option<String>);
+
+/// Admission webhooks whose rules match lease updates, and their configurations.
+async fn lease_webhooks(client: &Client) -> (Lookup<Vec<Webhook>>, Vec<Value>) {
+    let validating =
+        matching_webhooks::<ValidatingWebhookConfiguration>(client, "validating", |c| {
+            let hooks = c.webhooks.iter().flatten();
+            hooks
+                .map(|h| {
+                    (
+                        h.name.clone(),
+                        h.rules.clone().unwrap_or_default(),
+                        h.failure_policy.clone(),
+                    )
+                })
+                .collect()
+        });
+    let mutating = matching_webhooks::<MutatingWebhookConfiguration>(client, "mutating", |c| {
+        let hooks = c.webhooks.iter().flatten();
+        hooks
+            .map(|h| {
+                (
+                    h.name.clone(),
+                    h.rules.clone().unwrap_or_default(),
+                    h.failure_policy.clone(),
+                )
+            })
+            .collect()
+    });
+    match (validating.await, mutating.await) {
+        (Ok((mut found, mut configs)), Ok((more, more_configs))) => {
+            found.extend(more);
+            configs.extend(more_configs);
+            (Lookup::Found(found), configs)
+        }
+        (Err(error), _) | (_, Err(error)) => (Lookup::from_result(Err(error)), Vec::new()),
+    }
+}
+
+async fn matching_webhooks<K>(
+    client: &Client,
+    kind: &'static str,
+    hooks: impl Fn(&K) -> Vec<Hook>,
+) -> kube::Result<(Vec<Webhook>, Vec<Value>)>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
     let mut found = Vec::new();
-    match validating.list(&ListParams::default()).await {
-        Ok(list) => {
-            for config in list.items {
-                let configuration = config.metadata.name.unwrap_or_default();
-                for hook in config.webhooks.unwrap_or_default() {
-                    if hook.rules.iter().flatten().any(matches_leases) {
-                        found.push(Webhook {
-                            kind: "validating",
-                            configuration: configuration.clone(),
-                            name: hook.name,
-                            failure_policy: hook.failure_policy,
-                        });
-                    }
-                }
+    let mut configs = Vec::new();
+    for config in Api::<K>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+    {
+        let configuration = config.meta().name.clone().unwrap_or_default();
+        let before = found.len();
+        for (name, rules, failure_policy) in hooks(&config) {
+            if rules.iter().any(matches_leases) {
+                found.push(Webhook {
+                    kind,
+                    configuration: configuration.clone(),
+                    name,
+                    failure_policy,
+                });
             }
         }
-        Err(error) => return Lookup::from_result(Err(error)),
-    }
-    match mutating.list(&ListParams::default()).await {
-        Ok(list) => {
-            for config in list.items {
-                let configuration = config.metadata.name.unwrap_or_default();
-                for hook in config.webhooks.unwrap_or_default() {
-                    if hook.rules.iter().flatten().any(matches_leases) {
-                        found.push(Webhook {
-                            kind: "mutating",
-                            configuration: configuration.clone(),
-                            name: hook.name,
-                            failure_policy: hook.failure_policy,
-                        });
-                    }
-                }
-            }
+        if found.len() > before {
+            configs.push(plain(&config));
         }
-        Err(error) => return Lookup::from_result(Err(error)),
     }
-    Lookup::Found(found)
+    Ok((found, configs))
 }
 
 /// Events in `namespace` about the named objects (the pods and the lease).
-async fn events(client: &Client, namespace: &str, names: &[String]) -> Lookup<Vec<EventFacts>> {
+async fn events(
+    client: &Client,
+    namespace: &str,
+    names: &[String],
+) -> (Lookup<Vec<EventFacts>>, Vec<Value>) {
     let api: Api<Event> = Api::namespaced(client.clone(), namespace);
-    Lookup::from_result(api.list(&ListParams::default()).await.map(|list| {
-        list.items
+    let about: Vec<Event> = match api.list(&ListParams::default()).await {
+        Ok(list) => list
+            .items
             .into_iter()
             .filter(|e| {
                 e.involved_object
@@ -475,19 +552,25 @@ async fn events(client: &Client, namespace: &str, names: &[String]) -> Lookup<Ve
                     .as_ref()
                     .is_some_and(|n| names.contains(n))
             })
-            .map(|e| EventFacts {
-                object: format!(
-                    "{}/{}",
-                    e.involved_object.kind.unwrap_or_default(),
-                    e.involved_object.name.unwrap_or_default()
-                ),
-                reason: e.reason,
-                message: e.message,
-                count: e.count,
-                last_seen: e.last_timestamp.map(|t| t.0.to_string()),
-            })
-            .collect()
-    }))
+            .collect(),
+        Err(error) => return (Lookup::from_result(Err(error)), Vec::new()),
+    };
+    let raw = about.iter().map(plain).collect();
+    let facts = about
+        .into_iter()
+        .map(|e| EventFacts {
+            object: format!(
+                "{}/{}",
+                e.involved_object.kind.unwrap_or_default(),
+                e.involved_object.name.unwrap_or_default()
+            ),
+            reason: e.reason,
+            message: e.message,
+            count: e.count,
+            last_seen: e.last_timestamp.map(|t| t.0.to_string()),
+        })
+        .collect();
+    (Lookup::Found(facts), raw)
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@
 //! rights on leases, admission webhooks on leases and events, and concludes in plain words.
 //! It only reads, except for SubjectAccessReviews, which change nothing.
 
+pub mod bundle;
 pub mod facts;
 pub mod verdict;
 
-use std::{collections::BTreeSet, fmt::Write, time::Duration};
+use std::{collections::BTreeSet, fmt::Write, path::PathBuf, time::Duration};
 
 use clap::ValueEnum;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -36,6 +37,12 @@ pub struct DiagnoseArgs {
     /// `text` for people, `json` for scripts.
     #[arg(long, env = "KUBEVIRT_LEADER_DIAGNOSE_OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
+
+    /// Also write everything gathered (pods, lease, events and webhook configurations as
+    /// YAML, log excerpts, the report, versions) as plain files to this new or empty
+    /// directory, to attach to a bug report. Default: no bundle.
+    #[arg(long, env = "KUBEVIRT_LEADER_DIAGNOSE_BUNDLE", value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -47,6 +54,10 @@ pub enum Output {
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub exporter_version: &'static str,
+    /// The API server's `gitVersion`.
+    pub api_server_version: Lookup<String>,
+    /// When the look-ups started, UTC.
+    pub gathered_at: String,
     /// Namespaces of KubeVirt custom resources (empty without KubeVirt's CRD).
     pub kubevirt_namespaces: Lookup<Vec<String>>,
     pub components: Vec<Finding>,
@@ -98,6 +109,8 @@ async fn namespaces_of(
 
 /// Runs every look-up and judges every component found.
 pub async fn run(client: &Client, settings: &Settings, args: &DiagnoseArgs) -> Report {
+    let gathered_at = k8s_openapi::jiff::Timestamp::now().to_string();
+    let api_server_version = facts::api_server_version(client).await;
     let kubevirt_namespaces = facts::kubevirt_namespaces(client).await;
     let kubevirt = kubevirt_namespaces.found().cloned().unwrap_or_default();
     let mut components = Vec::new();
@@ -129,6 +142,8 @@ pub async fn run(client: &Client, settings: &Settings, args: &DiagnoseArgs) -> R
     }
     Report {
         exporter_version: env!("CARGO_PKG_VERSION"),
+        api_server_version,
+        gathered_at,
         kubevirt_namespaces,
         components,
         not_found,

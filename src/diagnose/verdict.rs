@@ -267,6 +267,7 @@ mod tests {
             webhooks: Lookup::Found(vec![]),
             events: Lookup::Found(vec![]),
             logs: vec![],
+            objects: Default::default(),
         }
     }
 

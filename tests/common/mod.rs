@@ -322,3 +322,15 @@ pub fn start_binary(sim: &SimServer) -> Binary {
         _dir: dir,
     }
 }
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}

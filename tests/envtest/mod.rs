@@ -38,6 +38,10 @@ pub const EXPORTER_TOKEN: &str = "exporter-token";
 /// The exporter's user: it gets only the ClusterRole shipped in deploy/.
 pub const EXPORTER_USER: &str = "kubevirt-leader-exporter";
 pub const ELECTOR_TOKEN: &str = "elector-token";
+/// A person with full rights, apart from the admin the tests act as, so that the audit log
+/// tells their requests apart.
+pub const SUPPORT_TOKEN: &str = "support-token";
+pub const SUPPORT_USER: &str = "support-engineer";
 /// The user the leader electors run as: it may get, create and update leases, as KubeVirt's
 /// service accounts may.
 pub const ELECTOR_USER: &str = "virt-operator-elector";
@@ -142,8 +146,14 @@ fn write_tls(dir: &Path) {
         &dir.join("tokens.csv"),
         &format!(
             "{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n{EXPORTER_TOKEN},{EXPORTER_USER},exporter-uid\n\
-             {ELECTOR_TOKEN},{ELECTOR_USER},elector-uid\n"
+             {ELECTOR_TOKEN},{ELECTOR_USER},elector-uid\n\
+             {SUPPORT_TOKEN},{SUPPORT_USER},support-uid,\"system:masters\"\n"
         ),
+    );
+    // Every request's metadata goes to the audit log, for tests of what a client asked for.
+    write(
+        &dir.join("audit-policy.yaml"),
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n",
     );
 }
 
@@ -201,6 +211,8 @@ impl ControlPlane {
             format!("--service-account-signing-key-file={}", d("sa.key")),
             "--service-cluster-ip-range=10.96.0.0/16".into(),
             "--disable-admission-plugins=ServiceAccount".into(),
+            format!("--audit-policy-file={}", d("audit-policy.yaml")),
+            format!("--audit-log-path={}", d("audit.log")),
         ])
         .stdout(Stdio::null())
         .stderr(
@@ -208,6 +220,15 @@ impl ControlPlane {
                 .map_or(Stdio::null(), Stdio::from),
         );
         cmd
+    }
+
+    /// The audit log's events so far: what each user asked for.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     /// Starts kube-apiserver and waits until it answers `/readyz`.
