@@ -9,6 +9,7 @@ use std::process::Command;
 use envtest::{
     ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, SUPPORT_TOKEN, SUPPORT_USER, elector_assets,
 };
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::api::{
     admissionregistration::v1::ValidatingWebhookConfiguration,
     core::v1::{Pod, PodSpec, Secret},
@@ -147,7 +148,8 @@ async fn a_live_leader_without_kubevirt_crd() {
 async fn a_stale_lease_a_webhook_and_an_oom_killed_pod() {
     let Some(t) = setup().await else { return };
     // The leader's pod is gone; its name stays in the lease, which nobody renews.
-    t.cluster.lease(NS, "virt-operator-gone", 15).await;
+    // A short duration, so that a short watch is long enough to tell.
+    t.cluster.lease(NS, "virt-operator-gone", 2).await;
     lease_webhook(&t.cluster).await;
     let status = json!({"status": {"containerStatuses": [{
         "name": "main", "image": "registry.example/leader:latest", "imageID": "",
@@ -216,7 +218,7 @@ async fn log_lines_about_the_lease_are_read_and_a_rejection_is_named() {
         });
         store.apply(pod);
     }
-    store.apply(lease(NS, "virt-operator", A, 15));
+    store.apply(lease(NS, "virt-operator", A, 2));
     store.set_log(
         NS,
         A,
@@ -388,4 +390,52 @@ async fn a_bundle_holds_what_was_gathered_and_no_secret() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("is not an empty directory"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn electors_whose_rights_on_leases_were_removed() {
+    let Some(t) = setup().await else { return };
+    // The elector runs as the pods' service account, bound to the leader-election Role.
+    let account = format!("system:serviceaccount:{NS}:default");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "operator-leases"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leader-election"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": NS}],
+    }))
+    .expect("binding");
+    let bindings = Api::<RoleBinding>::namespaced(t.cluster.client.clone(), NS);
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create binding");
+    let a = t.plane.elector_with(
+        &t.plane.kubeconfig_file_as(&account),
+        NS,
+        "virt-operator",
+        A,
+        &[],
+    );
+    a.until_leading().await;
+    let (code, report) = t.diagnose(ADMIN_TOKEN, "3s", &[]);
+    assert_eq!(code, 0, "{report:#}");
+
+    bindings
+        .delete("operator-leases", &Default::default())
+        .await
+        .expect("delete binding");
+    // Watch one lease duration and a little: the leader can no longer renew.
+    let (code, report) = t.diagnose(ADMIN_TOKEN, "17s", &[]);
+    assert_eq!(code, 1, "{report:#}");
+    let said = findings(&report);
+    assert!(
+        said.iter()
+            .any(|f| f == "the service account default may not update leases"),
+        "{said:?}"
+    );
+    assert!(
+        verdict(&report)["next_step"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Restore the service account's rights")),
+        "{report:#}"
+    );
 }

@@ -73,13 +73,7 @@ fn health(facts: &Facts, lease: Option<&LeaseFacts>, findings: &mut Vec<String>)
             findings.push(format!("leader present: {holder} renews the lease"));
             Health::Leader
         }
-        (Some(seen), _) => {
-            findings.push(format!(
-                "the lease names {holder}, but nobody renewed it in {:.0}s of watching",
-                seen.seconds
-            ));
-            Health::NoLeader
-        }
+        (Some(seen), ago) => unrenewed(holder, seen.seconds, ago, lease, findings),
         // Not watched: judge by the API server's own clock.
         (None, Some(ago)) => match lease.duration_seconds {
             Some(d) if ago <= f64::from(d) => {
@@ -97,6 +91,41 @@ fn health(facts: &Facts, lease: Option<&LeaseFacts>, findings: &mut Vec<String>)
         },
         (None, None) => {
             findings.push("the lease was not watched and the API server's clock is unknown: cannot tell whether it is renewed".into());
+            Health::Unknown
+        }
+    }
+}
+
+/// The lease did not change while watched. A watch shorter than the lease's duration proves
+/// nothing by itself (a slow but live leader renews within the duration), unless the API
+/// server's clock says the last renewal is already past it.
+fn unrenewed(
+    holder: &str,
+    watched: f64,
+    ago: Option<f64>,
+    lease: &LeaseFacts,
+    findings: &mut Vec<String>,
+) -> Health {
+    let duration = lease.duration_seconds.map(f64::from);
+    if duration.is_none_or(|d| watched >= d) {
+        findings.push(format!(
+            "the lease names {holder}, but nobody renewed it in {watched:.0}s of watching"
+        ));
+        return Health::NoLeader;
+    }
+    match ago.zip(duration) {
+        Some((ago, d)) if ago > d => {
+            findings.push(format!(
+                "the lease names {holder}, not renewed in {watched:.0}s of watching and last \
+                 renewed {ago:.0}s ago by the API server's clock, past its {d:.0}s duration"
+            ));
+            Health::NoLeader
+        }
+        _ => {
+            findings.push(format!(
+                "the lease names {holder}, not renewed in {watched:.0}s of watching, less than \
+                 its duration: watch longer (--observe)"
+            ));
             Health::Unknown
         }
     }
@@ -276,6 +305,20 @@ mod tests {
         let v = verdict(&facts(Some("a"), true));
         assert_eq!(v.health, Health::Leader);
         assert_eq!(v.findings, ["leader present: a renews the lease"]);
+    }
+
+    #[test]
+    fn a_short_watch_proves_nothing_unless_the_server_clock_agrees() {
+        let mut f = facts(Some("a"), false);
+        f.observation = Some(Observation {
+            seconds: 5.0,
+            changed: false,
+        });
+        assert_eq!(verdict(&f).health, Health::Unknown);
+        if let Lookup::Found(Some(lease)) = &mut f.lease {
+            lease.renewed_seconds_ago_by_server = Some(60.0);
+        }
+        assert_eq!(verdict(&f).health, Health::NoLeader);
     }
 
     #[test]

@@ -284,6 +284,18 @@ impl ControlPlane {
         path
     }
 
+    /// A kubeconfig for the admin acting as `user` (impersonation), e.g. a service account.
+    pub fn kubeconfig_file_as(&self, user: &str) -> PathBuf {
+        let path = self
+            .dir
+            .join(format!("kubeconfig-as-{}", user.replace(':', "-")));
+        let yaml = self
+            .kubeconfig_yaml(ADMIN_TOKEN)
+            .replace("{token: '", &format!("{{as: '{user}', token: '"));
+        write(&path, &yaml);
+        path
+    }
+
     pub async fn client(&self, token: &str) -> Client {
         let kubeconfig: Kubeconfig =
             Kubeconfig::from_yaml(&self.kubeconfig_yaml(token)).expect("kubeconfig");
@@ -384,15 +396,25 @@ impl ControlPlane {
     /// Starts a real client-go leader elector (`leader-elector` from the assets folder) as
     /// `identity`, contending for `lease` in `ns` with KubeVirt's timings.
     pub fn elector(&self, ns: &str, lease: &str, identity: &str, extra: &[&str]) -> Elector {
+        let kubeconfig = self.kubeconfig_file(ELECTOR_TOKEN);
+        self.elector_with(&kubeconfig, ns, lease, identity, extra)
+    }
+
+    /// An elector that talks to the API server with `kubeconfig`.
+    pub fn elector_with(
+        &self,
+        kubeconfig: &Path,
+        ns: &str,
+        lease: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> Elector {
         let log = self.dir.join(format!(
             "elector-{ns}-{identity}-{}.log",
             free_addr().port()
         ));
         let child = Command::new(self.assets.join("leader-elector"))
-            .arg(format!(
-                "--kubeconfig={}",
-                self.kubeconfig_file(ELECTOR_TOKEN).display()
-            ))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .args([
                 format!("--namespace={ns}"),
                 format!("--lease-name={lease}"),
