@@ -4,12 +4,12 @@
 mod common;
 mod envtest;
 
-use std::process::Command;
+use std::{path::Path, process::Command};
 
 use envtest::{
     ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, SUPPORT_TOKEN, SUPPORT_USER, elector_assets,
 };
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::api::{
     admissionregistration::v1::ValidatingWebhookConfiguration,
     core::v1::{Pod, PodSpec, Secret},
@@ -59,11 +59,12 @@ impl Bed {
 
     /// Runs `diagnose` for virt-operator as the user with `token`; (exit status, report).
     fn diagnose(&self, token: &str, observe: &str, more: &[&str]) -> (i32, Value) {
+        self.diagnose_with(&self.plane.kubeconfig_file(token), observe, more)
+    }
+
+    fn diagnose_with(&self, kubeconfig: &Path, observe: &str, more: &[&str]) -> (i32, Value) {
         let out = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
-            .arg(format!(
-                "--kubeconfig={}",
-                self.plane.kubeconfig_file(token).display()
-            ))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .args(["diagnose", "--component=virt-operator", "--output=json"])
             .arg(format!("--observe={observe}"))
             .args(more)
@@ -436,6 +437,76 @@ async fn electors_whose_rights_on_leases_were_removed() {
         verdict(&report)["next_step"]
             .as_str()
             .is_some_and(|s| s.starts_with("Restore the service account's rights")),
+        "{report:#}"
+    );
+}
+
+/// Every look-up outcome in the report that is not `found`, with where it is.
+fn not_found(value: &Value, at: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(outcome) = map.get("outcome").and_then(Value::as_str)
+                && outcome != "found"
+            {
+                out.push(format!("{at}: {outcome}"));
+            }
+            for (key, inner) in map {
+                not_found(inner, &format!("{at}.{key}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, inner) in items.iter().enumerate() {
+                not_found(inner, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_diagnose_role_is_enough() {
+    let Some(t) = setup().await else { return };
+    let a = t.plane.elector(NS, "virt-operator", A, &[]);
+    a.until_leading().await;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/diagnose/clusterrole.yaml");
+    let role: ClusterRole =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read")).expect("role");
+    Api::<ClusterRole>::all(t.cluster.client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("create role");
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "on-call-diagnose"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": role.metadata.name},
+        "subjects": [{"kind": "User", "name": "on-call", "apiGroup": "rbac.authorization.k8s.io"}],
+    }))
+    .expect("binding");
+    Api::<ClusterRoleBinding>::all(t.cluster.client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create binding");
+
+    let (code, report) = t.diagnose_with(&t.plane.kubeconfig_file_as("on-call"), "3s", &[]);
+    assert_eq!(code, 0, "{report:#}");
+    let mut missing = Vec::new();
+    // Logs are not asked for: these pods run on no node.
+    let mut checked = report.clone();
+    checked["components"][0]["facts"]["logs"] = Value::Null;
+    not_found(&checked, "report", &mut missing);
+    assert!(missing.is_empty(), "{missing:?}\n{report:#}");
+    assert_eq!(verdict(&report)["unchecked"], json!([]));
+    // Without the role the same person is told what could not be checked.
+    Api::<ClusterRoleBinding>::all(t.cluster.client.clone())
+        .delete("on-call-diagnose", &Default::default())
+        .await
+        .expect("delete binding");
+    let (code, report) = t.diagnose_with(&t.plane.kubeconfig_file_as("on-call"), "0s", &[]);
+    assert_eq!(code, 2, "{report:#}");
+    assert_eq!(report["kubevirt_namespaces"]["outcome"], "forbidden");
+    assert!(
+        report["unchecked"][0].as_str().is_some_and(|u| u
+            .starts_with("virt-operator's pods (kubevirt.io=virt-operator) could not be listed")),
         "{report:#}"
     );
 }

@@ -232,14 +232,23 @@ pub async fn api_server_version(client: &Client) -> Lookup<String> {
     Lookup::from_result(client.apiserver_version().await.map(|v| v.git_version))
 }
 
-/// The component's pods in every namespace, by its label selector.
-pub async fn pods(client: &Client, selector: &str) -> Lookup<Vec<Pod>> {
-    let api: Api<Pod> = Api::all(client.clone());
-    Lookup::from_result(
-        api.list(&ListParams::default().labels(selector))
-            .await
-            .map(|l| l.items),
-    )
+/// The component's pods by its label selector, in `namespaces` or, when none are named, in
+/// every namespace (a person with rights in one namespace only names it).
+pub async fn pods(client: &Client, selector: &str, namespaces: &[String]) -> Lookup<Vec<Pod>> {
+    let params = ListParams::default().labels(selector);
+    if namespaces.is_empty() {
+        let api: Api<Pod> = Api::all(client.clone());
+        return Lookup::from_result(api.list(&params).await.map(|l| l.items));
+    }
+    let mut pods = Vec::new();
+    for ns in namespaces {
+        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        match api.list(&params).await {
+            Ok(list) => pods.extend(list.items),
+            Err(error) => return Lookup::from_result(Err(error)),
+        }
+    }
+    Lookup::Found(pods)
 }
 
 /// Gathers the facts of `component` in `namespace`, watching the lease for `observe`.

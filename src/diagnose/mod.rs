@@ -63,6 +63,8 @@ pub struct Report {
     pub components: Vec<Finding>,
     /// Components found in no namespace.
     pub not_found: Vec<String>,
+    /// Look-ups that failed before any namespace was known, and what that leaves unchecked.
+    pub unchecked: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -115,14 +117,23 @@ pub async fn run(client: &Client, settings: &Settings, args: &DiagnoseArgs) -> R
     let kubevirt = kubevirt_namespaces.found().cloned().unwrap_or_default();
     let mut components = Vec::new();
     let mut not_found = Vec::new();
+    let mut unchecked = Vec::new();
     let chosen = settings
         .components
         .iter()
         .filter(|c| args.components.is_empty() || args.components.contains(&c.name));
     for component in chosen {
-        let pods = match facts::pods(client, &component.label_selector()).await {
+        let selector = component.label_selector();
+        let pods = match facts::pods(client, &selector, &settings.namespaces).await {
             Lookup::Found(pods) => pods,
-            _ => Vec::new(),
+            Lookup::Forbidden(why) | Lookup::Unavailable(why) | Lookup::Failed(why) => {
+                unchecked.push(format!(
+                    "{}'s pods ({selector}) could not be listed, so only namespaces with its \
+                     Lease were looked at: {why}",
+                    component.name
+                ));
+                Vec::new()
+            }
         };
         let namespaces =
             namespaces_of(client, component, &kubevirt, &pods, &settings.namespaces).await;
@@ -147,6 +158,7 @@ pub async fn run(client: &Client, settings: &Settings, args: &DiagnoseArgs) -> R
         kubevirt_namespaces,
         components,
         not_found,
+        unchecked,
     }
 }
 
@@ -217,6 +229,9 @@ pub fn text(report: &Report) -> String {
         &report.kubevirt_namespaces
     {
         let _ = writeln!(out, "KubeVirt custom resources could not be listed: {why}");
+    }
+    for what in &report.unchecked {
+        let _ = writeln!(out, "not checked: {what}");
     }
     if !report.not_found.is_empty() {
         let _ = writeln!(
