@@ -189,3 +189,44 @@ fn unreachable_api_server_is_named_once_and_logged_without_noise() {
         "{logs}"
     );
 }
+
+/// Every flag, of the exporter and of `diagnose`, is in the README's tables with its
+/// environment variable, and the tables name no flag that does not exist.
+#[test]
+fn the_readme_documents_every_flag() {
+    use clap::CommandFactory;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let documented: Vec<(String, String)> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `--"))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            Some((
+                cells.get(1)?.trim_matches('`').to_owned(),
+                cells.get(2)?.trim_matches('`').to_owned(),
+            ))
+        })
+        .collect();
+    let root = kubevirt_leader_exporter::config::Args::command();
+    let diagnose = root.find_subcommand("diagnose").expect("diagnose").clone();
+    let mut flags: Vec<(String, String)> = root
+        .get_arguments()
+        .chain(diagnose.get_arguments())
+        .filter_map(|a| {
+            let env = a.get_env()?.to_string_lossy().into_owned();
+            Some((format!("--{}", a.get_long()?), env))
+        })
+        .collect();
+    flags.sort();
+    flags.dedup();
+    let mut documented_sorted = documented.clone();
+    documented_sorted.sort();
+    documented_sorted.dedup();
+    assert_eq!(documented_sorted, flags);
+    assert_eq!(
+        documented.len(),
+        documented_sorted.len(),
+        "a flag documented twice"
+    );
+}
