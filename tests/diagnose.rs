@@ -510,3 +510,80 @@ async fn the_shipped_diagnose_role_is_enough() {
         "{report:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubevirt_found_by_its_custom_resource() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+    let Some(t) = setup().await else { return };
+    let a = t.plane.elector(NS, "virt-operator", A, &[]);
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "kubevirts.kubevirt.io"},
+        "spec": {
+            "group": "kubevirt.io", "scope": "Namespaced",
+            "names": {"kind": "KubeVirt", "listKind": "KubeVirtList", "plural": "kubevirts", "singular": "kubevirt"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+        }
+    }))
+    .expect("CRD");
+    Api::<CustomResourceDefinition>::all(t.cluster.client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .expect("create CRD");
+    // KubeVirt installed in openshift-cnv, with its operator scaled to nothing.
+    t.cluster.namespace("openshift-cnv").await;
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("kubevirt.io", "v1", "KubeVirt"));
+    let kubevirts: Api<DynamicObject> =
+        Api::namespaced_with(t.cluster.client.clone(), "openshift-cnv", &resource);
+    let cr: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+        "metadata": {"name": "kubevirt-kubevirt-hyperconverged"}, "spec": {},
+    }))
+    .expect("CR");
+    let start = std::time::Instant::now();
+    // The new kind is served a moment after the CRD is created.
+    while let Err(error) = kubevirts.create(&PostParams::default(), &cr).await {
+        assert!(start.elapsed().as_secs() < 30, "create KubeVirt: {error}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    a.until_leading().await;
+
+    let (code, report) = t.diagnose(ADMIN_TOKEN, "3s", &[]);
+    assert_eq!(
+        report["kubevirt_namespaces"]["value"],
+        json!(["openshift-cnv"])
+    );
+    assert_eq!(code, 1, "{report:#}");
+    let by_namespace: Vec<(&str, &str)> = report["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .filter_map(|c| {
+            Some((
+                c["facts"]["namespace"].as_str()?,
+                c["verdict"]["health"].as_str()?,
+            ))
+        })
+        .collect();
+    assert_eq!(
+        by_namespace,
+        [("kubevirt", "leader"), ("openshift-cnv", "no_leader")]
+    );
+    let cnv = &report["components"][1]["verdict"]["findings"];
+    assert_eq!(
+        cnv[0],
+        "the Lease virt-operator does not exist: no pod has ever acquired it here"
+    );
+    assert!(
+        cnv.as_array()
+            .expect("findings")
+            .iter()
+            .any(|f| f == "no pod of the component exists here"),
+        "{cnv:#}"
+    );
+    // `--namespace` narrows it to one.
+    let (code, report) = t.diagnose(ADMIN_TOKEN, "3s", &["--namespace=kubevirt"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["components"].as_array().map(Vec::len), Some(1));
+}
