@@ -230,3 +230,72 @@ fn the_readme_documents_every_flag() {
         "a flag documented twice"
     );
 }
+
+/// `scripts/test` on a machine without the tools: it names the exact command and stops
+/// before compiling anything; with them, it runs `cargo test --locked` and its arguments.
+#[test]
+fn the_test_script_names_what_is_missing_or_runs_cargo_test() {
+    let dir = std::env::temp_dir().join(format!("kle-test-script-{}", std::process::id()));
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("temp dir");
+    // A PATH with a shell and the few commands the script uses, and no apt-get.
+    for tool in ["bash", "dirname", "id", "sort"] {
+        let real = Command::new("bash")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .expect("bash");
+        let real = String::from_utf8_lossy(&real.stdout).trim().to_owned();
+        let _ = std::os::unix::fs::symlink(real, bin.join(tool));
+    }
+    let ran = dir.join("cargo-ran");
+    let fake = |name: &str, body: &str| {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/bash\n{body}\n")).expect("write");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    };
+    fake("cargo", &format!("echo \"$@\" > {}", ran.display()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test");
+    let run = || {
+        Command::new(script)
+            .args(["--test", "cli"])
+            .env_clear()
+            .env("PATH", &bin)
+            .output()
+            .expect("run scripts/test")
+    };
+
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "sudo apt-get install -y --no-install-recommends chromium kubernetes-client \
+             prometheus prometheus-alertmanager"
+        ),
+        "{stderr}"
+    );
+    assert!(!ran.exists(), "cargo ran without the tools");
+
+    for tool in [
+        "promtool",
+        "prometheus",
+        "prometheus-alertmanager",
+        "amtool",
+        "kubectl",
+        "chromium",
+    ] {
+        fake(tool, "exit 0");
+    }
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ran).expect("cargo ran"),
+        "test --locked --test cli\n"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
