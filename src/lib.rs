@@ -32,9 +32,11 @@ use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::{config::Settings, http::AppState, metrics::Metrics, targets::Targets};
 
-/// What `RUST_LOG` defaults to. kube's per-request failure lines are off: a failing watch
-/// says so itself, once, with the whole cause (`RUST_LOG=info,kube_client=debug` shows them).
-pub const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
+/// What `RUST_LOG` defaults to. kube's per-request failure lines and its watcher's warnings
+/// on every forbidden retry are off: a failing watch says so itself, once, with the whole
+/// cause (`RUST_LOG=info,kube_client=debug,kube_runtime=debug` shows them).
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,kube_client::client::builder=off,kube_runtime::watcher=error";
 
 /// An error and its causes, each said once: errors from kube, hyper and std often repeat
 /// their cause in their own message, and often hide the useful part ("connection refused")

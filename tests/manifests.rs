@@ -510,64 +510,13 @@ fn kube_prometheus_stack_example_labels_what_its_prometheus_selects() {
     assert!(deployment["metadata"]["labels"].get("release").is_none());
 }
 
-/// Minimal definitions of the Prometheus Operator's kinds: enough for the API server to
-/// accept the objects, as on a cluster where the operator is installed.
-const OPERATOR_CRDS: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: servicemonitors.monitoring.coreos.com}
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
-  versions:
-    - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: prometheusrules.monitoring.coreos.com}
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {kind: PrometheusRule, listKind: PrometheusRuleList, plural: prometheusrules, singular: prometheusrule}
-  versions:
-    - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
-"#;
-
-/// kubectl as the cluster's admin; `(succeeded, stdout + stderr)`.
-fn admin_kubectl(plane: &envtest::ControlPlane, args: &[&str]) -> (bool, String) {
-    // A fresh discovery cache per call, so kinds defined a moment ago are found.
-    let cache = std::env::temp_dir().join(format!(
-        "kle-kubectl-cache-{}-{}",
-        std::process::id(),
-        common::free_addr().port()
-    ));
-    let out = Command::new("kubectl")
-        .arg(format!(
-            "--kubeconfig={}",
-            plane.kubeconfig_file(envtest::ADMIN_TOKEN).display()
-        ))
-        .arg(format!("--cache-dir={}", cache.display()))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("kubectl must be installed");
-    let _ = std::fs::remove_dir_all(cache);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[tokio::test]
 async fn every_install_applies_to_a_real_api_server() {
     let Some(assets) = envtest::assets() else {
         return;
     };
     let plane = envtest::ControlPlane::start(&assets).await;
-    let kubectl = |args: &[&str]| admin_kubectl(&plane, args);
+    let kubectl = |args: &[&str]| plane.admin_kubectl(args);
     for ns in ["kubevirt", "openshift-cnv", "monitoring"] {
         let (ok, out) = kubectl(&["create", "namespace", ns]);
         assert!(ok, "{out}");
@@ -603,10 +552,7 @@ async fn every_install_applies_to_a_real_api_server() {
     let (ok, out) = kubectl(&["apply", "-k", "deploy"]);
     assert!(!ok && out.contains("ServiceMonitor"), "{out}");
 
-    let crds = std::env::temp_dir().join(format!("kle-crds-{}.yaml", std::process::id()));
-    std::fs::write(&crds, OPERATOR_CRDS).expect("write");
-    let (ok, out) = kubectl(&["apply", "-f", crds.to_str().expect("utf-8")]);
-    let _ = std::fs::remove_file(&crds);
+    let (ok, out) = kubectl(&["apply", "-f", envtest::OPERATOR_CRDS]);
     assert!(ok, "{out}");
     let (ok, out) = kubectl(&[
         "wait",

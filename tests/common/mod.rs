@@ -2,6 +2,8 @@
 //! generated kubeconfig, and helpers that read `/metrics` over HTTP.
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::{
     net::SocketAddr,
     path::PathBuf,

@@ -33,6 +33,9 @@ use serde_json::json;
 
 use crate::common::free_addr;
 
+/// Minimal CRDs of the Prometheus Operator's kinds, relative to the repository.
+pub const OPERATOR_CRDS: &str = "tests/fixtures/operator-crds.yaml";
+
 pub const ADMIN_TOKEN: &str = "admin-token";
 pub const EXPORTER_TOKEN: &str = "exporter-token";
 /// The exporter's user: it gets only the ClusterRole shipped in deploy/.
@@ -67,7 +70,7 @@ pub fn elector_assets() -> Option<PathBuf> {
     None
 }
 
-fn not_run(why: &str) {
+pub fn not_run(why: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{why}, and CI must run the control-plane tests");
     }
@@ -222,6 +225,31 @@ impl ControlPlane {
         cmd
     }
 
+    /// kubectl as the cluster's admin, in the repository; `(succeeded, stdout + stderr)`.
+    pub fn admin_kubectl(&self, args: &[&str]) -> (bool, String) {
+        // A fresh discovery cache per call, so kinds defined a moment ago are found.
+        let cache = self
+            .dir
+            .join(format!("kubectl-cache-{}", free_addr().port()));
+        let out = Command::new("kubectl")
+            .arg(format!(
+                "--kubeconfig={}",
+                self.kubeconfig_file(ADMIN_TOKEN).display()
+            ))
+            .arg(format!("--cache-dir={}", cache.display()))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("kubectl must be installed");
+        let _ = std::fs::remove_dir_all(cache);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     /// The audit log's events so far: what each user asked for.
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.dir.join("audit.log"))
@@ -264,6 +292,11 @@ impl ControlPlane {
     /// Kills kube-apiserver; etcd keeps the data.
     pub fn kill_apiserver(&mut self) {
         self.apiserver.take();
+    }
+
+    /// The CA that signed the API server's serving certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
     }
 
     /// A kubeconfig for the user with `token`.
@@ -530,10 +563,14 @@ impl ExporterProcess {
     }
 
     /// [`ExporterProcess::start`] for the binary at `binary`.
+    /// Listens on a free port unless `extra` has a `--listen`.
     pub fn spawn(binary: &Path, kubeconfig: &Path, extra: &[&str]) -> Self {
+        let listen =
+            (!extra.iter().any(|a| a.starts_with("--listen="))).then_some("--listen=127.0.0.1:0");
         let mut child = Command::new(binary)
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args(["--listen=127.0.0.1:0", "--log-format=json"])
+            .args(listen)
+            .arg("--log-format=json")
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -1,0 +1,143 @@
+//! A real Prometheus server on loopback, and its HTTP API.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use super::free_addr;
+
+/// A Prometheus server on loopback, killed when dropped.
+pub struct Prometheus {
+    child: Child,
+    pub url: String,
+    dir: PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Prometheus {
+    /// Scrapes `target` every second and evaluates the shipped rule file.
+    pub fn start(target: &str) -> Self {
+        let rules =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rules/kubevirt-leader.rules.yml");
+        Self::start_with(
+            &format!("static_configs: [{{targets: ['{target}']}}]"),
+            &rules,
+            None,
+        )
+    }
+
+    /// Scrapes the targets `discovery` names (a scrape config's service discovery, as YAML
+    /// flow) every second, evaluates `rules`, and sends alerts to `alertmanager`.
+    pub fn start_with(discovery: &str, rules: &Path, alertmanager: Option<SocketAddr>) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "kle-prometheus-{}-{}",
+            std::process::id(),
+            free_addr().port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let alerting = alertmanager
+            .map(|am| {
+                format!(
+                    "alerting: {{alertmanagers: [{{static_configs: [{{targets: ['{am}']}}]}}]}}\n"
+                )
+            })
+            .unwrap_or_default();
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             rule_files: ['{}']\n\
+             {alerting}\
+             scrape_configs:\n\
+             - job_name: kubevirt-leader-exporter\n\
+             \x20 honor_labels: true\n\
+             \x20 {discovery}\n",
+            rules.display()
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
+        let listen = free_addr();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={listen}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus must be installed (Debian package `prometheus`)");
+        Self {
+            child,
+            url: format!("http://{listen}"),
+            dir,
+        }
+    }
+
+    pub async fn api(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Option<Value> {
+        let response = http
+            .get(format!("{}{path}", self.url))
+            .query(query)
+            .send()
+            .await
+            .ok()?;
+        let body: Value = response.json().await.ok()?;
+        (body["status"] == "success").then(|| body["data"].clone())
+    }
+
+    /// The value of an instant query with a single result.
+    pub async fn value(&self, http: &reqwest::Client, query: &str) -> Option<f64> {
+        let data = self.api(http, "/api/v1/query", &[("query", query)]).await?;
+        let result = data["result"].as_array()?;
+        if result.len() != 1 {
+            return None;
+        }
+        result[0]["value"][1].as_str()?.parse().ok()
+    }
+
+    pub async fn alert_state(
+        &self,
+        http: &reqwest::Client,
+        name: &str,
+        namespace: &str,
+    ) -> Option<String> {
+        let data = self.api(http, "/api/v1/alerts", &[]).await?;
+        data["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["labels"]["alertname"] == name && a["labels"]["namespace"] == namespace)
+            .and_then(|a| a["state"].as_str().map(str::to_owned))
+    }
+}
+
+pub async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
