@@ -53,6 +53,13 @@ pub struct Args {
     #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_LEASE_GRACE", default_value = "10s", value_parser = parse_grace, allow_hyphen_values = true)]
     pub lease_grace: Duration,
 
+    /// When a pods watch has delivered nothing for this long, list the component's pods once
+    /// (at most 100) and compare them with what the watch delivered; a difference means the
+    /// watch hangs silently, and it starts over. At most once per this interval per watch,
+    /// only while the watch is quiet. 0 turns the check off.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_POD_CHECK_INTERVAL", default_value = "1m", value_parser = parse_check_interval)]
+    pub pod_check_interval: Duration,
+
     /// PEM certificate (chain) to serve HTTPS with; needs --tls-key-file. Reloaded when it
     /// changes on disk. Default: plain HTTP.
     #[arg(
@@ -100,6 +107,25 @@ fn parse_grace(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(grace)
+}
+
+/// The longest `--pod-check-interval` accepted: kube's own idle timeout (about 5 minutes)
+/// restarts a hung watch by then anyway.
+pub const MAX_POD_CHECK_INTERVAL: Duration = Duration::from_secs(300);
+
+fn parse_check_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (write it as 1m, 30s, ...; 0 turns the check off)"))?;
+    if interval > MAX_POD_CHECK_INTERVAL {
+        return Err(format!(
+            "at most {}, or 0 to turn the check off",
+            humantime::format_duration(MAX_POD_CHECK_INTERVAL)
+        ));
+    }
+    if !interval.is_zero() && interval < Duration::from_secs(1) {
+        return Err("at least 1s, or 0 to turn the check off".into());
+    }
+    Ok(interval)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -329,6 +355,8 @@ pub struct Settings {
     /// Empty: the whole cluster.
     pub namespaces: Vec<String>,
     pub lease_grace: Duration,
+    /// Zero: no check of quiet pods watches.
+    pub pod_check_interval: Duration,
     /// Certificate and key files for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
 }
@@ -357,6 +385,7 @@ impl Settings {
             components,
             namespaces,
             lease_grace: args.lease_grace,
+            pod_check_interval: args.pod_check_interval,
             tls: args.tls_cert_file.clone().zip(args.tls_key_file.clone()),
         })
     }
@@ -369,6 +398,7 @@ impl Settings {
             components: default_components(),
             namespaces: Vec::new(),
             lease_grace,
+            pod_check_interval: Duration::from_secs(60),
             tls: None,
         }
     }
@@ -465,6 +495,18 @@ mod tests {
             args(&["demo"]).is_err(),
             "the demo is an example, not a mode"
         );
+        for (bad, says) in [
+            ("500ms", "at least 1s"),
+            ("10m", "at most 5m"),
+            ("often", "0 turns"),
+        ] {
+            let err = args(&["--pod-check-interval", bad])
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let off = args(&["--pod-check-interval", "0"]).expect("parse");
+        assert!(off.pod_check_interval.is_zero());
     }
 
     #[test]

@@ -149,7 +149,7 @@ impl Exporter {
         })?;
         let targets = Arc::new(Targets::new(settings));
         let metrics = Arc::new(Metrics::new(targets.clone())?);
-        let mut tasks = watch::spawn(&client, &targets, &metrics);
+        let mut tasks = watch::spawn(&client, &targets, &metrics, settings.pod_check_interval);
         tasks.push(tokio::spawn(changelog::run(targets.clone())));
         let app = http::router(AppState {
             targets: targets.clone(),

@@ -83,6 +83,16 @@ impl PodSet {
         self.pods.keys().map(|key| key.namespace.as_str())
     }
 
+    /// Whether pods read directly (`listed`, all of them when `complete`) agree with what the
+    /// watch delivered: each listed pod is held, with the same facts, and when complete
+    /// nothing else is held.
+    pub fn agrees_with(&self, listed: &BTreeMap<PodName, PodInfo>, complete: bool) -> bool {
+        let held = listed
+            .iter()
+            .all(|(key, pod)| self.pods.get(key) == Some(pod));
+        held && (!complete || self.pods.len() == listed.len())
+    }
+
     pub fn len(&self) -> usize {
         self.pods.len()
     }
@@ -109,6 +119,36 @@ mod tests {
             ready_condition: true,
             deleting: false,
         }
+    }
+
+    #[test]
+    fn a_direct_list_agrees_only_with_the_same_pods_and_facts() {
+        let mut pods = PodSet::default();
+        pods.apply(PodChange::ListStarted);
+        pods.apply(PodChange::Listed(key("kubevirt", "a"), ready("a")));
+        pods.apply(PodChange::Listed(key("kubevirt", "b"), ready("b")));
+        pods.apply(PodChange::ListDone);
+        let listed = |items: &[(&str, bool)]| -> BTreeMap<PodName, PodInfo> {
+            items
+                .iter()
+                .map(|(name, is_ready)| {
+                    let mut info = ready(name);
+                    info.ready_condition = *is_ready;
+                    (key("kubevirt", name), info)
+                })
+                .collect()
+        };
+        assert!(pods.agrees_with(&listed(&[("a", true), ("b", true)]), true));
+        assert!(!pods.agrees_with(&listed(&[("a", true), ("b", false)]), true));
+        assert!(
+            !pods.agrees_with(&listed(&[("a", true)]), true),
+            "b is gone"
+        );
+        assert!(
+            pods.agrees_with(&listed(&[("a", true)]), false),
+            "one page of several"
+        );
+        assert!(!pods.agrees_with(&listed(&[("a", true), ("b", true), ("c", true)]), true));
     }
 
     #[test]

@@ -13,9 +13,9 @@ use tokio::sync::watch;
 use crate::{
     config::{Component, Settings},
     history::{Event, LeaseStats},
-    judge::{LeaseRecord, Verdict, judge},
+    judge::{LeaseRecord, PodInfo, Verdict, judge},
     leases::{Confirmation, LeaseBook, LeaseChange},
-    pods::{PodChange, PodSet},
+    pods::{PodChange, PodName, PodSet},
 };
 
 /// One component within one scope: the unit a pair of watches (pods and leases) fills.
@@ -59,6 +59,17 @@ impl Target {
 
     pub fn pods_failed(&self) {
         self.update(|s| s.pods.failed());
+    }
+
+    /// Whether the pods watch is healthy and agrees with pods read directly (see
+    /// [`PodSet::agrees_with`]); `None` while it is not healthy, as then there is nothing to
+    /// compare.
+    pub fn pods_agree(&self, listed: &BTreeMap<PodName, PodInfo>, complete: bool) -> Option<bool> {
+        let state = self.lock();
+        state
+            .pods
+            .healthy()
+            .then(|| state.pods.agrees_with(listed, complete))
     }
 
     pub fn apply_leases(&self, change: LeaseChange, now: Instant) {

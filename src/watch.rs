@@ -3,7 +3,7 @@
 
 use std::{
     future::Future,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -73,11 +73,13 @@ fn retry_backoff() -> ExponentialBackoff {
         .into()
 }
 
-/// Spawns a pod watch and a lease watch for every target.
+/// Spawns a pod watch and a lease watch for every target; a quiet pod watch is checked
+/// against a direct list every `pod_check_interval` (zero: never).
 pub fn spawn(
     client: &Client,
     targets: &Targets,
     metrics: &Arc<Metrics>,
+    pod_check_interval: Duration,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for target in targets.handles() {
@@ -90,6 +92,9 @@ pub fn spawn(
         );
         let pods = PodFeed {
             target: target.clone(),
+            client: client.clone(),
+            check_interval: pod_check_interval,
+            quiet: Mutex::new(Quiet::since(Instant::now())),
         };
         let leases = LeaseFeed {
             target: target.clone(),
@@ -243,8 +248,62 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// How many pods a check lists at most: leader-elected components run a few pods each.
+const POD_CHECK_LIMIT: u32 = 100;
+
 struct PodFeed {
     target: Arc<Target>,
+    client: Client,
+    check_interval: Duration,
+    quiet: Mutex<Quiet>,
+}
+
+/// When the pods watch last delivered an event, and when it was last checked.
+#[derive(Clone, Copy)]
+struct Quiet {
+    last_event: Instant,
+    last_check: Instant,
+}
+
+impl Quiet {
+    fn since(now: Instant) -> Self {
+        Self {
+            last_event: now,
+            last_check: now,
+        }
+    }
+}
+
+impl PodFeed {
+    fn quiet(&self) -> std::sync::MutexGuard<'_, Quiet> {
+        self.quiet
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Lists the pods directly; `Some(agrees)` when the comparison means something: the
+    /// watch was healthy and delivered nothing while the list was read.
+    async fn check(&self) -> kube::Result<Option<bool>> {
+        let started = Instant::now();
+        let api: Api<PodView> = match &self.target.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let params = kube::api::ListParams::default()
+            .labels(&self.target.component.label_selector())
+            .limit(POD_CHECK_LIMIT);
+        let list = api.list(&params).await?;
+        if self.quiet().last_event > started {
+            return Ok(None);
+        }
+        let complete = list.metadata.continue_.as_deref().is_none_or(str::is_empty);
+        let listed = list
+            .items
+            .iter()
+            .map(|p| (pod_name(p), pod_info(p)))
+            .collect();
+        Ok(self.target.pods_agree(&listed, complete))
+    }
 }
 
 impl Feed for PodFeed {
@@ -259,11 +318,46 @@ impl Feed for PodFeed {
     }
 
     fn apply(&self, event: Event<PodView>) {
+        self.quiet().last_event = Instant::now();
         self.target.apply_pods(reduce(event, pod_name, pod_info));
     }
 
-    fn failed(&self, _now: Instant) {
+    fn failed(&self, now: Instant) {
+        *self.quiet() = Quiet::since(now);
         self.target.pods_failed();
+    }
+
+    fn wake_at(&self, _now: Instant) -> Option<Instant> {
+        if self.check_interval.is_zero() {
+            return None;
+        }
+        let quiet = *self.quiet();
+        Some(quiet.last_event.max(quiet.last_check) + self.check_interval)
+    }
+
+    /// Compares a quiet watch with a direct list: kube's idle timeout alone would leave a
+    /// watch that hangs silently unnoticed for about 5 minutes, and readiness stale.
+    async fn wake(&self, metrics: &Metrics) -> Option<Restart> {
+        self.quiet().last_check = Instant::now();
+        let checked = tokio::time::timeout(CONFIRM_TIMEOUT, self.check()).await;
+        match checked {
+            Ok(Ok(Some(false))) => {
+                metrics.watch_error(Watched::Pods);
+                warn!("pods watch disagrees with a direct list; restarting it");
+                Some(Restart::Now)
+            }
+            Ok(Ok(_)) => None,
+            // The watch reports its own failures; a list that failed proves nothing about it.
+            Ok(Err(error)) => {
+                debug!(
+                    error = crate::error_chain(&error),
+                    "checking the pods watch failed"
+                );
+                None
+            }
+            // The API server does not answer at all: the watch cannot be receiving either.
+            Err(_) => Some(self.fail(metrics, &"checking the pods watch timed out")),
+        }
     }
 }
 

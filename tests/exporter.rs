@@ -491,3 +491,38 @@ async fn components_found_nowhere_are_counted_and_named() {
     let (_, page) = bed.get("/").await;
     assert!(!page.contains("virt-operator, "), "{page}");
 }
+
+#[tokio::test]
+async fn silent_pods_watch_is_caught_by_a_direct_list() {
+    let mut settings = settings(&[]);
+    settings.pod_check_interval = Duration::from_secs(1);
+    let bed = Bed::start(settings).await;
+    bed.seed_operator(NS);
+    let _renewer = spawn_renewer(bed.store.clone());
+    bed.until("leader present", |s| s.settled(NS)).await;
+    let errors = |s: &Scrape| {
+        s.value(
+            "kubevirt_leader_exporter_watch_errors_total",
+            &[("resource", "pods")],
+        )
+    };
+    // A quiet, healthy watch is checked every second and agrees: no restart.
+    let sim = bed.sim.as_ref().expect("sim");
+    let before = sim.faults.requests();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let checks = sim.faults.requests() - before;
+    assert_eq!(errors(&bed.scrape().await), Some(0.0));
+    // Three components' pods watches, about one list each per second (nothing else asks:
+    // the leases watches are open and their leases fresh).
+    assert!((6..=18).contains(&checks), "{checks} requests in 4 s");
+
+    bed.store.hang_watches(Kind::Pod, true);
+    assert!(bed.store.set_pod_ready(NS, POD_B, false));
+    let s = bed
+        .until("readiness seen despite the hung watch", |s| {
+            s.operator("pods_ready", NS) == Some(1.0)
+        })
+        .await;
+    assert!(errors(&s) >= Some(1.0), "{}", s.0);
+    assert_eq!(s.present(NS), Some(1.0));
+}

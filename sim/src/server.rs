@@ -347,8 +347,9 @@ impl WatchStream {
         loop {
             silent = silent || self.store.watches_hung(self.kind);
             tokio::select! {
+                // Asked again on arrival: an event that arrives after the switch stays unsent.
                 received = receiver.recv() => match received {
-                    Ok(_) if silent => {}
+                    Ok(_) if silent || self.store.watches_hung(self.kind) => silent = true,
                     Ok(change) if change.rv <= rv => {}
                     Ok(change) => {
                         rv = change.rv;
