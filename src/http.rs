@@ -103,6 +103,15 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
+/// Serves the requests of one connection already accepted, as [`serve`] does with each of
+/// its own; for callers that bring their own transport.
+pub async fn serve_stream<S>(stream: S, app: Router)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_connection(stream, app, GracefulShutdown::new().watcher()).await;
+}
+
 async fn serve_connection<S>(stream: S, app: Router, watcher: Watcher)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

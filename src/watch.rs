@@ -361,7 +361,8 @@ impl Feed for PodFeed {
     }
 }
 
-fn pod_name(pod: &PodView) -> PodName {
+/// The key of a pod in the pod set.
+pub fn pod_name(pod: &PodView) -> PodName {
     PodName {
         namespace: pod.namespace().unwrap_or_default(),
         name: pod.name_any(),
