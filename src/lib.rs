@@ -90,21 +90,23 @@ pub async fn client(path: Option<&Path>) -> Result<Client, Error> {
         let config = kube::Config::infer().await?;
         return client_for(config);
     };
+    let name = path.display().to_string();
     let kubeconfig = Kubeconfig::read_from(path).map_err(|error| Error::Kubeconfig {
-        path: path.display().to_string(),
+        path: name.clone(),
         error,
     })?;
-    client_from_kubeconfig(kubeconfig).await
+    from_kubeconfig(kubeconfig, name).await
 }
 
 /// A kube client from an in-memory kubeconfig, by the same path as a file.
 pub async fn client_from_kubeconfig(kubeconfig: Kubeconfig) -> Result<Client, Error> {
+    from_kubeconfig(kubeconfig, "(in memory)".into()).await
+}
+
+async fn from_kubeconfig(kubeconfig: Kubeconfig, path: String) -> Result<Client, Error> {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|error| Error::Kubeconfig {
-            path: "(generated)".into(),
-            error,
-        })?;
+        .map_err(|error| Error::Kubeconfig { path, error })?;
     client_for(config)
 }
 

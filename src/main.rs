@@ -1,4 +1,8 @@
-use std::{future::Future, io::IsTerminal, process::ExitCode};
+use std::{
+    future::Future,
+    io::{IsTerminal, Write},
+    process::ExitCode,
+};
 
 use anyhow::Context;
 use clap::Parser;
@@ -21,7 +25,7 @@ async fn main() -> ExitCode {
         return match run_diagnose(&args, diagnose).await {
             Ok(code) => code,
             Err(error) => {
-                eprintln!("Error: {}", error_chain(error.as_ref()));
+                say_error(error.as_ref());
                 ExitCode::from(2)
             }
         };
@@ -30,7 +34,7 @@ async fn main() -> ExitCode {
     match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("Error: {}", error_chain(error.as_ref()));
+            say_error(error.as_ref());
             ExitCode::FAILURE
         }
     }
@@ -56,14 +60,29 @@ async fn run_diagnose(args: &Args, diagnose: &DiagnoseArgs) -> anyhow::Result<Ex
     let client = client(settings.kubeconfig.as_deref()).await?;
     let report = diagnose::run(&client, &settings, diagnose).await;
     match diagnose.output {
-        Output::Text => print!("{}", diagnose::text(&report)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Text => write_out(&diagnose::text(&report)),
+        Output::Json => write_out(&format!("{}\n", serde_json::to_string_pretty(&report)?)),
     }
     if let Some(dir) = &diagnose.bundle {
         let files = bundle::write(dir, &report).context("writing the bundle")?;
-        eprintln!("bundle: {} files in {}", files.len(), dir.display());
+        let _ = writeln!(
+            std::io::stderr(),
+            "bundle: {} files in {}",
+            files.len(),
+            dir.display()
+        );
     }
     Ok(ExitCode::from(report.exit_code()))
+}
+
+/// print! and eprintln! panic when the reader has gone (`| head`): a closed pipe is not
+/// worth a panic.
+fn say_error(error: &(dyn std::error::Error + 'static)) {
+    let _ = writeln!(std::io::stderr(), "Error: {}", error_chain(error));
+}
+
+fn write_out(text: &str) {
+    let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
 fn init_tracing(format: LogFormat, default_filter: &str) {

@@ -199,7 +199,8 @@ fn the_readme_documents_every_flag() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
     let documented: Vec<(String, String)> = readme
         .lines()
-        .filter(|l| l.starts_with("| `--"))
+        // Flag tables: a flag, then its environment variable.
+        .filter(|l| l.starts_with("| `--") && l.contains("| `KUBEVIRT_"))
         .filter_map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
             Some((
@@ -298,4 +299,159 @@ fn the_test_script_names_what_is_missing_or_runs_cargo_test() {
         "test --locked --test cli\n"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// One row of the README's "Bad input" table: what the user gives, the exit status and the
+/// words of the message.
+struct BadInput {
+    args: Vec<String>,
+    exit: i32,
+    says: String,
+}
+
+/// Every start-up case of the README's "Bad input" table: each exits with its status, says
+/// its message, and the table shows that message.
+#[test]
+fn bad_input_gets_the_documented_exit_status_and_message() {
+    let dir = std::env::temp_dir().join(format!("kle-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("bundle")).expect("temp dir");
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    let not_schema = file("not-schema.yaml", "not: [yaml");
+    let bad_selector = file(
+        "bad-selector.yaml",
+        "components: [{name: x, lease: x, podSelector: {matchLabels: {'no spaces': y}}}]",
+    );
+    let not_yaml = file("not-yaml.yaml", "clusters: [unclosed");
+    let no_context = file("no-context.yaml", "apiVersion: v1\nkind: Config\n");
+    let good = file(
+        "kubeconfig.yaml",
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+         clusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n\
+         users: [{name: u, user: {}}]\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n",
+    );
+    let garbage = file("garbage.pem", "garbage");
+    file("bundle/old-report.txt", "an earlier bundle");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = taken.local_addr().expect("addr").to_string();
+    let kc = format!("--kubeconfig={good}");
+    let case = |args: &[&str], exit: i32, says: &str| BadInput {
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        exit,
+        says: says.to_owned(),
+    };
+    let bundle = format!("--bundle={}", dir.join("bundle").display());
+    let cases = [
+        case(&["--listen=nowhere"], 2, "invalid socket address syntax"),
+        case(&["--lease-grace=-5s"], 2, "must not be negative"),
+        case(
+            &["--lease-grace=6m"],
+            2,
+            "at most 5m: a longer grace would hide a dead leader",
+        ),
+        case(
+            &["--pod-check-interval=500ms"],
+            2,
+            "at least 1s, or 0 to turn the check off",
+        ),
+        case(&["--log-format=xml"], 2, "[possible values: text, json]"),
+        case(
+            &["--tls-cert-file=/tls.crt"],
+            2,
+            "the following required arguments were not provided",
+        ),
+        case(
+            &["--namespace=Bad_NS"],
+            1,
+            "namespace \"Bad_NS\" is not a valid namespace name",
+        ),
+        case(
+            &["--config=/nonexistent.yaml"],
+            1,
+            "cannot read config file /nonexistent.yaml",
+        ),
+        case(&["--config", &not_schema], 1, "expected one of components"),
+        case(
+            &["--config", &bad_selector],
+            1,
+            "podSelector: \"no spaces\" is not a valid label key",
+        ),
+        case(
+            &["--kubeconfig=/nonexistent"],
+            1,
+            "failed to read kubeconfig",
+        ),
+        case(
+            &["--kubeconfig", &not_yaml],
+            1,
+            "failed to parse kubeconfig YAML",
+        ),
+        case(
+            &["--kubeconfig", &no_context],
+            1,
+            "failed to determine current context",
+        ),
+        case(
+            &[],
+            1,
+            "no Kubernetes configuration found (in-cluster, KUBECONFIG or ~/.kube/config)",
+        ),
+        case(
+            &[
+                &kc,
+                "--tls-cert-file=/nonexistent.crt",
+                "--tls-key-file=/nonexistent.key",
+            ],
+            1,
+            "reading /nonexistent.crt",
+        ),
+        case(
+            &[&kc, "--tls-cert-file", &garbage, "--tls-key-file", &garbage],
+            1,
+            "holds no PEM certificate",
+        ),
+        case(&[&kc, "--listen", &taken], 1, "cannot listen on"),
+        case(&["diagnose", &bundle], 2, "is not an empty directory"),
+        case(
+            &["diagnose", "--observe=soon"],
+            2,
+            "invalid value 'soon' for '--observe <OBSERVE>'",
+        ),
+    ];
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    for BadInput { args, exit, says } in &cases {
+        let out = Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .env("HOME", "/nonexistent")
+            .output()
+            .expect("run binary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*exit), "{args:?}: {stderr}");
+        assert!(stderr.contains(says.as_str()), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        let row = format!("| {exit} | `{says}`");
+        assert!(
+            readme.contains(&row),
+            "README's bad-input table lacks {row}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A reader that goes away (`| head`) is no reason to panic.
+#[test]
+fn a_closed_pipe_is_not_a_panic() {
+    let mut child = Command::new(BIN)
+        .args(["--kubeconfig=/nonexistent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stderr.take());
+    assert_eq!(child.wait().expect("exit").code(), Some(1));
 }
