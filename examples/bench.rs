@@ -13,11 +13,13 @@
 mod common;
 #[path = "../tests/envtest/mod.rs"]
 mod envtest;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicIsize, Ordering},
     time::{Duration, Instant},
@@ -110,53 +112,6 @@ impl Drop for Killed {
 
 fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-/// Builds the release binary for the host, or for `BENCH_TARGET` when it is set.
-fn build_release() -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = std::env::var("BENCH_TARGET").ok().filter(|t| !t.is_empty());
-    let mut build = Command::new(cargo);
-    build.args([
-        "build",
-        "--release",
-        "--locked",
-        "--bin",
-        "kubevirt-leader-exporter",
-    ]);
-    // `cargo run` hands this package's variables to the benchmark. Passed on, they would look
-    // like a changed environment to build scripts that watch them (ring's watches
-    // CARGO_PKG_NAME), and the nested build would compile ring and all above it again.
-    for (key, _) in std::env::vars_os() {
-        if key.to_str().is_some_and(|k| {
-            k.starts_with("CARGO_PKG_")
-                || matches!(
-                    k,
-                    "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_PRIMARY_PACKAGE"
-                )
-        }) {
-            build.env_remove(key);
-        }
-    }
-    let mut dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    if let Some(target) = &target {
-        build.args(["--target", target]);
-        dir.push(target);
-    }
-    if !build.status()?.success() {
-        bail!("release build failed");
-    }
-    Ok(dir.join("release/kubevirt-leader-exporter"))
-}
-
-/// Resident memory of `pid`, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
 }
 
 /// User plus system CPU time of `pid`, in seconds.
@@ -283,7 +238,7 @@ fn value(body: &str, series: &str) -> Option<f64> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let binary = build_release()?;
+    let binary = support::build_release()?;
     against_the_simulated_api_server(&binary).await?;
     match std::env::var_os("KUBEBUILDER_ASSETS").filter(|v| !v.is_empty()) {
         Some(assets) => against_a_real_api_server(&binary, Path::new(&assets)).await,
@@ -339,7 +294,7 @@ async fn against_the_simulated_api_server(binary: &Path) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let start_to_ready = started.elapsed();
-    let rss_start = rss_kib(pid)?;
+    let rss_start = support::rss_kib(pid)?;
 
     // Idle: only the leader's renewals, as in a quiet cluster. /readyz turns 200 when every
     // list has completed, a moment before the watches that follow the lists reach the
@@ -358,7 +313,7 @@ async fn against_the_simulated_api_server(binary: &Path) -> anyhow::Result<()> {
     tokio::time::sleep(IDLE).await;
     let idle_requests = sim.faults.requests() - requests_before;
     let idle_cpu = cpu_seconds(pid)? - cpu_before;
-    let rss_idle = rss_kib(pid)?;
+    let rss_idle = support::rss_kib(pid)?;
 
     // Scrape throughput against the floor.
     eprintln!("scrape load, exporter and floor...");
@@ -406,14 +361,14 @@ async fn against_the_simulated_api_server(binary: &Path) -> anyhow::Result<()> {
     wait_for(&http, &metrics, |b| value(b, &pods_series) == Some(total)).await?;
     let sent_for_scale = sim.faults.objects_sent() - sent_before;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss_scaled = rss_kib(pid)?;
+    let rss_scaled = support::rss_kib(pid)?;
     let per_pod = (rss_scaled.saturating_sub(rss_idle) * 1024) as f64 / EXTRA_MATCHING as f64;
     // A full re-list of everything, as after a restart of the watches.
     sim.faults.gone_on_resume(6);
     sim.faults.close_watches();
     tokio::time::sleep(Duration::from_secs(5)).await;
     wait_for(&http, &metrics, |b| value(b, &pods_series) == Some(total)).await?;
-    let rss_relisted = rss_kib(pid)?;
+    let rss_relisted = support::rss_kib(pid)?;
     let per_pod_relisted =
         (rss_relisted.saturating_sub(rss_idle) * 1024) as f64 / EXTRA_MATCHING as f64;
     renewer.abort();
@@ -506,7 +461,7 @@ async fn against_a_real_api_server(binary: &Path, assets: &Path) -> anyhow::Resu
     let exporter = ExporterProcess::spawn(binary, &kubeconfig, &[]);
     let pid = exporter.process.0.id();
     tokio::time::sleep(SETTLE).await;
-    let rss = rss_kib(pid)?;
+    let rss = support::rss_kib(pid)?;
     let metrics = format!("http://{}/metrics", exporter.addr);
     let http = reqwest::Client::new();
     let dir = std::env::temp_dir().join(format!("kle-bench-real-{}", std::process::id()));
