@@ -96,7 +96,12 @@ async fn main() -> anyhow::Result<()> {
         .map(|p| plane.elector(NS, "virt-operator", p, &[]))
         .collect();
     // Scrapes start once there is a leader: before it, "no leader" is the right answer.
+    let waiting = Instant::now();
     while !electors.iter().any(Elector::started_leading) {
+        anyhow::ensure!(
+            waiting.elapsed() < Duration::from_secs(90),
+            "no elector leads"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let exporter = ExporterProcess::spawn(&binary, &plane.kubeconfig_file(EXPORTER_TOKEN), &[]);
@@ -118,15 +123,28 @@ async fn main() -> anyhow::Result<()> {
     let mut next_sample = start;
     let mut next_takeover = start + Duration::from_secs(60);
     let mut next_restart = start + Duration::from_secs(300);
+    let mut killed: Option<String> = None;
+    let mut holder_changes = 0;
     while Instant::now() < end {
         let now = Instant::now();
         if now >= next_sample {
             samples.push(sample(pid, start)?);
             next_sample += SAMPLE_EVERY;
         }
-        if now >= next_takeover {
-            replace_leader(&plane, &admin, &mut electors).await;
+        if now >= next_takeover && killed.is_none() {
+            killed = kill_leader(&admin, &electors).await;
             next_takeover += Duration::from_secs(60);
+        }
+        if let Some(dead) = killed.clone()
+            && holder(&admin).await.is_some_and(|h| h != dead)
+        {
+            // The standby leads: the dead pod comes back as the new standby. Back at once, it
+            // would still hold the lease under its own name and simply renew it.
+            if let Some(elector) = electors.iter_mut().find(|e| e.identity == dead) {
+                *elector = plane.elector(NS, "virt-operator", &dead, &[]);
+            }
+            holder_changes += 1;
+            killed = None;
         }
         if now >= next_restart {
             eprintln!(
@@ -142,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
     for task in churn {
         task.abort();
     }
-    report(&samples, &counts)
+    report(&samples, &counts, holder_changes)
 }
 
 /// Both operator pods flip between Ready and not Ready every second, out of step.
@@ -254,21 +272,18 @@ fn check(scrape: &Scrape) -> Check {
     }
 }
 
-/// Kills the elector that holds the lease and starts its replacement, as a Deployment
-/// replaces a dead pod: the standby takes over.
-async fn replace_leader(plane: &ControlPlane, client: &Client, electors: &mut [Elector]) {
+async fn holder(client: &Client) -> Option<String> {
     let api: Api<Lease> = Api::namespaced(client.clone(), NS);
-    let Ok(lease) = api.get("virt-operator").await else {
-        return;
-    };
-    let holder = lease
-        .spec
-        .and_then(|s| s.holder_identity)
-        .unwrap_or_default();
-    if let Some(elector) = electors.iter_mut().find(|e| e.identity == holder) {
-        elector.signal("KILL");
-        *elector = plane.elector(NS, "virt-operator", &holder, &[]);
-    }
+    let lease = api.get("virt-operator").await.ok()?;
+    lease.spec?.holder_identity.filter(|h| !h.is_empty())
+}
+
+/// Kills the elector that holds the lease; returns its identity.
+async fn kill_leader(client: &Client, electors: &[Elector]) -> Option<String> {
+    let holder = holder(client).await?;
+    let elector = electors.iter().find(|e| e.identity == holder)?;
+    elector.signal("KILL");
+    Some(holder)
 }
 
 fn sample(pid: u32, start: Instant) -> anyhow::Result<Sample> {
@@ -301,7 +316,7 @@ fn rss_slope(samples: &[Sample]) -> f64 {
     cov / var * 3600.0
 }
 
-fn report(samples: &[Sample], counts: &Counts) -> anyhow::Result<()> {
+fn report(samples: &[Sample], counts: &Counts, holder_changes: u32) -> anyhow::Result<()> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/soak");
     std::fs::create_dir_all(&dir)?;
     let mut csv = String::from("seconds,rss_kib,fds,threads\n");
@@ -336,6 +351,7 @@ fn report(samples: &[Sample], counts: &Counts) -> anyhow::Result<()> {
         WARM_UP.as_secs() / 60,
         rss_slope(samples)
     );
+    println!("| holder changes (leader killed, standby took over) | {holder_changes} |");
     println!("| open file descriptors | {fd_min} to {fd_max} |");
     println!("| threads | {th_min} to {th_max} |");
     println!(

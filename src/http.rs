@@ -109,7 +109,10 @@ pub async fn serve_stream<S>(stream: S, app: Router)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_connection(stream, app, GracefulShutdown::new().watcher()).await;
+    // Kept until the connection ends: a dropped one would end keep-alive at once.
+    let graceful = GracefulShutdown::new();
+    serve_connection(stream, app, graceful.watcher()).await;
+    drop(graceful);
 }
 
 async fn serve_connection<S>(stream: S, app: Router, watcher: Watcher)

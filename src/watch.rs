@@ -258,11 +258,13 @@ struct PodFeed {
     quiet: Mutex<Quiet>,
 }
 
-/// When the pods watch last delivered an event, and when it was last checked.
+/// When the pods watch last delivered an event, when it was last checked, and whether the
+/// last check disagreed.
 #[derive(Clone, Copy)]
 struct Quiet {
     last_event: Instant,
     last_check: Instant,
+    suspect: bool,
 }
 
 impl Quiet {
@@ -270,9 +272,14 @@ impl Quiet {
         Self {
             last_event: now,
             last_check: now,
+            suspect: false,
         }
     }
 }
+
+/// How soon a check that disagreed is repeated: events already on their way are applied
+/// meanwhile, so only a watch that still disagrees then is restarted.
+const POD_RECHECK: Duration = Duration::from_secs(5);
 
 impl PodFeed {
     fn quiet(&self) -> std::sync::MutexGuard<'_, Quiet> {
@@ -281,21 +288,18 @@ impl PodFeed {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Lists the pods directly; `Some(agrees)` when the comparison means something: the
-    /// watch was healthy and delivered nothing while the list was read.
+    /// Lists the pods from the API server's cache (cheap, and as fresh as what any watch
+    /// gets); `Some(agrees)` when the watch is healthy and there is something to compare.
     async fn check(&self) -> kube::Result<Option<bool>> {
-        let started = Instant::now();
         let api: Api<PodView> = match &self.target.namespace {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
         };
         let params = kube::api::ListParams::default()
             .labels(&self.target.component.label_selector())
-            .limit(POD_CHECK_LIMIT);
+            .limit(POD_CHECK_LIMIT)
+            .match_any();
         let list = api.list(&params).await?;
-        if self.quiet().last_event > started {
-            return Ok(None);
-        }
         let complete = list.metadata.continue_.as_deref().is_none_or(str::is_empty);
         let listed = list
             .items
@@ -318,7 +322,11 @@ impl Feed for PodFeed {
     }
 
     fn apply(&self, event: Event<PodView>) {
-        self.quiet().last_event = Instant::now();
+        {
+            let mut quiet = self.quiet();
+            quiet.last_event = Instant::now();
+            quiet.suspect = false;
+        }
         self.target.apply_pods(reduce(event, pod_name, pod_info));
     }
 
@@ -332,22 +340,34 @@ impl Feed for PodFeed {
             return None;
         }
         let quiet = *self.quiet();
+        if quiet.suspect {
+            return Some(quiet.last_check + POD_RECHECK.min(self.check_interval));
+        }
         Some(quiet.last_event.max(quiet.last_check) + self.check_interval)
     }
 
     /// Compares a quiet watch with a direct list: kube's idle timeout alone would leave a
-    /// watch that hangs silently unnoticed for about 5 minutes, and readiness stale.
+    /// watch that hangs silently unnoticed for about 5 minutes, and readiness stale. The
+    /// check never blinds the watch: a list that fails or is slow proves nothing about it.
     async fn wake(&self, metrics: &Metrics) -> Option<Restart> {
-        self.quiet().last_check = Instant::now();
         let checked = tokio::time::timeout(CONFIRM_TIMEOUT, self.check()).await;
+        let mut quiet = self.quiet();
+        quiet.last_check = Instant::now();
         match checked {
-            Ok(Ok(Some(false))) => {
+            Ok(Ok(Some(false))) if quiet.suspect => {
+                quiet.suspect = false;
                 metrics.watch_error(Watched::Pods);
-                warn!("pods watch disagrees with a direct list; restarting it");
+                warn!("pods watch disagrees with a direct list twice; restarting it");
                 Some(Restart::Now)
             }
-            Ok(Ok(_)) => None,
-            // The watch reports its own failures; a list that failed proves nothing about it.
+            Ok(Ok(Some(false))) => {
+                quiet.suspect = true;
+                None
+            }
+            Ok(Ok(_)) => {
+                quiet.suspect = false;
+                None
+            }
             Ok(Err(error)) => {
                 debug!(
                     error = crate::error_chain(&error),
@@ -355,8 +375,10 @@ impl Feed for PodFeed {
                 );
                 None
             }
-            // The API server does not answer at all: the watch cannot be receiving either.
-            Err(_) => Some(self.fail(metrics, &"checking the pods watch timed out")),
+            Err(_) => {
+                debug!("checking the pods watch timed out");
+                None
+            }
         }
     }
 }

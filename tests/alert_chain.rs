@@ -239,7 +239,12 @@ async fn no_leading_virt_operator_reaches_alertmanager_once_and_only_when_true()
     // ...and an exporter restart, on the same address.
     let listen = format!("--listen={}", exporter.addr);
     exporter.signal("TERM");
+    let stopping = Instant::now();
     while exporter.process_alive() {
+        assert!(
+            stopping.elapsed() < Duration::from_secs(30),
+            "the exporter does not stop"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let exporter = ExporterProcess::start(&kubeconfig, &[&listen]);

@@ -163,6 +163,8 @@ pub struct Facts {
     pub namespace: String,
     pub lease_name: String,
     pub pods: Vec<PodFacts>,
+    /// False when the pods could not be listed: `pods` is then empty for want of data.
+    pub pods_listed: bool,
     pub lease: Lookup<Option<LeaseFacts>>,
     pub observation: Option<Observation>,
     pub rights: Lookup<Vec<Right>>,
@@ -197,6 +199,9 @@ fn plain<K: Serialize>(object: &K) -> Value {
 pub struct LogExcerpt {
     pub pod: String,
     pub lines: Lookup<Vec<String>>,
+    /// Whether any line read (not only those kept) shows the pod trying to acquire the
+    /// lease: a standby says so once, when it starts, and may have said much since.
+    pub tries_to_acquire: bool,
 }
 
 /// Words that mark a log line worth showing: leader election, and what rejects it.
@@ -208,9 +213,11 @@ const LOG_WORDS: [&str; 6] = [
     "webhook",
     "throttl",
 ];
-/// How much of each log is read, and how many matching lines are kept.
+/// How much of each log is read, and how many matching lines are kept. The byte limit is a
+/// safety net only: the API server applies it from the start of the tail, so reaching it
+/// would drop the newest lines.
 const LOG_TAIL_LINES: i64 = 2000;
-const LOG_LIMIT_BYTES: i64 = 1 << 20;
+const LOG_LIMIT_BYTES: i64 = 16 << 20;
 const LOG_LINES_KEPT: usize = 30;
 
 /// Namespaces named by KubeVirt custom resources; `Found(empty)` when the CRD is absent.
@@ -256,9 +263,11 @@ pub async fn gather(
     client: &Client,
     component: &crate::config::Component,
     namespace: &str,
-    pods: &[Pod],
+    pods: Option<&[Pod]>,
     observe: Duration,
 ) -> Facts {
+    let pods_listed = pods.is_some();
+    let pods = pods.unwrap_or_default();
     let now = Timestamp::now();
     let raw_pods = pods.iter().map(plain).collect();
     let pods: Vec<PodFacts> = pods.iter().map(|p| PodFacts::of(p, now)).collect();
@@ -276,6 +285,7 @@ pub async fn gather(
         namespace: namespace.to_owned(),
         lease_name: component.lease.clone(),
         pods,
+        pods_listed,
         lease,
         observation,
         rights: rights(client, namespace, &accounts).await,
@@ -306,22 +316,44 @@ async fn logs(client: &Client, namespace: &str, pods: &[PodFacts]) -> Vec<LogExc
             out.push(LogExcerpt {
                 pod: pod.name.clone(),
                 lines: Lookup::Unavailable("not scheduled to a node".into()),
+                tries_to_acquire: false,
             });
             continue;
         }
-        let lines = match api.logs(&pod.name, &params).await {
-            Ok(log) => Lookup::Found(matching_lines(&log)),
+        let (lines, tries_to_acquire) = match api.logs(&pod.name, &params).await {
+            Ok(log) => (Lookup::Found(matching_lines(&log)), tries_to_acquire(&log)),
             Err(kube::Error::Api(status)) if matches!(status.code, 400 | 404) => {
-                Lookup::Unavailable(status.message.clone())
+                (Lookup::Unavailable(status.message.clone()), false)
             }
-            Err(error) => Lookup::from_result(Err(error)),
+            Err(error) => (Lookup::from_result(Err(error)), false),
         };
         out.push(LogExcerpt {
             pod: pod.name.clone(),
             lines,
+            tries_to_acquire,
         });
     }
     out
+}
+
+/// client-go's elector logs "attempting to acquire leader lease" when it starts trying.
+fn tries_to_acquire(log: &str) -> bool {
+    log.lines().any(|line| {
+        let lower = line.to_lowercase();
+        lower.contains("attempting to acquire") || lower.contains("acquire leader")
+    })
+}
+
+/// A log line that says an update of the lease was rejected, not merely one that mentions a
+/// webhook (virt-operator manages webhook configurations and logs about them).
+pub fn rejects_the_lease(line: &str) -> bool {
+    let lower = line.to_lowercase();
+    ["forbidden", "denied", "webhook"]
+        .iter()
+        .any(|w| lower.contains(w))
+        && ["lease", "leader", "resource lock"]
+            .iter()
+            .any(|w| lower.contains(w))
 }
 
 fn matching_lines(log: &str) -> Vec<String> {
@@ -601,6 +633,25 @@ mod tests {
         let kept = matching_lines(&long);
         assert_eq!(kept.len(), LOG_LINES_KEPT);
         assert_eq!(kept.last().map(String::as_str), Some("lease 99"));
+    }
+
+    #[test]
+    fn rejections_of_the_lease_are_told_from_mentions_of_webhooks() {
+        assert!(rejects_the_lease(
+            "error retrieving resource lock kubevirt/virt-operator: leases.coordination.k8s.io \"virt-operator\" is forbidden"
+        ));
+        assert!(rejects_the_lease(
+            "failed to update lease: admission webhook \"leases.policy.example.com\" denied the request"
+        ));
+        assert!(!rejects_the_lease(
+            "reconciling webhook configuration virt-api-validator"
+        ));
+        assert!(tries_to_acquire(
+            "I1127 attempting to acquire leader lease kubevirt/virt-operator..."
+        ));
+        assert!(!tries_to_acquire(
+            "I1127 successfully acquired lease kubevirt/virt-operator"
+        ));
     }
 
     #[test]

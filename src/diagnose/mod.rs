@@ -125,28 +125,30 @@ pub async fn run(client: &Client, settings: &Settings, args: &DiagnoseArgs) -> R
     for component in chosen {
         let selector = component.label_selector();
         let pods = match facts::pods(client, &selector, &settings.namespaces).await {
-            Lookup::Found(pods) => pods,
+            Lookup::Found(pods) => Some(pods),
             Lookup::Forbidden(why) | Lookup::Unavailable(why) | Lookup::Failed(why) => {
                 unchecked.push(format!(
                     "{}'s pods ({selector}) could not be listed, so only namespaces with its \
                      Lease were looked at: {why}",
                     component.name
                 ));
-                Vec::new()
+                None
             }
         };
+        let all_pods = pods.as_deref().unwrap_or_default();
         let namespaces =
-            namespaces_of(client, component, &kubevirt, &pods, &settings.namespaces).await;
+            namespaces_of(client, component, &kubevirt, all_pods, &settings.namespaces).await;
         if namespaces.is_empty() {
             not_found.push(component.name.clone());
         }
         for ns in namespaces {
-            let here: Vec<_> = pods
+            let here: Vec<_> = all_pods
                 .iter()
                 .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
                 .cloned()
                 .collect();
-            let facts = facts::gather(client, component, &ns, &here, args.observe).await;
+            let listed = pods.is_some().then_some(here.as_slice());
+            let facts = facts::gather(client, component, &ns, listed, args.observe).await;
             let verdict = verdict::verdict(&facts);
             components.push(Finding { facts, verdict });
         }

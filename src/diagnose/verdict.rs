@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::facts::{Facts, LeaseFacts, Lookup};
+use super::facts::{Facts, LeaseFacts, Lookup, rejects_the_lease};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -45,7 +45,7 @@ pub fn verdict(facts: &Facts) -> Verdict {
     let mut findings = Vec::new();
     let health = health(facts, lease, &mut findings);
     if health != Health::Leader {
-        causes(facts, lease, &mut findings);
+        causes(facts, lease, health, &mut findings);
     }
     warnings(facts, &mut findings);
     Verdict {
@@ -132,8 +132,9 @@ fn unrenewed(
 }
 
 /// Why there is no leader, from the facts that explain it.
-fn causes(facts: &Facts, lease: Option<&LeaseFacts>, findings: &mut Vec<String>) {
+fn causes(facts: &Facts, lease: Option<&LeaseFacts>, health: Health, findings: &mut Vec<String>) {
     if let Some(holder) = lease.and_then(|l| l.holder.as_deref())
+        && facts.pods_listed
         && !facts
             .pods
             .iter()
@@ -164,30 +165,18 @@ fn causes(facts: &Facts, lease: Option<&LeaseFacts>, findings: &mut Vec<String>)
         let Some(lines) = excerpt.lines.found() else {
             continue;
         };
-        let rejected = lines.iter().rev().find(|l| {
-            let lower = l.to_lowercase();
-            ["forbidden", "denied", "webhook"]
-                .iter()
-                .any(|w| lower.contains(w))
-        });
-        if let Some(line) = rejected {
+        if let Some(line) = lines.iter().rev().find(|l| rejects_the_lease(l)) {
             findings.push(format!("{} logs: {}", excerpt.pod, line.trim()));
         }
     }
     let logs_read = facts.logs.iter().any(|e| e.lines.found().is_some());
-    let trying = facts
-        .logs
-        .iter()
-        .filter_map(|e| e.lines.found())
-        .flatten()
-        .any(|l| {
-            let lower = l.to_lowercase();
-            lower.contains("attempting to acquire") || lower.contains("acquire leader")
-        });
-    if logs_read && !trying {
+    let trying = facts.logs.iter().any(|e| e.tries_to_acquire);
+    if health == Health::NoLeader && logs_read && !trying {
         findings.push("nobody renews the lease and no pod logs an acquisition attempt".into());
     }
-    if facts.pods.is_empty() {
+    if !facts.pods_listed {
+        // Nothing to say about pods that could not be listed.
+    } else if facts.pods.is_empty() {
         findings.push("no pod of the component exists here".into());
     } else if !facts.pods.iter().any(|p| p.ready) {
         findings.push("no pod of the component is Ready".into());
@@ -219,6 +208,13 @@ fn holder_names(holder: &str, pod: &str) -> bool {
 
 fn unchecked(facts: &Facts) -> Vec<String> {
     let mut out = Vec::new();
+    if !facts.pods_listed {
+        out.push(
+            "the pods: whether the lease's holder is a running pod, their readiness, restarts, \
+             logs and service accounts (listing the pods failed)"
+                .to_owned(),
+        );
+    }
     if let Lookup::Forbidden(_) = facts.rights {
         out.push(
             "whether the pods' service accounts may update leases (creating a \
@@ -238,14 +234,20 @@ fn unchecked(facts: &Facts) -> Vec<String> {
 }
 
 fn next_step(health: Health, findings: &[String]) -> String {
-    let says = |what: &str| findings.iter().any(|f| f.contains(what));
+    // Matched on the rules' own wording, never on quoted log lines.
+    let says = |what: &str| {
+        findings
+            .iter()
+            .filter(|f| !f.contains(" logs: "))
+            .any(|f| f.contains(what))
+    };
     match health {
         Health::Leader => "Nothing to do.".into(),
         Health::Unknown => "Look again with more rights, or read the runbook's diagnosis by hand.".into(),
-        Health::NoLeader if says("may not") => {
+        Health::NoLeader if says(" may not ") => {
             "Restore the service account's rights on coordination.k8s.io leases (its Role and RoleBinding).".into()
         }
-        Health::NoLeader if says("webhook") => {
+        Health::NoLeader if says("intercepts lease updates") => {
             "Fix the webhook, or exclude coordination.k8s.io leases from its rules.".into()
         }
         Health::NoLeader if says("not a running pod") => {
@@ -280,6 +282,7 @@ mod tests {
             namespace: "kubevirt".into(),
             lease_name: "virt-operator".into(),
             pods: vec![pod("a", true), pod("b", true)],
+            pods_listed: true,
             lease: Lookup::Found(Some(LeaseFacts {
                 holder: holder.map(str::to_owned),
                 acquire_time: None,
@@ -319,6 +322,24 @@ mod tests {
             lease.renewed_seconds_ago_by_server = Some(60.0);
         }
         assert_eq!(verdict(&f).health, Health::NoLeader);
+    }
+
+    #[test]
+    fn pods_that_could_not_be_listed_are_not_called_missing() {
+        let mut f = facts(Some("gone"), false);
+        f.pods.clear();
+        f.pods_listed = false;
+        let v = verdict(&f);
+        assert_eq!(v.health, Health::NoLeader, "the lease alone decides");
+        assert!(
+            !v.findings.iter().any(|x| x.contains("not a running pod")),
+            "{v:?}"
+        );
+        assert!(!v.findings.iter().any(|x| x.starts_with("no pod")), "{v:?}");
+        assert!(
+            v.unchecked.iter().any(|u| u.starts_with("the pods")),
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -379,12 +400,15 @@ mod tests {
             LogExcerpt {
                 pod: "a".into(),
                 lines: Lookup::Found(vec![
+                    "reconciling webhook configuration virt-api-validator".into(),
                     "error retrieving resource lock kubevirt/virt-operator: leases.coordination.k8s.io \"virt-operator\" is forbidden".into(),
                 ]),
+                tries_to_acquire: false,
             },
             LogExcerpt {
                 pod: "b".into(),
                 lines: Lookup::Unavailable("no node".into()),
+                tries_to_acquire: false,
             },
         ];
         let v = verdict(&f);
@@ -398,9 +422,15 @@ mod tests {
             v.findings.iter().any(|x| x.starts_with("nobody renews")),
             "{v:?}"
         );
-        f.logs[0].lines = Lookup::Found(vec![
-            "attempting to acquire leader lease kubevirt/virt-operator...".into(),
-        ]);
+        // Only the rejection is named, not the line about a webhook configuration, and the
+        // next step follows the rules' findings, not the quoted line.
+        assert!(
+            !v.findings.iter().any(|x| x.contains("virt-api-validator")),
+            "{v:?}"
+        );
+        assert!(!v.next_step.starts_with("Fix the webhook"), "{v:?}");
+        // An attempt logged anywhere in what was read counts, kept line or not.
+        f.logs[1].tries_to_acquire = true;
         assert!(
             !verdict(&f)
                 .findings
