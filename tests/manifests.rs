@@ -552,16 +552,7 @@ async fn every_install_applies_to_a_real_api_server() {
     let (ok, out) = kubectl(&["apply", "-k", "deploy"]);
     assert!(!ok && out.contains("ServiceMonitor"), "{out}");
 
-    let (ok, out) = kubectl(&["apply", "-f", envtest::OPERATOR_CRDS]);
-    assert!(ok, "{out}");
-    let (ok, out) = kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/servicemonitors.monitoring.coreos.com",
-        "crd/prometheusrules.monitoring.coreos.com",
-    ]);
-    assert!(ok, "{out}");
+    plane.install_operator_crds();
     for dir in [
         "deploy",
         "deploy/scoped/kubevirt",

@@ -15,7 +15,7 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use envtest::{Cluster, ControlPlane, OPERATOR_CRDS};
+use envtest::{Cluster, ControlPlane};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     authentication::v1::{TokenRequest, TokenRequestSpec},
@@ -212,6 +212,23 @@ async fn get(http: &reqwest::Client, addr: SocketAddr, path: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// A control plane with KubeVirt's two operator pods in `kubevirt` and the Prometheus
+/// Operator's CRDs.
+async fn kubevirt_with_operator_crds(assets: &Path) -> (ControlPlane, Cluster) {
+    let plane = ControlPlane::start(assets).await;
+    let cluster = Cluster {
+        client: plane.client(envtest::ADMIN_TOKEN).await,
+    };
+    cluster.namespace(NS).await;
+    for name in [A, B] {
+        cluster
+            .pod_with(NS, name, &[("kubevirt.io", "virt-operator")], false)
+            .await;
+    }
+    plane.install_operator_crds();
+    (plane, cluster)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_deployment_runs_as_a_pod() {
     let Some(assets) = envtest::elector_assets() else {
@@ -220,27 +237,8 @@ async fn the_shipped_deployment_runs_as_a_pod() {
     if !as_root() {
         return;
     }
-    let plane = ControlPlane::start(&assets).await;
-    let cluster = Cluster {
-        client: plane.client(envtest::ADMIN_TOKEN).await,
-    };
-    cluster.namespace(NS).await;
+    let (plane, cluster) = kubevirt_with_operator_crds(&assets).await;
     plane.grant_elector_rbac(&cluster.client, NS).await;
-    for name in [A, B] {
-        cluster
-            .pod_with(NS, name, &[("kubevirt.io", "virt-operator")], false)
-            .await;
-    }
-    let (ok, out) = plane.admin_kubectl(&["apply", "-f", OPERATOR_CRDS]);
-    assert!(ok, "{out}");
-    let (ok, out) = plane.admin_kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/servicemonitors.monitoring.coreos.com",
-        "crd/prometheusrules.monitoring.coreos.com",
-    ]);
-    assert!(ok, "{out}");
     let (ok, out) = plane.admin_kubectl(&["apply", "-k", "deploy"]);
     assert!(ok, "{out}");
     let (docs, deployment) = render("deploy", &plane);
@@ -317,19 +315,8 @@ async fn a_scoped_install_bound_in_the_wrong_namespace_is_blind_not_leaderless()
     if !as_root() {
         return;
     }
-    let plane = ControlPlane::start(&assets).await;
-    let cluster = Cluster {
-        client: plane.client(envtest::ADMIN_TOKEN).await,
-    };
-    cluster.namespace(NS).await;
+    let (plane, cluster) = kubevirt_with_operator_crds(&assets).await;
     cluster.namespace("openshift-cnv").await;
-    for name in [A, B] {
-        cluster
-            .pod_with(NS, name, &[("kubevirt.io", "virt-operator")], false)
-            .await;
-    }
-    let (ok, out) = plane.admin_kubectl(&["apply", "-f", OPERATOR_CRDS]);
-    assert!(ok, "{out}");
     let (docs, deployment) = render("deploy/scoped/kubevirt", &plane);
     let container = container(&deployment);
     assert!(

@@ -250,6 +250,20 @@ impl ControlPlane {
         (out.status.success(), text)
     }
 
+    /// Applies the Prometheus Operator's minimal CRDs and waits until they are served.
+    pub fn install_operator_crds(&self) {
+        let (ok, out) = self.admin_kubectl(&["apply", "-f", OPERATOR_CRDS]);
+        assert!(ok, "{out}");
+        let (ok, out) = self.admin_kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/servicemonitors.monitoring.coreos.com",
+            "crd/prometheusrules.monitoring.coreos.com",
+        ]);
+        assert!(ok, "{out}");
+    }
+
     /// The audit log's events so far: what each user asked for.
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.dir.join("audit.log"))
