@@ -54,9 +54,9 @@ pub struct Args {
     pub lease_grace: Duration,
 
     /// When a pods watch has delivered nothing for this long, list the component's pods once
-    /// (at most 100) and compare them with what the watch delivered; a difference means the
-    /// watch hangs silently, and it starts over. At most once per this interval per watch,
-    /// only while the watch is quiet. 0 turns the check off.
+    /// (at most 100) and compare them with what the watch delivered; a difference that a
+    /// second list 5 s later confirms means the watch hangs silently, and it starts over.
+    /// At most once per this interval per watch, only while it is quiet. 0 turns it off.
     #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_POD_CHECK_INTERVAL", default_value = "1m", value_parser = parse_check_interval)]
     pub pod_check_interval: Duration,
 
