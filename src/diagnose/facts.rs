@@ -264,6 +264,7 @@ pub async fn gather(
     component: &crate::config::Component,
     namespace: &str,
     pods: Option<&[Pod]>,
+    webhooks: &LeaseWebhooks,
     observe: Duration,
 ) -> Facts {
     let pods_listed = pods.is_some();
@@ -278,7 +279,6 @@ pub async fn gather(
     let mut names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
     names.push(component.lease.clone());
     let logs = logs(client, namespace, &pods).await;
-    let (webhooks, webhook_configurations) = lease_webhooks(client).await;
     let (events, raw_events) = events(client, namespace, &names).await;
     Facts {
         component: component.name.clone(),
@@ -289,14 +289,14 @@ pub async fn gather(
         lease,
         observation,
         rights: rights(client, namespace, &accounts).await,
-        webhooks,
+        webhooks: webhooks.hooks.clone(),
         events,
         logs,
         objects: Objects {
             pods: raw_pods,
             lease: raw_lease,
             events: raw_events,
-            webhook_configurations,
+            webhook_configurations: webhooks.configurations.clone(),
         },
     }
 }
@@ -499,50 +499,40 @@ fn matches_leases(rule: &RuleWithOperations) -> bool {
         && (any(&rule.operations, "UPDATE") || any(&rule.operations, "CREATE"))
 }
 
-/// A webhook of either kind: its name, rules and failure policy.
-type Hook = (String, Vec<RuleWithOperations>, Option<String>);
+/// The admission webhooks whose rules match lease updates, and their configurations: the
+/// same for every component, so looked up once.
+#[derive(Clone, Debug)]
+pub struct LeaseWebhooks {
+    pub hooks: Lookup<Vec<Webhook>>,
+    pub configurations: Vec<Value>,
+}
 
-/// Admission webhooks whose rules match lease updates, and their configurations.
-async fn lease_webhooks(client: &Client) -> (Lookup<Vec<Webhook>>, Vec<Value>) {
-    let validating =
-        matching_webhooks::<ValidatingWebhookConfiguration>(client, "validating", |c| {
-            let hooks = c.webhooks.iter().flatten();
-            hooks
-                .map(|h| {
-                    (
-                        h.name.clone(),
-                        h.rules.clone().unwrap_or_default(),
-                        h.failure_policy.clone(),
-                    )
-                })
-                .collect()
-        });
-    let mutating = matching_webhooks::<MutatingWebhookConfiguration>(client, "mutating", |c| {
-        let hooks = c.webhooks.iter().flatten();
-        hooks
-            .map(|h| {
-                (
-                    h.name.clone(),
-                    h.rules.clone().unwrap_or_default(),
-                    h.failure_policy.clone(),
-                )
-            })
-            .collect()
-    });
+/// Lists both kinds of webhook configuration.
+pub async fn lease_webhooks(client: &Client) -> LeaseWebhooks {
+    let validating = matching_webhooks::<ValidatingWebhookConfiguration>(client, "validating");
+    let mutating = matching_webhooks::<MutatingWebhookConfiguration>(client, "mutating");
     match (validating.await, mutating.await) {
-        (Ok((mut found, mut configs)), Ok((more, more_configs))) => {
-            found.extend(more);
-            configs.extend(more_configs);
-            (Lookup::Found(found), configs)
+        (Ok((mut hooks, mut configurations)), Ok((more, more_configurations))) => {
+            hooks.extend(more);
+            configurations.extend(more_configurations);
+            LeaseWebhooks {
+                hooks: Lookup::Found(hooks),
+                configurations,
+            }
         }
-        (Err(error), _) | (_, Err(error)) => (Lookup::from_result(Err(error)), Vec::new()),
+        (Err(error), _) | (_, Err(error)) => LeaseWebhooks {
+            hooks: Lookup::from_result(Err(error)),
+            configurations: Vec::new(),
+        },
     }
 }
 
+/// The webhooks of configurations of kind `K` that match leases. Both kinds are read from
+/// their common JSON form (`webhooks[].name`, `.rules`, `.failurePolicy`), which the bundle
+/// keeps anyway.
 async fn matching_webhooks<K>(
     client: &Client,
     kind: &'static str,
-    hooks: impl Fn(&K) -> Vec<Hook>,
 ) -> kube::Result<(Vec<Webhook>, Vec<Value>)>
 where
     K: kube::Resource<DynamicType = ()>
@@ -557,23 +547,33 @@ where
         .list(&ListParams::default())
         .await?
     {
-        let configuration = config.meta().name.clone().unwrap_or_default();
+        let config = plain(&config);
         let before = found.len();
-        for (name, rules, failure_policy) in hooks(&config) {
-            if rules.iter().any(matches_leases) {
-                found.push(Webhook {
-                    kind,
-                    configuration: configuration.clone(),
-                    name,
-                    failure_policy,
-                });
-            }
-        }
+        found.extend(webhooks_on_leases(&config, kind));
         if found.len() > before {
-            configs.push(plain(&config));
+            configs.push(config);
         }
     }
     Ok((found, configs))
+}
+
+fn webhooks_on_leases(config: &Value, kind: &'static str) -> Vec<Webhook> {
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    let configuration = text(&config["metadata"]["name"]).unwrap_or_default();
+    let hooks = config["webhooks"].as_array().into_iter().flatten();
+    hooks
+        .filter(|hook| {
+            let rules: Vec<RuleWithOperations> =
+                serde_json::from_value(hook["rules"].clone()).unwrap_or_default();
+            rules.iter().any(matches_leases)
+        })
+        .map(|hook| Webhook {
+            kind,
+            configuration: configuration.clone(),
+            name: text(&hook["name"]).unwrap_or_default(),
+            failure_policy: text(&hook["failurePolicy"]),
+        })
+        .collect()
 }
 
 /// Events in `namespace` about the named objects (the pods and the lease).
@@ -659,6 +659,32 @@ mod tests {
         let t = httpdate_to_timestamp("Fri, 27 Nov 2026 00:47:50 GMT").expect("date");
         assert_eq!(t.to_string(), "2026-11-27T00:47:50Z");
         assert!(httpdate_to_timestamp("yesterday").is_none());
+    }
+
+    #[test]
+    fn webhooks_on_leases_are_read_from_a_configuration() {
+        let config = serde_json::json!({
+            "metadata": {"name": "policy"},
+            "webhooks": [
+                {"name": "leases.example.com", "failurePolicy": "Fail",
+                 "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                            "operations": ["UPDATE"], "apiVersions": ["v1"]}]},
+                {"name": "pods.example.com",
+                 "rules": [{"apiGroups": [""], "resources": ["pods"], "operations": ["CREATE"]}]},
+                {"name": "no-rules.example.com"},
+            ]
+        });
+        let found = webhooks_on_leases(&config, "validating");
+        assert_eq!(
+            found,
+            [Webhook {
+                kind: "validating",
+                configuration: "policy".into(),
+                name: "leases.example.com".into(),
+                failure_policy: Some("Fail".into()),
+            }]
+        );
+        assert!(webhooks_on_leases(&serde_json::json!({}), "mutating").is_empty());
     }
 
     #[test]

@@ -114,6 +114,7 @@ pub async fn run(client: &Client, settings: &Settings, args: &DiagnoseArgs) -> R
     let gathered_at = k8s_openapi::jiff::Timestamp::now().to_string();
     let api_server_version = facts::api_server_version(client).await;
     let kubevirt_namespaces = facts::kubevirt_namespaces(client).await;
+    let webhooks = facts::lease_webhooks(client).await;
     let kubevirt = kubevirt_namespaces.found().cloned().unwrap_or_default();
     let mut components = Vec::new();
     let mut not_found = Vec::new();
@@ -148,7 +149,8 @@ pub async fn run(client: &Client, settings: &Settings, args: &DiagnoseArgs) -> R
                 .cloned()
                 .collect();
             let listed = pods.is_some().then_some(here.as_slice());
-            let facts = facts::gather(client, component, &ns, listed, args.observe).await;
+            let facts =
+                facts::gather(client, component, &ns, listed, &webhooks, args.observe).await;
             let verdict = verdict::verdict(&facts);
             components.push(Finding { facts, verdict });
         }
