@@ -33,7 +33,7 @@ use std::{
 
 use anyhow::Context;
 use common::Scrape;
-use envtest::{ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, Elector, ExporterProcess};
+use envtest::{ControlPlane, EXPORTER_TOKEN, Elector, ExporterProcess};
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Pod};
 use kube::{
     Api, Client,
@@ -79,18 +79,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(30);
     let binary = support::build_release()?;
     let mut plane = ControlPlane::start(Path::new(&assets)).await;
-    let admin = plane.client(ADMIN_TOKEN).await;
-    plane.grant_exporter_rbac(&admin).await;
-    let cluster = Cluster {
-        client: admin.clone(),
-    };
-    cluster.namespace(NS).await;
-    plane.grant_elector_rbac(&admin, NS).await;
-    for name in PODS {
-        cluster
-            .pod_with(NS, name, &[("kubevirt.io", "virt-operator")], false)
-            .await;
-    }
+    let admin = plane.kubevirt(NS, &PODS).await.client;
     let mut electors: Vec<Elector> = PODS
         .iter()
         .map(|p| plane.elector(NS, "virt-operator", p, &[]))

@@ -14,14 +14,14 @@ mod envtest;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use axum::{Router, body::Bytes, extract::State, routing::post};
 use common::prometheus::{Prometheus, eventually};
-use envtest::{ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, ExporterProcess};
+use envtest::{ControlPlane, EXPORTER_TOKEN, ExporterProcess, Process};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Api;
 use serde_json::Value;
@@ -64,15 +64,8 @@ fn shortened_rules(dir: &Path) -> PathBuf {
 
 /// A real Alertmanager on loopback that sends every notification to `receiver`.
 struct Alertmanager {
-    child: Child,
+    _process: Process,
     addr: SocketAddr,
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Alertmanager {
@@ -97,7 +90,10 @@ impl Alertmanager {
             .stderr(std::fs::File::create(dir.join("alertmanager.log")).expect("log"))
             .spawn()
             .expect("prometheus-alertmanager must be installed (Debian package)");
-        Self { child, addr }
+        Self {
+            _process: Process(child),
+            addr,
+        }
     }
 }
 
@@ -184,18 +180,7 @@ async fn no_leading_virt_operator_reaches_alertmanager_once_and_only_when_true()
         return;
     };
     let mut plane = ControlPlane::start(&assets).await;
-    let admin = plane.client(ADMIN_TOKEN).await;
-    plane.grant_exporter_rbac(&admin).await;
-    let cluster = Cluster {
-        client: admin.clone(),
-    };
-    cluster.namespace(NS).await;
-    plane.grant_elector_rbac(&admin, NS).await;
-    for name in [A, B] {
-        cluster
-            .pod_with(NS, name, &[("kubevirt.io", "virt-operator")], false)
-            .await;
-    }
+    let admin = plane.kubevirt(NS, &[A, B]).await.client;
     let kubeconfig = plane.kubeconfig_file(EXPORTER_TOKEN);
     let dir = common::temp_dir("alert-chain");
     let targets = dir.join("targets.json");

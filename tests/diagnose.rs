@@ -23,7 +23,6 @@ use serde_json::{Value, json};
 const NS: &str = "kubevirt";
 const A: &str = "virt-operator-6f7d9c5b8-a1b2c";
 const B: &str = "virt-operator-6f7d9c5b8-x9y8z";
-const OPERATOR_LABELS: [(&str, &str); 1] = [("kubevirt.io", "virt-operator")];
 
 struct Bed {
     plane: ControlPlane,
@@ -33,14 +32,7 @@ struct Bed {
 async fn setup() -> Option<Bed> {
     let assets = elector_assets()?;
     let plane = ControlPlane::start(&assets).await;
-    let admin = plane.client(ADMIN_TOKEN).await;
-    plane.grant_exporter_rbac(&admin).await;
-    let cluster = Cluster { client: admin };
-    cluster.namespace(NS).await;
-    plane.grant_elector_rbac(&cluster.client, NS).await;
-    for name in [A, B] {
-        cluster.pod_with(NS, name, &OPERATOR_LABELS, false).await;
-    }
+    let cluster = plane.kubevirt(NS, &[A, B]).await;
     Some(Bed { plane, cluster })
 }
 

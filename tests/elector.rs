@@ -14,9 +14,7 @@ use std::{
 };
 
 use common::{Scrape, scrape, until_within};
-use envtest::{
-    ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, Elector, ExporterProcess, elector_assets,
-};
+use envtest::{Cluster, ControlPlane, EXPORTER_TOKEN, Elector, ExporterProcess, elector_assets};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use tokio::{sync::watch, task::JoinHandle};
 
@@ -42,11 +40,7 @@ struct Bed {
 async fn setup(extra: &[&str]) -> Option<Bed> {
     let assets = elector_assets()?;
     let plane = ControlPlane::start(&assets).await;
-    let admin = plane.client(ADMIN_TOKEN).await;
-    plane.grant_exporter_rbac(&admin).await;
-    let cluster = Cluster { client: admin };
-    cluster.namespace(NS).await;
-    plane.grant_elector_rbac(&cluster.client, NS).await;
+    let cluster = plane.kubevirt(NS, &[]).await;
     let exporter = ExporterProcess::start(&plane.kubeconfig_file(EXPORTER_TOKEN), extra);
     Some(Bed {
         plane,

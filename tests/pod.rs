@@ -12,10 +12,10 @@ mod envtest;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
 };
 
-use envtest::{Cluster, ControlPlane};
+use envtest::{Cluster, ControlPlane, Process};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     authentication::v1::{TokenRequest, TokenRequestSpec},
@@ -63,16 +63,9 @@ fn container(deployment: &Deployment) -> &Container {
 
 /// A process started as the kubelet would start the container.
 struct PodProcess {
-    child: Child,
+    process: Process,
     log: PathBuf,
     addr: SocketAddr,
-}
-
-impl Drop for PodProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl PodProcess {
@@ -162,7 +155,11 @@ fn start_pod(plane: &ControlPlane, container: &Container, token: &str, uid: i64)
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("unshare");
-    PodProcess { child, log, addr }
+    PodProcess {
+        process: Process(child),
+        log,
+        addr,
+    }
 }
 
 /// A token for the shipped ServiceAccount, as the kubelet would project it.
@@ -257,7 +254,7 @@ async fn the_shipped_deployment_runs_as_a_pod() {
     let http = reqwest::Client::new();
     common::wait_serving(&http, pod.addr).await;
 
-    let (uid_now, caps, no_new_privs, root_ro) = process_facts(pod.child.id());
+    let (uid_now, caps, no_new_privs, root_ro) = process_facts(pod.process.0.id());
     assert_eq!(uid_now, uid.to_string());
     assert_eq!(caps, "0000000000000000");
     assert_eq!(no_new_privs, "1");

@@ -250,6 +250,23 @@ impl ControlPlane {
         (out.status.success(), text)
     }
 
+    /// The cluster's admin, with namespace `ns` holding KubeVirt's operator `pods` (Ready),
+    /// the exporter's user bound to the shipped ClusterRole, and the electors' rights on
+    /// leases in `ns`.
+    pub async fn kubevirt(&self, ns: &str, pods: &[&str]) -> Cluster {
+        let admin = self.client(ADMIN_TOKEN).await;
+        self.grant_exporter_rbac(&admin).await;
+        let cluster = Cluster { client: admin };
+        cluster.namespace(ns).await;
+        self.grant_elector_rbac(&cluster.client, ns).await;
+        for name in pods {
+            cluster
+                .pod_with(ns, name, &[("kubevirt.io", "virt-operator")], false)
+                .await;
+        }
+        cluster
+    }
+
     /// Applies the Prometheus Operator's minimal CRDs and waits until they are served.
     pub fn install_operator_crds(&self) {
         let (ok, out) = self.admin_kubectl(&["apply", "-f", OPERATOR_CRDS]);
