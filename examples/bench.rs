@@ -17,51 +17,21 @@ mod envtest;
 mod support;
 
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
     net::SocketAddr,
     path::Path,
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicIsize, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 use envtest::{ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, ExporterProcess};
-use kubevirt_leader_exporter::{Exporter, config::Settings};
+use kubevirt_leader_exporter::{Exporter, config::Settings, heap};
 use kubevirt_leader_sim::{SimServer, Store, lease, pod};
 
-/// Counts the bytes allocated and not yet freed in this process, so that what a tracked pod
-/// costs the exporter is read off its heap rather than guessed from RSS.
-struct CountingAllocator;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is passed on to the system allocator unchanged; only a counter moves.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's guarantees for `layout` hold for System too.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` above with this `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: as for `alloc` and `dealloc`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+// The exporter's own counting allocator, as in the binary: the heap an extra tracked pod
+// costs is read off the live heap rather than guessed from RSS.
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+static ALLOCATOR: heap::CountingAllocator = heap::CountingAllocator;
 
 const NS: &str = "kubevirt";
 const OPERATOR: &str = "virt-operator";
@@ -503,7 +473,7 @@ async fn heap_per_pod(
     plane: &ControlPlane,
     cluster: &Cluster,
     http: &reqwest::Client,
-) -> anyhow::Result<(f64, isize, isize)> {
+) -> anyhow::Result<(f64, u64, u64)> {
     let client = plane.client(EXPORTER_TOKEN).await;
     let mut settings = Settings::with_defaults(Duration::from_secs(10));
     settings.namespaces = vec![NS.into()];
@@ -513,7 +483,7 @@ async fn heap_per_pod(
         format!("kubevirt_leader_pods{{component=\"{OPERATOR}\",namespace=\"{NS}\"}}");
     wait_for(http, &metrics, |b| value(b, &pods_series) == Some(2.0)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let before = heap::live_bytes().context("the counting allocator is installed")?;
     for i in 0..EXTRA_MATCHING {
         cluster
             .pod(NS, &format!("virt-operator-6f7d9c5b8-{i:05}"), true)
@@ -522,8 +492,8 @@ async fn heap_per_pod(
     let total = (EXTRA_MATCHING + PODS.len()) as f64;
     wait_for(http, &metrics, |b| value(b, &pods_series) == Some(total)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = LIVE_BYTES.load(Ordering::Relaxed);
+    let after = heap::live_bytes().context("the counting allocator is installed")?;
     drop(exporter);
-    let per_pod = (after - before) as f64 / EXTRA_MATCHING as f64;
+    let per_pod = (after as f64 - before as f64) / EXTRA_MATCHING as f64;
     Ok((per_pod, before, after))
 }

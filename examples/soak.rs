@@ -3,11 +3,14 @@
 //! (the leader is killed and replaced every minute, so the holder changes), both operator
 //! pods flip between Ready and not Ready every second, 200 other pods are created and
 //! deleted, the API server restarts every 5 minutes, and a scraper reads `/metrics` 10 times
-//! a second. Every 10 s it samples the exporter's RSS, open file descriptors and threads.
+//! a second. Every 10 s it samples the exporter's RSS, live heap (its own
+//! `kubevirt_leader_exporter_heap_bytes`), open file descriptors and threads.
 //!
-//! At the end it prints the figures (RSS slope after the first 5 minutes, fd and thread
-//! ranges, scrapes and wrong scrapes), writes the samples to `target/soak/samples.csv` and
-//! plots them to `target/soak/soak.png` (an SVG rendered by headless Chromium).
+//! At the end it prints the figures (RSS and heap slopes after the first 5 minutes, fd and
+//! thread ranges, scrapes and wrong scrapes), writes the samples to
+//! `target/soak/TARGET/samples.csv` and plots them to `target/soak/TARGET/soak.png` (an SVG
+//! rendered by headless Chromium). TARGET is `BENCH_TARGET` (as for the benchmark:
+//! `x86_64-unknown-linux-musl` soaks the static binary the Dockerfile ships) or `host`.
 //!
 //!     KUBEBUILDER_ASSETS=... cargo run --release --example soak
 //!
@@ -55,6 +58,7 @@ const WARM_UP: Duration = Duration::from_secs(300);
 struct Sample {
     at: f64,
     rss_kib: u64,
+    heap_kib: u64,
     fds: usize,
     threads: usize,
 }
@@ -117,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
     while Instant::now() < end {
         let now = Instant::now();
         if now >= next_sample {
-            samples.push(sample(pid, start)?);
+            samples.push(sample(pid, exporter.addr, start).await?);
             next_sample += SAMPLE_EVERY;
         }
         if now >= next_takeover && killed.is_none() {
@@ -275,18 +279,26 @@ async fn kill_leader(client: &Client, electors: &[Elector]) -> Option<String> {
     Some(holder)
 }
 
-fn sample(pid: u32, start: Instant) -> anyhow::Result<Sample> {
+async fn sample(pid: u32, addr: std::net::SocketAddr, start: Instant) -> anyhow::Result<Sample> {
     let count = |dir: String| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let heap = Scrape(metrics)
+        .value("kubevirt_leader_exporter_heap_bytes", &[])
+        .context("the exporter counts its heap")?;
     Ok(Sample {
         at: start.elapsed().as_secs_f64(),
         rss_kib: support::rss_kib(pid)?,
+        heap_kib: (heap / 1024.0) as u64,
         fds: count(format!("/proc/{pid}/fd")),
         threads: count(format!("/proc/{pid}/task")),
     })
 }
 
-/// Least-squares slope of RSS against time, in KiB per hour, after the warm-up.
-fn rss_slope(samples: &[Sample]) -> f64 {
+/// Least-squares slope of `kib` against time, in KiB per hour, after the warm-up.
+fn slope(samples: &[Sample], kib: fn(&Sample) -> u64) -> f64 {
     let late: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.at >= WARM_UP.as_secs_f64())
@@ -296,23 +308,29 @@ fn rss_slope(samples: &[Sample]) -> f64 {
         return f64::NAN;
     }
     let mean_t = late.iter().map(|s| s.at).sum::<f64>() / n;
-    let mean_r = late.iter().map(|s| s.rss_kib as f64).sum::<f64>() / n;
+    let mean_r = late.iter().map(|s| kib(s) as f64).sum::<f64>() / n;
     let cov: f64 = late
         .iter()
-        .map(|s| (s.at - mean_t) * (s.rss_kib as f64 - mean_r))
+        .map(|s| (s.at - mean_t) * (kib(s) as f64 - mean_r))
         .sum();
     let var: f64 = late.iter().map(|s| (s.at - mean_t).powi(2)).sum();
     cov / var * 3600.0
 }
 
 fn report(samples: &[Sample], counts: &Counts, holder_changes: u32) -> anyhow::Result<()> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/soak");
+    let target = std::env::var("BENCH_TARGET")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/soak")
+        .join(target);
     std::fs::create_dir_all(&dir)?;
-    let mut csv = String::from("seconds,rss_kib,fds,threads\n");
+    let mut csv = String::from("seconds,rss_kib,heap_kib,fds,threads\n");
     for s in samples {
         csv.push_str(&format!(
-            "{:.0},{},{},{}\n",
-            s.at, s.rss_kib, s.fds, s.threads
+            "{:.0},{},{},{},{}\n",
+            s.at, s.rss_kib, s.heap_kib, s.fds, s.threads
         ));
     }
     std::fs::write(dir.join("samples.csv"), csv)?;
@@ -323,6 +341,7 @@ fn report(samples: &[Sample], counts: &Counts, holder_changes: u32) -> anyhow::R
     let (fd_min, fd_max) = range(|s| s.fds);
     let (th_min, th_max) = range(|s| s.threads);
     let (rss_min, rss_max) = range(|s| s.rss_kib as usize);
+    let (heap_min, heap_max) = range(|s| s.heap_kib as usize);
     println!("| soak figure | value |");
     println!("|---|---|");
     println!(
@@ -338,7 +357,17 @@ fn report(samples: &[Sample], counts: &Counts, holder_changes: u32) -> anyhow::R
     println!(
         "| RSS slope after {} min | {:+.1} KiB per hour |",
         WARM_UP.as_secs() / 60,
-        rss_slope(samples)
+        slope(samples, |s| s.rss_kib)
+    );
+    println!(
+        "| live heap | {:.2} to {:.2} MiB |",
+        heap_min as f64 / 1024.0,
+        heap_max as f64 / 1024.0
+    );
+    println!(
+        "| live heap slope after {} min | {:+.1} KiB per hour |",
+        WARM_UP.as_secs() / 60,
+        slope(samples, |s| s.heap_kib)
     );
     println!("| holder changes (leader killed, standby took over) | {holder_changes} |");
     println!("| open file descriptors | {fd_min} to {fd_max} |");
@@ -404,12 +433,14 @@ fn plot(samples: &[Sample], dir: &Path) -> anyhow::Result<()> {
         ));
     }
     svg.push_str(&line(|s| s.rss_kib as f64 / 1024.0, "#1f77b4"));
+    svg.push_str(&line(|s| s.heap_kib as f64 / 1024.0, "#9467bd"));
     svg.push_str(&line(|s| s.fds as f64, "#d62728"));
     svg.push_str(&line(|s| s.threads as f64, "#2ca02c"));
     svg.push_str(
         "<text x='80' y='36' fill='#1f77b4'>RSS (MiB)</text>\
-         <text x='180' y='36' fill='#d62728'>open fds</text>\
-         <text x='270' y='36' fill='#2ca02c'>threads</text></svg>",
+         <text x='180' y='36' fill='#9467bd'>live heap (MiB)</text>\
+         <text x='320' y='36' fill='#d62728'>open fds</text>\
+         <text x='410' y='36' fill='#2ca02c'>threads</text></svg>",
     );
     let svg_path = dir.join("soak.svg");
     std::fs::write(&svg_path, svg)?;

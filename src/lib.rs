@@ -9,6 +9,7 @@
 pub mod changelog;
 pub mod config;
 pub mod diagnose;
+pub mod heap;
 pub mod history;
 pub mod http;
 pub mod judge;

@@ -10,10 +10,14 @@ use kubevirt_leader_exporter::{
     DEFAULT_LOG_FILTER, Exporter, client,
     config::{Args, Command, LogFormat, Settings},
     diagnose::{self, DiagnoseArgs, Output, bundle},
-    error_chain,
+    error_chain, heap,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
+
+// Counts the live heap for `kubevirt_leader_exporter_heap_bytes`.
+#[global_allocator]
+static ALLOCATOR: heap::CountingAllocator = heap::CountingAllocator;
 
 // Two workers are plenty for a handful of watches and scrapes, and keep the footprint the
 // same on a 2-core and a 96-core node.

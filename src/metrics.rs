@@ -17,6 +17,7 @@ use prometheus::{
 };
 
 use crate::{
+    heap,
     history::{LeaseStats, RENEWAL_BUCKETS},
     judge::Verdict,
     targets::{Snapshot, Targets},
@@ -84,6 +85,7 @@ impl Metrics {
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(LeaderCollector::new(targets.clone())?))?;
         register_process_collector(&registry)?;
+        registry.register(Box::new(HeapCollector::new()?))?;
         Ok(Self {
             registry,
             watch_errors,
@@ -135,6 +137,39 @@ fn register_process_collector(registry: &Registry) -> Result<(), prometheus::Err
 #[cfg(not(target_os = "linux"))]
 fn register_process_collector(_: &Registry) -> Result<(), prometheus::Error> {
     Ok(())
+}
+
+/// The live heap, read at scrape time; no series when the binary does not count its heap.
+struct HeapCollector {
+    live: Desc,
+}
+
+impl HeapCollector {
+    fn new() -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            live: desc(
+                "exporter_heap_bytes",
+                "Bytes the exporter has allocated and not yet freed. Resident memory also holds \
+                 what the allocator keeps for reuse; a leak shows here.",
+                &[],
+            )?,
+        })
+    }
+}
+
+impl Collector for HeapCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.live]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some(live) = heap::live_bytes() else {
+            return Vec::new();
+        };
+        let mut family = family_of(&self.live);
+        family.mut_metric().push(gauge(&[], live as f64));
+        vec![family]
+    }
 }
 
 /// One per-scrape series family.
@@ -420,6 +455,16 @@ mod tests {
         assert_eq!(metrics.render().expect("render").as_ptr(), first.as_ptr());
         targets.handles()[0].pods_failed();
         assert_ne!(metrics.render().expect("render").as_ptr(), first.as_ptr());
+    }
+
+    #[test]
+    fn no_heap_series_without_the_counting_allocator() {
+        let settings = crate::config::Settings::with_defaults(std::time::Duration::from_secs(5));
+        let metrics = Metrics::new(Arc::new(Targets::new(&settings))).expect("metrics");
+        let body = metrics.render().expect("render");
+        let body = std::str::from_utf8(&body).expect("UTF-8");
+        assert!(body.contains("kubevirt_leader_exporter_build_info"));
+        assert!(!body.contains("heap_bytes"), "{body}");
     }
 
     #[test]

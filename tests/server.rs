@@ -259,6 +259,24 @@ async fn sigterm_lets_scrapes_in_flight_complete_and_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_its_live_heap_below_its_resident_memory() {
+    let sim = SimServer::start(Store::default()).await.expect("sim");
+    let binary = start_binary(&sim);
+    let http = reqwest::Client::new();
+    wait_serving(&http, binary.addr).await;
+    let metrics = scrape(&http, binary.addr).await;
+    let heap = metrics
+        .value("kubevirt_leader_exporter_heap_bytes", &[])
+        .expect("the binary counts its heap");
+    let rss = metrics
+        .value("process_resident_memory_bytes", &[])
+        .expect("resident memory");
+    // A running exporter keeps its client, caches and server on the heap, memory it has
+    // written to: resident memory holds that and the allocator's slack besides.
+    assert!(heap > 64.0 * 1024.0 && heap < rss, "heap {heap}, RSS {rss}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
     let store = Store::default();
     let sim = SimServer::start(store).await.expect("sim");
