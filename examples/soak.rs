@@ -118,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
     let mut next_restart = start + Duration::from_secs(300);
     let mut killed: Option<String> = None;
     let mut holder_changes = 0;
+    let mut electors_restarted = 0;
     while Instant::now() < end {
         let now = Instant::now();
         if now >= next_sample {
@@ -127,6 +128,20 @@ async fn main() -> anyhow::Result<()> {
         if now >= next_takeover && killed.is_none() {
             killed = kill_leader(&admin, &electors).await;
             next_takeover += Duration::from_secs(60);
+        }
+        // An elector exits when it loses the lease (an API server restart can outlast the
+        // renew deadline); the kubelet would start the container again.
+        for elector in electors.iter_mut() {
+            if let Some(status) = elector.exited()
+                && killed.as_deref() != Some(elector.identity.as_str())
+            {
+                eprintln!(
+                    "soak: elector {} exited ({status}), started again",
+                    elector.identity
+                );
+                electors_restarted += 1;
+                *elector = plane.elector(NS, "virt-operator", &elector.identity.clone(), &[]);
+            }
         }
         if let Some(dead) = killed.clone()
             && holder(&admin).await.is_some_and(|h| h != dead)
@@ -153,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
     for task in churn {
         task.abort();
     }
-    report(&samples, &counts, holder_changes)
+    report(&samples, &counts, holder_changes, electors_restarted)
 }
 
 /// Both operator pods flip between Ready and not Ready every second, out of step.
@@ -317,7 +332,12 @@ fn slope(samples: &[Sample], kib: fn(&Sample) -> u64) -> f64 {
     cov / var * 3600.0
 }
 
-fn report(samples: &[Sample], counts: &Counts, holder_changes: u32) -> anyhow::Result<()> {
+fn report(
+    samples: &[Sample],
+    counts: &Counts,
+    holder_changes: u32,
+    electors_restarted: u32,
+) -> anyhow::Result<()> {
     let target = std::env::var("BENCH_TARGET")
         .ok()
         .filter(|t| !t.is_empty())
@@ -370,6 +390,7 @@ fn report(samples: &[Sample], counts: &Counts, holder_changes: u32) -> anyhow::R
         slope(samples, |s| s.heap_kib)
     );
     println!("| holder changes (leader killed, standby took over) | {holder_changes} |");
+    println!("| electors that exited on their own and were started again | {electors_restarted} |");
     println!("| open file descriptors | {fd_min} to {fd_max} |");
     println!("| threads | {th_min} to {th_max} |");
     println!(
