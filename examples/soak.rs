@@ -418,7 +418,7 @@ fn plot(samples: &[Sample], dir: &Path) -> anyhow::Result<()> {
         })
         .fold(1.0, f64::max)
         * 1.2;
-    let x = |t: f64| left + t / t_max * (w - left - 20.0);
+    let x = |t: f64| left + t / t_max * (w - left - 40.0);
     let y = |v: f64| h - bottom - v / y_max * (h - bottom - 20.0);
     let line = |value: fn(&Sample) -> f64, colour: &str| {
         let points: Vec<String> = samples
@@ -436,7 +436,7 @@ fn plot(samples: &[Sample], dir: &Path) -> anyhow::Result<()> {
          <line x1='{left}' y1='{0}' x2='{1}' y2='{0}' stroke='black'/>\
          <line x1='{left}' y1='20' x2='{left}' y2='{0}' stroke='black'/>",
         h - bottom,
-        w - 20.0
+        w - 40.0
     );
     for i in 0..=5 {
         let v = y_max * f64::from(i) / 5.0;
