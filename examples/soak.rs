@@ -3,8 +3,9 @@
 //! (the leader is killed and replaced every minute, so the holder changes; one that exits on
 //! its own is started again, as the kubelet would), both operator pods flip between Ready and
 //! not Ready every second, 200 other pods are created and deleted, the API server restarts
-//! every 5 minutes, and a scraper reads `/metrics` 10 times a second. Every 10 s it samples the exporter's RSS, live heap (its own
-//! `kubevirt_leader_exporter_heap_bytes`), open file descriptors and threads.
+//! every 5 minutes, and a scraper reads `/metrics` 10 times a second. Every 10 s it samples
+//! the exporter's RSS, live heap (its own `kubevirt_leader_exporter_heap_bytes`), open file
+//! descriptors and threads.
 //!
 //! At the end it prints the figures (RSS and heap slopes after the first 5 minutes, fd and
 //! thread ranges, scrapes and wrong scrapes), writes the samples to
