@@ -339,10 +339,7 @@ fn report(
     holder_changes: u32,
     electors_restarted: u32,
 ) -> anyhow::Result<()> {
-    let target = std::env::var("BENCH_TARGET")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| "host".into());
+    let target = support::bench_target().unwrap_or_else(|| "host".into());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target/soak")
         .join(target);
@@ -355,14 +352,8 @@ fn report(
         ));
     }
     std::fs::write(dir.join("samples.csv"), csv)?;
-    let range = |f: fn(&Sample) -> usize| {
-        let values = samples.iter().map(f);
-        (values.clone().min().unwrap_or(0), values.max().unwrap_or(0))
-    };
-    let (fd_min, fd_max) = range(|s| s.fds);
-    let (th_min, th_max) = range(|s| s.threads);
-    let (rss_min, rss_max) = range(|s| s.rss_kib as usize);
-    let (heap_min, heap_max) = range(|s| s.heap_kib as usize);
+    let (fd_min, fd_max) = range(samples, |s| s.fds as u64);
+    let (th_min, th_max) = range(samples, |s| s.threads as u64);
     println!("| soak figure | value |");
     println!("|---|---|");
     println!(
@@ -370,26 +361,8 @@ fn report(
         samples.last().map_or(0.0, |s| s.at) / 60.0,
         samples.len()
     );
-    println!(
-        "| RSS | {:.1} to {:.1} MiB |",
-        rss_min as f64 / 1024.0,
-        rss_max as f64 / 1024.0
-    );
-    println!(
-        "| RSS slope after {} min | {:+.1} KiB per hour |",
-        WARM_UP.as_secs() / 60,
-        slope(samples, |s| s.rss_kib)
-    );
-    println!(
-        "| live heap | {:.2} to {:.2} MiB |",
-        heap_min as f64 / 1024.0,
-        heap_max as f64 / 1024.0
-    );
-    println!(
-        "| live heap slope after {} min | {:+.1} KiB per hour |",
-        WARM_UP.as_secs() / 60,
-        slope(samples, |s| s.heap_kib)
-    );
+    print_memory("RSS", samples, |s| s.rss_kib, 1);
+    print_memory("live heap", samples, |s| s.heap_kib, 2);
     println!("| holder changes (leader killed, standby took over) | {holder_changes} |");
     println!("| electors that exited on their own and were started again | {electors_restarted} |");
     println!("| open file descriptors | {fd_min} to {fd_max} |");
@@ -406,7 +379,28 @@ fn report(
     Ok(())
 }
 
-/// RSS (MiB), fds and threads against minutes, as an SVG rendered to PNG by Chromium.
+/// The smallest and largest value of one figure over the samples.
+fn range(samples: &[Sample], figure: fn(&Sample) -> u64) -> (u64, u64) {
+    let values = samples.iter().map(figure);
+    (values.clone().min().unwrap_or(0), values.max().unwrap_or(0))
+}
+
+/// The range of one memory figure, in MiB to `decimals` places, and its slope.
+fn print_memory(name: &str, samples: &[Sample], kib: fn(&Sample) -> u64, decimals: usize) {
+    let (min, max) = range(samples, kib);
+    println!(
+        "| {name} | {:.decimals$} to {:.decimals$} MiB |",
+        min as f64 / 1024.0,
+        max as f64 / 1024.0
+    );
+    println!(
+        "| {name} slope after {} min | {:+.1} KiB per hour |",
+        WARM_UP.as_secs() / 60,
+        slope(samples, kib)
+    );
+}
+
+/// RSS and live heap (MiB), fds and threads against minutes, as an SVG rendered to PNG by Chromium.
 fn plot(samples: &[Sample], dir: &Path) -> anyhow::Result<()> {
     let (w, h, left, bottom) = (900.0, 420.0, 60.0, 40.0);
     let t_max = samples.last().map_or(1.0, |s| s.at).max(1.0);

@@ -8,10 +8,15 @@ use std::{
 
 use anyhow::{Context, bail};
 
+/// The build target `BENCH_TARGET` names, if any; the host's otherwise.
+pub fn bench_target() -> Option<String> {
+    std::env::var("BENCH_TARGET").ok().filter(|t| !t.is_empty())
+}
+
 /// Builds the release binary for the host, or for `BENCH_TARGET` when it is set.
 pub fn build_release() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = std::env::var("BENCH_TARGET").ok().filter(|t| !t.is_empty());
+    let target = bench_target();
     let mut build = Command::new(cargo);
     build.args([
         "build",
