@@ -1,5 +1,7 @@
 //! The live heap as the binary counts it: this test binary installs the same allocator.
 
+mod common;
+
 use std::{hint::black_box, sync::Arc, time::Duration};
 
 use kubevirt_leader_exporter::{config::Settings, heap, metrics::Metrics, targets::Targets};
@@ -35,12 +37,9 @@ fn the_live_heap_follows_allocations_and_is_served() {
     let metrics = Metrics::new(Arc::new(Targets::new(&settings))).expect("metrics");
     let body = metrics.render().expect("render");
     let body = std::str::from_utf8(&body).expect("UTF-8");
-    let served: f64 = body
-        .lines()
-        .find_map(|l| l.strip_prefix("kubevirt_leader_exporter_heap_bytes "))
-        .expect("the heap series")
-        .parse()
-        .expect("a number");
+    let served = common::Scrape(body.to_owned())
+        .value("kubevirt_leader_exporter_heap_bytes", &[])
+        .expect("the heap series");
     assert!(served > 0.0 && served < 64.0 * MIB as f64, "{served}");
     assert!(body.contains("# TYPE kubevirt_leader_exporter_heap_bytes gauge"));
 }
