@@ -59,7 +59,15 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    let settings = Settings::from_args(&args).context("invalid configuration")?;
+    let mut settings = Settings::from_args(&args).context("invalid configuration")?;
+    // It simulates virt-operator alone: the other built-in components would only be warned
+    // about as missing. A component file given on the command line is watched as it is.
+    if args.config.is_none() {
+        settings.components.retain(|c| c.name == COMPONENT);
+    }
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
     let shutdown = async move {

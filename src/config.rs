@@ -93,6 +93,11 @@ pub enum Command {
 /// The longest `--lease-grace` accepted.
 pub const MAX_GRACE: Duration = Duration::from_secs(300);
 
+/// The shortest `--lease-grace` that covers a client-go failover with KubeVirt's 2 s retry
+/// period: a standby looks every retry period plus up to 120 % jitter, and needs two looks
+/// (2 x 2 s x 2.2).
+pub const MIN_SAFE_GRACE: Duration = Duration::from_millis(8_800);
+
 fn parse_grace(text: &str) -> Result<Duration, String> {
     if text.trim_start().starts_with('-') {
         return Err("must not be negative".into());
@@ -390,6 +395,21 @@ impl Settings {
         })
     }
 
+    /// What is accepted but probably a mistake, in words for the log at start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.lease_grace < MIN_SAFE_GRACE {
+            out.push(format!(
+                "--lease-grace {} is below {} (2 x retry period x 2.2 for KubeVirt's 2s retry \
+                 period): a normal failover, where the standby takes over up to 23.8s after the \
+                 last renewal, can read as \"no leader\"",
+                humantime::format_duration(self.lease_grace),
+                humantime::format_duration(MIN_SAFE_GRACE),
+            ));
+        }
+        out
+    }
+
     /// The built-in components across the whole cluster, served on a free loopback port.
     pub fn with_defaults(lease_grace: Duration) -> Self {
         Self {
@@ -458,6 +478,22 @@ mod tests {
             Settings::from_args(&a),
             Err(ConfigError::Namespace(_))
         ));
+    }
+
+    #[test]
+    fn a_grace_too_short_for_a_failover_is_warned_about() {
+        let settings = |grace: &str| {
+            Settings::from_args(&args(&["--lease-grace", grace]).expect("parse")).expect("valid")
+        };
+        let warnings = settings("8s").warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("--lease-grace 8s is below 8s 800ms")
+                && warnings[0].contains("can read as \"no leader\""),
+            "{warnings:?}"
+        );
+        assert!(settings("8800ms").warnings().is_empty());
+        assert!(settings("10s").warnings().is_empty());
     }
 
     #[test]

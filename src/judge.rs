@@ -417,27 +417,46 @@ mod tests {
         let t0 = Instant::now();
         let pods = two_pods();
         type Mutation = fn(&mut LeaseRecord);
-        let cases: Vec<(Mutation, Reason)> = vec![
-            (|r| *r = LeaseRecord::default(), Reason::NoSpec),
-            (|r| r.holder = None, Reason::NoHolder),
-            (|r| r.holder = Some(String::new()), Reason::NoHolder),
-            (|r| r.duration_seconds = None, Reason::InvalidDuration(None)),
+        // Each case with the words the status page and the logs show for it.
+        let cases: Vec<(Mutation, Reason, &str)> = vec![
+            (
+                |r| *r = LeaseRecord::default(),
+                Reason::NoSpec,
+                "the lease has no spec",
+            ),
+            (
+                |r| r.holder = None,
+                Reason::NoHolder,
+                "the lease has no holder",
+            ),
+            (
+                |r| r.holder = Some(String::new()),
+                Reason::NoHolder,
+                "the lease has no holder",
+            ),
+            (
+                |r| r.duration_seconds = None,
+                Reason::InvalidDuration(None),
+                "the lease has no duration",
+            ),
             (
                 |r| r.duration_seconds = Some(0),
                 Reason::InvalidDuration(Some(0)),
+                "the lease duration 0s is not positive",
             ),
             (
                 |r| r.duration_seconds = Some(-5),
                 Reason::InvalidDuration(Some(-5)),
+                "the lease duration -5s is not positive",
             ),
         ];
-        for (mutate, want) in cases {
+        for (mutate, want, text) in cases {
             let mut l = lease("virt-operator-a", t0);
             mutate(&mut l.record);
             let v = judge(&pods, Some(&l), t0, GRACE);
             assert_eq!(v.reason, want);
             assert!(!v.present);
-            assert!(!want.to_string().is_empty());
+            assert_eq!(v.reason.to_string(), text);
         }
     }
 

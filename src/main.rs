@@ -46,6 +46,9 @@ async fn main() -> ExitCode {
 
 async fn run(args: &Args) -> anyhow::Result<()> {
     let settings = Settings::from_args(args).context("invalid configuration")?;
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
     let client = client(settings.kubeconfig.as_deref()).await?;
     let exporter = Exporter::start(&settings, client, shutdown_signal()?).await?;
     exporter.wait().await?;

@@ -110,24 +110,53 @@ fn demo_example() -> std::path::PathBuf {
     path
 }
 
+/// One plain HTTP/1.0 GET; the whole response, or `None` while nothing listens.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
 #[test]
 fn demo_serves_and_stops_on_sigterm() {
+    // A reader that went away before the demo said anything: every line it prints goes into
+    // a closed pipe, its first ones before it serves a single request.
+    let (reader, closed) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .to_string();
     let mut child = Command::new(demo_example())
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .args(["--listen", &addr, "--log-format", "json"])
+        .stdout(closed)
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn demo");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-    let metrics_line = lines
-        .find(|l| l.starts_with("Metrics:"))
-        .expect("demo prints the metrics URL");
-    // A reader that goes away must not crash the demo: it narrates into the closed pipe
-    // (its first report comes about 2 s in) and still stops cleanly.
-    drop(lines);
-    std::thread::sleep(Duration::from_millis(2500));
-    assert!(metrics_line.contains("/metrics"), "{metrics_line}");
+    let (lines, logged) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    // The first judgement of what it watches is logged: anything it would warn about
+    // comes with it.
+    let mut logs = Vec::new();
+    while !logs.iter().any(|l: &String| l.contains("leader present")) {
+        let line = logged
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}: no first judgement in {logs:#?}"));
+        logs.push(line);
+    }
+    let metrics = http_get(&addr, "/metrics").expect("serving");
+    assert!(
+        metrics.contains("kubevirt_leader_exporter_build_info"),
+        "{metrics}"
+    );
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -144,7 +173,14 @@ fn demo_serves_and_stops_on_sigterm() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(exit.success(), "{exit:?}");
+    logs.extend(logged.try_iter());
+    assert!(exit.success(), "{exit:?}\n{logs:#?}");
+    // It watches only what it simulates: nothing to warn about.
+    let warnings: Vec<_> = logs
+        .iter()
+        .filter(|l| l.contains(r#""level":"WARN""#))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
 }
 
 #[test]
@@ -441,6 +477,25 @@ fn bad_input_gets_the_documented_exit_status_and_message() {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_grace_too_short_for_a_failover_is_warned_about_at_start() {
+    let (_, logs) = run(&[
+        "--lease-grace=2s",
+        "--log-format=json",
+        "--kubeconfig=/nonexistent",
+    ]);
+    let warning = logs
+        .lines()
+        .find(|l| l.contains(r#""level":"WARN""#))
+        .unwrap_or_else(|| panic!("no warning:\n{logs}"));
+    assert!(
+        warning.contains("--lease-grace 2s is below 8s 800ms") && warning.contains("no leader"),
+        "{warning}"
+    );
+    let (_, logs) = run(&["--log-format=json", "--kubeconfig=/nonexistent"]);
+    assert!(!logs.contains("WARN"), "{logs}");
 }
 
 /// A reader that goes away (`| head`) is no reason to panic.

@@ -245,3 +245,56 @@ async fn api_server_restart_and_compaction() {
     assert_eq!(op(&s, "present", ns), Some(1.0));
     renewer.abort();
 }
+
+#[test]
+fn versions_are_read_as_kube_apiserver_prints_them() {
+    use envtest::parse_version;
+    assert_eq!(parse_version("Kubernetes v1.20.2\n"), Some((1, 20)));
+    assert_eq!(parse_version("Kubernetes v1.31.0-rc.1"), Some((1, 31)));
+    assert_eq!(parse_version("Kubernetes v1.24+"), Some((1, 24)));
+    assert_eq!(parse_version("nonsense"), None);
+}
+
+/// kube-apiserver 1.24 and later (what `setup-envtest use` fetches) refuse `--insecure-port`:
+/// a stand-in that reports such a version and refuses the flag as they do, then runs the
+/// real server, must still come up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_api_server_is_started_without_the_flags_it_refuses() {
+    let Some(assets) = assets() else { return };
+    let newer = common::temp_dir("newer-apiserver");
+    for tool in ["etcd", "kubectl", "leader-elector"] {
+        let from = assets.join(tool);
+        if from.exists() {
+            std::os::unix::fs::symlink(&from, newer.join(tool)).expect("link");
+        }
+    }
+    let real = assets.join("kube-apiserver");
+    let script = format!(
+        "#!/bin/sh\n\
+         [ \"$1\" = --version ] && {{ echo 'Kubernetes v1.31.0'; exit 0; }}\n\
+         for arg; do case \"$arg\" in --insecure-port*) \
+         echo \"Error: unknown flag: --insecure-port\" >&2; exit 1;; esac; done\n\
+         exec {} \"$@\"\n",
+        real.display()
+    );
+    let wrapper = newer.join("kube-apiserver");
+    std::fs::write(&wrapper, script).expect("write");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    assert_eq!(envtest::apiserver_version(&wrapper), (1, 31));
+    let plane = ControlPlane::start(&newer).await;
+    let admin = plane.client(ADMIN_TOKEN).await;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(admin);
+    let list = namespaces
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("the API server answers");
+    assert!(
+        list.items
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some("default"))
+    );
+}

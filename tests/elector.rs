@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use common::{Scrape, scrape, until_within};
+use common::{Scrape, assert_histogram_of, renewals_at_rest, scrape, until_within};
 use envtest::{Cluster, ControlPlane, EXPORTER_TOKEN, Elector, ExporterProcess, elector_assets};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use tokio::{sync::watch, task::JoinHandle};
@@ -454,19 +454,12 @@ async fn api_server_outage_while_a_leader_renews() {
     ));
 }
 
-/// Renewal intervals as the histogram counts them, for virt-operator in `ns`: (intervals at
-/// most `le` seconds, all intervals).
-fn renewals(s: &Scrape, ns: &str, le: &str) -> (Option<f64>, Option<f64>) {
-    let labels = [("namespace", ns), ("component", LEASE)];
-    let bucket = s.value(
-        "kubevirt_leader_lease_renewal_interval_seconds_bucket",
-        &[labels[0], labels[1], ("le", le)],
-    );
-    let count = s.value(
+/// How many renewal intervals the histogram has counted for virt-operator in `ns`.
+fn renewal_count(s: &Scrape, ns: &str) -> Option<f64> {
+    s.value(
         "kubevirt_leader_lease_renewal_interval_seconds_count",
-        &labels,
-    );
-    (bucket, count)
+        &[("namespace", ns), ("component", LEASE)],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,45 +470,36 @@ async fn a_leader_renewing_every_6s_shows_in_the_histogram_beside_one_renewing_e
     t.plane.grant_elector_rbac(&t.cluster.client, SLOW).await;
     let _healthy = t.elector(A);
     let _struggling = t.plane.elector(SLOW, LEASE, B, &["--retry-period=6s"]);
-    let s = t
-        .until("five intervals of the struggling leader", |s| {
-            renewals(s, SLOW, "+Inf").1 >= Some(5.0)
-        })
-        .await;
-    let (within_4s_healthy, healthy) = renewals(&s, NS, "4");
-    let healthy = healthy.expect("healthy leader's intervals");
-    assert!(healthy >= 10.0, "{healthy}");
-    let (within_4s, slow) = renewals(&s, SLOW, "4");
-    let slow = slow.expect("struggling leader's intervals");
-    let mean = |ns| {
-        let sum = s.value(
-            "kubevirt_leader_lease_renewal_interval_seconds_sum",
-            &[("namespace", ns), ("component", LEASE)],
-        )?;
-        Some(sum / renewals(&s, ns, "+Inf").1?)
+    t.until("five intervals of the struggling leader", |s| {
+        renewal_count(s, SLOW) >= Some(5.0)
+    })
+    .await;
+    // Delivery times vary with load: what load cannot change is that each interval lands
+    // in the buckets its measured length says, and that the 6 s leader's intervals are
+    // fewer and typically longer than the 2 s leader's.
+    let (s, slow) = renewals_at_rest(&t.http, t.exporter.addr, SLOW, LEASE).await;
+    assert_histogram_of(&s, SLOW, LEASE, &slow);
+    let (s, healthy) = renewals_at_rest(&t.http, t.exporter.addr, NS, LEASE).await;
+    assert_histogram_of(&s, NS, LEASE, &healthy);
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
     };
-    let (healthy_mean, slow_mean) = (mean(NS).expect("mean"), mean(SLOW).expect("mean"));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     report(&format!(
-        "renewal intervals: retry 2 s -> mean {healthy_mean:.3} s over {healthy} intervals; \
-         retry 6 s -> mean {slow_mean:.3} s over {slow} intervals"
+        "renewal intervals: retry 2 s -> mean {:.3} s, median {:.3} s over {} intervals; \
+         retry 6 s -> mean {:.3} s, median {:.3} s over {} intervals",
+        mean(&healthy),
+        median(&healthy),
+        healthy.len(),
+        mean(&slow),
+        median(&slow),
+        slow.len()
     ));
-    // A 6 s retry period cannot renew sooner, however idle the machine, except once: client-go
-    // renews at once after acquiring. A busy machine can only delay renewals, so the healthy
-    // leader is held to most, not all, of its intervals.
-    let (within_8s, _) = renewals(&s, SLOW, "8");
-    let within_4s = within_4s.expect("bucket");
-    assert!(within_4s <= 1.0, "6 s renewals within 4 s\n{}", s.0);
-    assert!(
-        within_8s.is_some_and(|n| n - within_4s >= 4.0),
-        "6 s renewals between 4 and 8 s\n{}",
-        s.0
-    );
-    assert!(
-        within_4s_healthy.is_some_and(|n| n >= healthy * 0.75),
-        "most 2 s renewals within 4 s\n{}",
-        s.0
-    );
-    assert!(healthy_mean < slow_mean, "{healthy_mean} {slow_mean}");
+    assert!(slow.len() >= 5, "{slow:?}");
+    assert!(healthy.len() > slow.len(), "{healthy:?} {slow:?}");
+    assert!(median(&healthy) < median(&slow), "{healthy:?} {slow:?}");
     // Both still lead: slow is not gone.
     assert_eq!(op(&s, "present"), Some(1.0));
     assert_eq!(s.operator("present", SLOW), Some(1.0));

@@ -9,7 +9,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::*;
@@ -176,7 +176,8 @@ async fn bursts_of_500_and_429_back_off_and_recover() {
         tokio::time::sleep(Duration::from_secs(8)).await;
         let made = faults.requests() - before;
         // Six watches and the lease reads, each backing off from 0.4 s to at most 4 s: a few
-        // dozen requests at most. A hot loop would make thousands.
+        // dozen requests at most. A hot loop would make thousands. A loaded machine only
+        // makes fewer: the bound holds whatever the delays.
         assert!(made <= 80, "{name}: {made} requests in 8 s");
         let s = bed.scrape().await;
         assert!(
@@ -346,26 +347,24 @@ async fn a_pod_flipping_ready_loses_no_update() {
         .await;
     let store = bed.store.clone();
     let flipper = tokio::spawn(async move {
-        let start = Instant::now();
         let mut ready = true;
-        let mut flips = 0;
-        while start.elapsed() < Duration::from_secs(3) {
+        for _ in 0..600 {
             ready = !ready;
             store.set_pod_ready(NS, POD_B, ready);
-            flips += 1;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // End on "not Ready": the last update must win.
         store.set_pod_ready(NS, POD_B, false);
-        flips
     });
+    let mut scrapes = 0;
     while !flipper.is_finished() {
         let s = bed.scrape().await;
         let ready = s.operator("pods_ready", NS).expect("pods_ready");
         assert!(ready == 1.0 || ready == 2.0, "{ready}");
+        scrapes += 1;
     }
-    let flips = flipper.await.expect("flipper");
-    assert!(flips > 100, "{flips}");
+    flipper.await.expect("flipper");
+    assert!(scrapes > 0, "no scrape while the pod flipped");
     bed.until("last update wins", |s| {
         s.operator("pods_ready", NS) == Some(1.0)
     })

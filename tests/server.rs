@@ -7,7 +7,10 @@ use std::{
     net::SocketAddr,
     path::Path,
     process::Command,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -218,9 +221,10 @@ async fn sigterm_lets_scrapes_in_flight_complete_and_exits_zero() {
     let http = reqwest::Client::new();
     wait_serving(&http, binary.addr).await;
     let addr = binary.addr;
+    let served = Arc::new(AtomicUsize::new(0));
     let scrapers: Vec<_> = (0..50)
         .map(|_| {
-            let http = http.clone();
+            let (http, served) = (http.clone(), served.clone());
             tokio::spawn(async move {
                 let mut complete = 0;
                 loop {
@@ -235,7 +239,8 @@ async fn sigterm_lets_scrapes_in_flight_complete_and_exits_zero() {
                             if status == 200
                                 && body.contains("kubevirt_leader_exporter_build_info") =>
                         {
-                            complete += 1
+                            complete += 1;
+                            served.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(body) => return Err(format!("status {status}: {body}")),
                         Err(error) => return Err(format!("cut short: {error}")),
@@ -244,18 +249,21 @@ async fn sigterm_lets_scrapes_in_flight_complete_and_exits_zero() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The signal comes while the scrapers are busy, not before they started.
+    let start = Instant::now();
+    while served.load(Ordering::Relaxed) < 100 {
+        assert!(start.elapsed() < PATIENCE, "the scrapers got no answers");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     signal(&binary.child, "TERM");
     let status = wait_exit(&mut binary.child).await;
     assert!(status.success(), "{status:?}");
-    let mut total = 0;
     for scraper in scrapers {
-        total += scraper
+        scraper
             .await
             .expect("scraper")
             .expect("every response complete");
     }
-    assert!(total > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,14 +295,22 @@ async fn a_second_signal_exits_at_once() {
     slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
         .await
         .expect("write");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Connections are accepted in order: once a later one is answered, the slow one is
+    // being served.
+    wait_serving(&reqwest::Client::new(), binary.addr).await;
     signal(&binary.child, "TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        binary.child.try_wait().expect("wait").is_none(),
-        "graceful shutdown should wait for the request"
-    );
+    // Shutdown has begun once the listener is gone.
+    let start = Instant::now();
+    while TcpStream::connect(binary.addr).await.is_ok() {
+        assert!(start.elapsed() < PATIENCE, "still accepting after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Graceful shutdown waits for the slow request: a clean exit (0) would mean it did not.
     signal(&binary.child, "INT");
     let status = wait_exit(&mut binary.child).await;
     assert_eq!(status.code(), Some(130), "{status:?}");
+    // The slow client was cut off, not answered.
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest).await;
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
 }

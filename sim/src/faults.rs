@@ -17,6 +17,20 @@ use axum::{
 };
 use tokio::sync::watch;
 
+/// One page of a list as the server saw it: what the client asked for and what it got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListPage {
+    /// `Pod` or `Lease`.
+    pub kind: &'static str,
+    /// The label selector the client sent.
+    pub labels: Option<String>,
+    /// The `limit` the client sent.
+    pub limit: Option<usize>,
+    pub items: usize,
+    /// Whether it continued an earlier page.
+    pub continued: bool,
+}
+
 #[derive(Default)]
 struct Switches {
     /// Status and Retry-After for the next `count` requests.
@@ -31,6 +45,7 @@ pub struct Faults {
     switches: Mutex<Switches>,
     requests: AtomicU64,
     objects_sent: AtomicU64,
+    list_pages: Mutex<Vec<ListPage>>,
     /// Bumped to end every open watch stream.
     close_watches: watch::Sender<u64>,
 }
@@ -41,6 +56,7 @@ impl Default for Faults {
             switches: Mutex::default(),
             requests: AtomicU64::new(0),
             objects_sent: AtomicU64::new(0),
+            list_pages: Mutex::default(),
             close_watches: watch::channel(0).0,
         }
     }
@@ -93,6 +109,21 @@ impl Faults {
     /// Objects sent to clients in lists, watch events and reads.
     pub fn objects_sent(&self) -> u64 {
         self.objects_sent.load(Ordering::Relaxed)
+    }
+
+    /// Every list page served since start, in order.
+    pub fn list_pages(&self) -> Vec<ListPage> {
+        self.list_pages
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn record_page(&self, page: ListPage) {
+        self.list_pages
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(page);
     }
 
     pub(crate) fn count_sent(&self, objects: usize) {

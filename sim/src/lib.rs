@@ -7,6 +7,6 @@ mod selector;
 mod server;
 mod store;
 
-pub use faults::Faults;
+pub use faults::{Faults, ListPage};
 pub use server::{SimServer, kubeconfig_for, router};
 pub use store::{Kind, Store, lease, pod, set_ready};

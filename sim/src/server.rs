@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
 
 use super::{
-    faults::Faults,
+    faults::{Faults, ListPage},
     selector::{Filter, parse_fields, parse_labels},
     store::{Change, Kind, Store},
 };
@@ -164,6 +164,13 @@ fn list(shared: &Shared, kind: Kind, filter: &Filter, params: &Params) -> Respon
         }
     }
     shared.faults.count_sent(items.len());
+    shared.faults.record_page(ListPage {
+        kind: kind.name(),
+        labels: params.label_selector.clone(),
+        limit: params.limit,
+        items: items.len(),
+        continued: after.is_some(),
+    });
     let mut body = format!(
         r#"{{"kind":"{}List","apiVersion":"{}","metadata":{{"resourceVersion":"{rv}","continue":{}}},"items":["#,
         kind.name(),

@@ -129,6 +129,78 @@ pub async fn wait_serving(http: &reqwest::Client, addr: SocketAddr) {
 }
 
 /// One scrape of the exporter at `addr`.
+/// A scrape and the renewal intervals `/status.json` lists for `component` in `ns` (oldest
+/// first), read while no renewal came in between, so that both tell of the same intervals.
+pub async fn renewals_at_rest(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    ns: &str,
+    component: &str,
+) -> (Scrape, Vec<f64>) {
+    let intervals = || async {
+        let status: serde_json::Value = http
+            .get(format!("http://{addr}/status.json"))
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("JSON");
+        let card = status["components"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["component"] == component)
+            .flat_map(|c| c["namespaces"].as_array().into_iter().flatten())
+            .find(|n| n["namespace"] == ns)
+            .cloned()
+            .unwrap_or_default();
+        card["renewals"]["recent"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["interval_seconds"].as_f64())
+            .collect::<Vec<f64>>()
+    };
+    let labels = [("namespace", ns), ("component", component)];
+    let start = Instant::now();
+    loop {
+        let before = intervals().await;
+        let s = scrape(http, addr).await;
+        let after = intervals().await;
+        let count = s.value(
+            "kubevirt_leader_lease_renewal_interval_seconds_count",
+            &labels,
+        );
+        if before == after && count == Some(after.len() as f64) {
+            return (s, after);
+        }
+        assert!(start.elapsed() < PATIENCE, "renewals never at rest");
+    }
+}
+
+/// Asserts that the served renewal histogram of `component` in `ns` counts `intervals`,
+/// each in the buckets its length says, and sums them.
+pub fn assert_histogram_of(s: &Scrape, ns: &str, component: &str, intervals: &[f64]) {
+    let labels = [("namespace", ns), ("component", component)];
+    for le in kubevirt_leader_exporter::history::RENEWAL_BUCKETS {
+        let within = intervals.iter().filter(|i| **i <= le).count();
+        let bucket = s.value(
+            "kubevirt_leader_lease_renewal_interval_seconds_bucket",
+            &[labels[0], labels[1], ("le", &le.to_string())],
+        );
+        assert_eq!(bucket, Some(within as f64), "le={le} {intervals:?}");
+    }
+    let sum = s
+        .value(
+            "kubevirt_leader_lease_renewal_interval_seconds_sum",
+            &labels,
+        )
+        .expect("sum");
+    let total: f64 = intervals.iter().sum();
+    assert!((sum - total).abs() < 1e-3, "{sum} against {intervals:?}");
+}
+
 pub async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> Scrape {
     let response = http
         .get(format!("http://{addr}/metrics"))

@@ -86,6 +86,25 @@ pub fn not_run(why: &str) {
     });
 }
 
+/// The (major, minor) version `kube-apiserver --version` prints ("Kubernetes v1.20.2").
+pub fn apiserver_version(binary: &Path) -> (u32, u32) {
+    let out = Command::new(binary)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_version(&text)
+        .unwrap_or_else(|| panic!("{} --version printed {text:?}", binary.display()))
+}
+
+pub fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let version = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
+    let mut parts = version.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.trim_end_matches('+').parse().ok()?;
+    Some((major, minor))
+}
+
 /// A child process killed and reaped when dropped.
 pub struct Process(pub Child);
 
@@ -203,13 +222,17 @@ impl ControlPlane {
 
     fn apiserver_command(&self) -> Command {
         let d = |f: &str| self.dir.join(f).display().to_string();
-        let mut cmd = Command::new(self.assets.join("kube-apiserver"));
+        let binary = self.assets.join("kube-apiserver");
+        let mut cmd = Command::new(&binary);
+        // The insecure port is off by default from 1.20 on and the flag is gone from 1.24.
+        if apiserver_version(&binary) < (1, 24) {
+            cmd.arg("--insecure-port=0");
+        }
         cmd.args([
             format!("--etcd-servers={}", self.etcd_url),
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
             format!("--secure-port={}", self.api_addr.port()),
-            "--insecure-port=0".into(),
             format!("--cert-dir={}", d("certs")),
             format!("--tls-cert-file={}", d("serving.crt")),
             format!("--tls-private-key-file={}", d("serving.key")),
@@ -319,6 +342,14 @@ impl ControlPlane {
             }
             let log = std::fs::read_to_string(self.dir.join("apiserver.log")).unwrap_or_default();
             let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().join("\n");
+            let exited = self
+                .apiserver
+                .as_mut()
+                .and_then(|p| p.0.try_wait().ok().flatten());
+            assert!(
+                exited.is_none(),
+                "kube-apiserver exited ({exited:?}):\n{tail}"
+            );
             assert!(
                 start.elapsed() < Duration::from_secs(90),
                 "kube-apiserver not ready:\n{tail}"
