@@ -360,13 +360,25 @@ fn prometheus_rule_is_in_the_install() {
 fn runbook_url_can_be_changed_with_kustomize() {
     let docs = kustomize("docs/examples/runbook-url");
     let rule = find(&docs, "PrometheusRule");
-    let leader_alerts = &rule[0]["spec"]["groups"][0]["rules"];
-    for i in 0..2 {
+    let alerts: Vec<&serde_json::Value> = rule[0]["spec"]["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
+        .filter(|r| r.get("alert").is_some())
+        .collect();
+    assert!(!alerts.is_empty());
+    // Every alert's link is replaced, each by its own page.
+    for alert in &alerts {
+        let name = alert["alert"].as_str().expect("alert name");
         assert_eq!(
-            leader_alerts[i]["annotations"]["runbook_url"],
-            "https://wiki.example.com/runbooks/NoLeadingVirtOperator"
+            alert["annotations"]["runbook_url"],
+            format!("https://wiki.example.com/runbooks/{name}").as_str(),
+            "{name}"
         );
-        let kubevirt = leader_alerts[i]["annotations"]["kubevirt_runbook_url"]
+    }
+    for alert in &alerts[..2] {
+        let kubevirt = alert["annotations"]["kubevirt_runbook_url"]
             .as_str()
             .expect("KubeVirt's runbook is still linked");
         assert!(kubevirt.starts_with("https://kubevirt.io/monitoring/runbooks/NoLeadingVirt"));

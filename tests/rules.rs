@@ -83,7 +83,7 @@ fn leader_alerts_name_their_runbook_and_labels() {
         assert_eq!(rule["labels"]["source"], "kubevirt-leader-exporter");
         assert_eq!(
             rule["annotations"]["runbook_url"].as_str(),
-            Some(RUNBOOK_URL)
+            Some(format!("{RUNBOOKS}/{alert}.md").as_str())
         );
         assert_eq!(
             rule["annotations"]["kubevirt_runbook_url"].as_str(),
@@ -96,8 +96,10 @@ fn leader_alerts_name_their_runbook_and_labels() {
     assert!(every_alert_says_its_source);
 }
 
-/// Where the project's runbook is published; docs/examples/runbook-url shows how to change it.
-const RUNBOOK_URL: &str = "https://github.com/kubevirt-leader-exporter/kubevirt-leader-exporter/blob/main/docs/runbooks/NoLeadingVirtOperator.md";
+/// Where the project's runbooks are published, one per alert; docs/examples/runbook-url shows
+/// how to change them.
+const RUNBOOKS: &str =
+    "https://github.com/kubevirt-leader-exporter/kubevirt-leader-exporter/blob/main/docs/runbooks";
 
 /// The example inhibition is a valid Alertmanager configuration.
 #[test]
