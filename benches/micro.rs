@@ -24,7 +24,7 @@ fn pods(n: usize) -> Vec<PodInfo> {
         .map(|i| PodInfo {
             name: format!("virt-operator-{i:04}"),
             ready_condition: i % 3 != 0,
-            deleting: false,
+            ..PodInfo::default()
         })
         .collect()
 }

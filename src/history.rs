@@ -43,6 +43,10 @@ pub enum EventKind {
     Blind,
     /// The lease watch listed again after failing.
     SawAgain,
+    /// A container of the holder's pod restarted (a crash, an OOM kill, a failed liveness
+    /// probe); `restarts` in all. A client-go elector that comes back under the same
+    /// identity renews its own lease at once, so the lease alone never shows this.
+    HolderRestarted { restarts: u32 },
 }
 
 impl EventKind {
@@ -58,6 +62,7 @@ impl EventKind {
             EventKind::Deleted => "deleted",
             EventKind::Blind => "blind",
             EventKind::SawAgain => "saw_again",
+            EventKind::HolderRestarted { .. } => "holder_restarted",
         }
     }
 }
@@ -236,6 +241,11 @@ impl History {
 
     pub fn saw_again(&mut self, now: Instant, transitions: Option<i32>) {
         self.push(now, EventKind::SawAgain, transitions);
+    }
+
+    /// The holder's pod restarted a container; `restarts` in all.
+    pub fn holder_restarted(&mut self, restarts: u32, now: Instant) {
+        self.push(now, EventKind::HolderRestarted { restarts }, None);
     }
 
     pub fn stats(&self, now: Instant) -> LeaseStats {

@@ -14,6 +14,8 @@ pub struct PodInfo {
     pub ready_condition: bool,
     /// `metadata.deletionTimestamp` is set.
     pub deleting: bool,
+    /// Container restarts, all containers together.
+    pub restarts: u32,
 }
 
 impl PodInfo {
@@ -248,7 +250,7 @@ mod tests {
         PodInfo {
             name: name.into(),
             ready_condition: ready,
-            deleting: false,
+            ..PodInfo::default()
         }
     }
 

@@ -194,6 +194,13 @@ impl LeaseBook {
             .collect()
     }
 
+    /// A container of the pod holding the lease in `namespace` restarted; `restarts` in all.
+    pub fn holder_restarted(&mut self, namespace: &str, restarts: u32, now: Instant) {
+        if let Some(history) = self.histories.get_mut(namespace) {
+            history.holder_restarted(restarts, now);
+        }
+    }
+
     pub fn history(&self, namespace: &str) -> Option<&History> {
         self.histories.get(namespace)
     }

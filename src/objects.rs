@@ -46,9 +46,19 @@ pub struct PodView {
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PodStatusView {
     #[serde(default)]
     pub conditions: Option<Vec<PodConditionView>>,
+    #[serde(default)]
+    pub container_statuses: Option<Vec<ContainerStatusView>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatusView {
+    #[serde(default)]
+    pub restart_count: i64,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -81,15 +91,22 @@ fn slim_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
 
 /// The readiness facts of a pod. A pod without status or conditions is not Ready.
 pub fn pod_info(pod: &PodView) -> PodInfo {
-    let ready_condition = pod
-        .status
-        .as_ref()
+    let status = pod.status.as_ref();
+    let ready_condition = status
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    // A negative or absurd count from a broken object counts as none rather than wrapping.
+    let restarts = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| u32::try_from(c.restart_count).unwrap_or(0))
+        .fold(0u32, u32::saturating_add);
     PodInfo {
         name: pod.name_any(),
         ready_condition,
         deleting: pod.metadata.deletion_timestamp.is_some(),
+        restarts,
     }
 }
 

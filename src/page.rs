@@ -306,6 +306,10 @@ fn describe(e: &EventView) -> String {
         "deleted" => "the Lease was deleted".to_owned(),
         "blind" => "the exporter lost sight of the lease (watch failing)".to_owned(),
         "saw_again" => "the exporter sees the lease again".to_owned(),
+        "holder_restarted" => format!(
+            "<b>{holder}'s container restarted</b> ({} restarts in all)",
+            e.restarts.unwrap_or_default()
+        ),
         other => escape(other),
     }
 }

@@ -117,7 +117,7 @@ mod tests {
         PodInfo {
             name: name.into(),
             ready_condition: true,
-            deleting: false,
+            ..PodInfo::default()
         }
     }
 

@@ -104,13 +104,16 @@ pub struct RenewalView {
 #[derive(Clone, Debug, Serialize)]
 pub struct EventView {
     pub at: String,
-    /// seen, acquired, changed, released, lost, back, deleted, blind or saw_again.
+    /// seen, acquired, changed, released, lost, back, deleted, blind, saw_again or
+    /// holder_restarted.
     pub kind: &'static str,
     /// The holder after the event.
     pub holder: Option<String>,
     /// The holder before, for changed and released.
     pub previous: Option<String>,
     pub transitions: Option<i32>,
+    /// For holder_restarted: the holder pod's container restarts in all.
+    pub restarts: Option<u32>,
 }
 
 /// Turns instants of the monotonic clock into wall-clock time, from one reading of both.
@@ -260,11 +263,16 @@ fn event(e: &Event, clock: &Clock) -> EventView {
         }
         _ => None,
     };
+    let restarts = match e.kind {
+        EventKind::HolderRestarted { restarts } => Some(restarts),
+        _ => None,
+    };
     EventView {
         at: clock.format(e.at),
         kind: e.kind.name(),
         holder: e.holder.clone(),
         previous,
         transitions: e.transitions,
+        restarts,
     }
 }

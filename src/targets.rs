@@ -35,6 +35,23 @@ struct State {
     leases: LeaseBook,
 }
 
+impl State {
+    /// Per namespace whose lease holder is a known pod: that pod's container restarts.
+    fn holder_restarts(&self) -> BTreeMap<String, u32> {
+        self.leases
+            .namespaces()
+            .filter_map(|ns| {
+                let holder = self.leases.get(ns)?.record.holder.as_deref()?;
+                let pod = self
+                    .pods
+                    .in_namespace(ns)
+                    .find(|p| !holder.is_empty() && p.is_named_by(holder))?;
+                Some((ns.to_owned(), pod.restarts))
+            })
+            .collect()
+    }
+}
+
 impl Target {
     /// Where this target's watches look, for logs.
     pub fn scope(&self) -> &str {
@@ -54,7 +71,16 @@ impl Target {
     }
 
     pub fn apply_pods(&self, change: PodChange) {
-        self.update(|s| s.pods.apply(change));
+        let now = Instant::now();
+        self.update(|s| {
+            let before = s.holder_restarts();
+            s.pods.apply(change);
+            for (namespace, restarts) in s.holder_restarts() {
+                if before.get(&namespace).is_some_and(|b| restarts > *b) {
+                    s.leases.holder_restarted(&namespace, restarts, now);
+                }
+            }
+        });
     }
 
     pub fn pods_failed(&self) {
@@ -307,7 +333,11 @@ impl Targets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{judge::PodInfo, pods::PodName};
+    use crate::{
+        history::EventKind,
+        judge::{LeaseRecord, PodInfo},
+        pods::PodName,
+    };
 
     fn settings() -> Settings {
         Settings::with_defaults(Duration::from_secs(5))
@@ -323,7 +353,7 @@ mod tests {
             PodInfo {
                 name: "a".into(),
                 ready_condition: true,
-                deleting: false,
+                ..PodInfo::default()
             },
         ));
         target.apply_pods(PodChange::ListDone);
@@ -380,6 +410,54 @@ mod tests {
         assert_eq!(found[0], ("virt-operator", Some(1)));
         assert_eq!(found.len(), 3);
         assert_eq!(found[1], ("virt-controller", None));
+    }
+
+    #[test]
+    fn a_restart_of_the_holders_pod_is_told_in_its_story() {
+        let t0 = Instant::now();
+        let targets = Targets::new(&settings());
+        let target = &targets.handles()[0];
+        list_both(target, t0);
+        let record = LeaseRecord {
+            holder: Some("a".into()),
+            duration_seconds: Some(15),
+            has_spec: true,
+            ..LeaseRecord::default()
+        };
+        target.apply_leases(LeaseChange::Applied("kubevirt".into(), record), t0);
+        let pod = |name: &str, restarts| {
+            PodChange::Applied(
+                PodName {
+                    namespace: "kubevirt".into(),
+                    name: name.into(),
+                },
+                PodInfo {
+                    name: name.into(),
+                    ready_condition: true,
+                    restarts,
+                    ..PodInfo::default()
+                },
+            )
+        };
+        target.apply_pods(pod("a", 1));
+        // The same count again, and a standby's restart, are not the holder restarting.
+        target.apply_pods(pod("a", 1));
+        target.apply_pods(pod("b", 4));
+        target.apply_pods(pod("a", 3));
+        let status = target.status(t0);
+        let told: Vec<&EventKind> = status.timelines["kubevirt"]
+            .events
+            .iter()
+            .map(|e| &e.kind)
+            .filter(|k| k.name() == "holder_restarted")
+            .collect();
+        assert_eq!(
+            told,
+            [
+                &EventKind::HolderRestarted { restarts: 1 },
+                &EventKind::HolderRestarted { restarts: 3 }
+            ]
+        );
     }
 
     #[test]

@@ -56,6 +56,7 @@ fn pods() -> impl Strategy<Value = Vec<PodInfo>> {
             name: NAMES[n].to_owned(),
             ready_condition: ready,
             deleting,
+            restarts: 0,
         }),
         0..5,
     )
@@ -183,7 +184,7 @@ proptest! {
             a.apply(LeaseChange::Applied(NS.into(), lease_record(&renewed(skews.0, written))), at);
         }
         let now = last_change + Duration::from_millis(since_last_ms);
-        let pods = [PodInfo { name: HOLDER.into(), ready_condition: true, deleting: false }];
+        let pods = [PodInfo { name: HOLDER.into(), ready_condition: true, ..PodInfo::default() }];
         for book in [&a, &b] {
             prop_assert_eq!(book.get(NS).map(|l| l.changed_at), Some(last_change));
         }

@@ -66,6 +66,8 @@ pub struct PodFacts {
     pub restarts: i32,
     /// The last termination of any of its containers: reason (OOMKilled, Error) and exit code.
     pub last_termination: Option<(String, i32)>,
+    /// Why a container is not running, when it waits: CrashLoopBackOff, ImagePullBackOff, ...
+    pub waiting: Option<String>,
     pub service_account: String,
 }
 
@@ -80,6 +82,9 @@ impl PodFacts {
             .filter_map(|c| c.last_state.as_ref()?.terminated.as_ref())
             .max_by_key(|t| t.finished_at.as_ref().map(|f| f.0))
             .map(|t| (t.reason.clone().unwrap_or_default(), t.exit_code));
+        let waiting = containers
+            .iter()
+            .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone());
         let ready = status
             .and_then(|s| s.conditions.as_deref())
             .unwrap_or_default()
@@ -100,6 +105,7 @@ impl PodFacts {
                 .map(|t| now.duration_since(t.0).as_secs_f64()),
             restarts: containers.iter().map(|c| c.restart_count).sum(),
             last_termination,
+            waiting,
             service_account: spec
                 .and_then(|s| s.service_account_name.clone())
                 .unwrap_or_else(|| "default".into()),

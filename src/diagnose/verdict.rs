@@ -183,18 +183,26 @@ fn causes(facts: &Facts, lease: Option<&LeaseFacts>, health: Health, findings: &
     }
 }
 
-/// Facts worth knowing whatever the health: restarts and their last reason.
+/// Facts worth knowing whatever the health: restarts and their last reason, and containers
+/// that wait instead of running.
 fn warnings(facts: &Facts, findings: &mut Vec<String>) {
-    for pod in facts.pods.iter().filter(|p| p.restarts > 0) {
-        let last = pod
-            .last_termination
+    for pod in facts.pods.iter() {
+        let waiting = pod
+            .waiting
             .as_ref()
-            .map(|(reason, code)| format!(", last {reason} (exit code {code})"))
-            .unwrap_or_default();
-        findings.push(format!(
-            "{} restarted {} times{last}",
-            pod.name, pod.restarts
-        ));
+            .map(|reason| format!("waiting in {reason}"));
+        let restarts = (pod.restarts > 0).then(|| {
+            let last = pod
+                .last_termination
+                .as_ref()
+                .map(|(reason, code)| format!(", last {reason} (exit code {code})"))
+                .unwrap_or_default();
+            format!("restarted {} times{last}", pod.restarts)
+        });
+        let said: Vec<String> = restarts.into_iter().chain(waiting).collect();
+        if !said.is_empty() {
+            findings.push(format!("{} {}", pod.name, said.join(", now ")));
+        }
     }
 }
 
@@ -272,6 +280,7 @@ mod tests {
             age_seconds: None,
             restarts: 0,
             last_termination: None,
+            waiting: None,
             service_account: "kubevirt-operator".into(),
         }
     }
@@ -449,6 +458,17 @@ mod tests {
             v.findings
                 .iter()
                 .any(|x| x == "a restarted 4 times, last OOMKilled (exit code 137)")
+        );
+        f.pods[0].waiting = Some("CrashLoopBackOff".into());
+        f.pods[1].waiting = Some("ImagePullBackOff".into());
+        let v = verdict(&f);
+        assert!(v.findings.iter().any(|x| x
+            == "a restarted 4 times, last OOMKilled (exit code 137), now waiting in CrashLoopBackOff"));
+        assert!(
+            v.findings
+                .iter()
+                .any(|x| x == "b waiting in ImagePullBackOff"),
+            "{v:?}"
         );
     }
 
