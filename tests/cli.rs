@@ -291,16 +291,17 @@ fn the_test_script_names_what_is_missing_or_runs_cargo_test() {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
     };
-    fake("cargo", &format!("echo \"$@\" > {}", ran.display()));
+    fake("cargo", &format!("echo \"$@\" >> {}", ran.display()));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test");
-    let run = || {
+    let run_with = |args: &[&str]| {
         Command::new(script)
-            .args(["--test", "cli"])
+            .args(args)
             .env_clear()
             .env("PATH", &bin)
             .output()
             .expect("run scripts/test")
     };
+    let run = || run_with(&["--test", "cli"]);
 
     let out = run();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -308,7 +309,7 @@ fn the_test_script_names_what_is_missing_or_runs_cargo_test() {
     assert!(
         stderr.contains(
             "sudo apt-get install -y --no-install-recommends chromium kubernetes-client \
-             prometheus prometheus-alertmanager"
+             musl-tools prometheus prometheus-alertmanager"
         ),
         "{stderr}"
     );
@@ -321,18 +322,27 @@ fn the_test_script_names_what_is_missing_or_runs_cargo_test() {
         "amtool",
         "kubectl",
         "chromium",
+        "musl-gcc",
     ] {
         fake(tool, "exit 0");
     }
-    let out = run();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // What cargo was asked to do, the script having succeeded.
+    let cargo_ran = |args: &[&str]| {
+        let _ = std::fs::remove_file(&ran);
+        let out = run_with(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&ran).expect("cargo ran")
+    };
+    assert_eq!(cargo_ran(&["--test", "cli"]), "test --locked --test cli\n");
+    // The whole suite first builds the image's static binary for the node tests.
     assert_eq!(
-        std::fs::read_to_string(&ran).expect("cargo ran"),
-        "test --locked --test cli\n"
+        cargo_ran(&[]),
+        "build --release --locked --target x86_64-unknown-linux-musl --bin \
+         kubevirt-leader-exporter\ntest --locked\n"
     );
     let _ = std::fs::remove_dir_all(dir);
 }

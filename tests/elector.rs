@@ -16,7 +16,6 @@ use std::{
 use common::{Scrape, assert_histogram_of, renewals_at_rest, scrape, until_within};
 use envtest::{Cluster, ControlPlane, EXPORTER_TOKEN, Elector, ExporterProcess, elector_assets};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use tokio::{sync::watch, task::JoinHandle};
 
 const NS: &str = "kubevirt";
 const LEASE: &str = "virt-operator";
@@ -110,38 +109,27 @@ struct Sample {
 }
 
 /// Scrapes every 250 ms in the background until finished.
-struct Sampler {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Vec<Sample>>,
-}
+struct Sampler(common::Sampler<Sample>);
 
 impl Sampler {
     fn start(http: reqwest::Client, addr: SocketAddr) -> Self {
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let mut samples = Vec::new();
-            while !*stopped.borrow_and_update() {
-                let s = scrape(&http, addr).await;
-                samples.push(Sample {
-                    at: Instant::now(),
-                    wall: SystemTime::now(),
-                    present: op(&s, "present"),
-                    holder: s.holder(NS),
-                    holder_ready: op(&s, "holder_ready"),
-                    age: op(&s, "lease_age_seconds"),
-                });
-                let _ = tokio::time::timeout(Duration::from_millis(250), stopped.changed()).await;
+        Self(common::Sampler::start(http, addr, |s| {
+            let s = s.expect("the exporter answers");
+            Sample {
+                at: Instant::now(),
+                wall: SystemTime::now(),
+                present: op(&s, "present"),
+                holder: s.holder(NS),
+                holder_ready: op(&s, "holder_ready"),
+                age: op(&s, "lease_age_seconds"),
             }
-            samples
-        });
-        Self { stop, task }
+        }))
     }
 
     /// Stops after one more sample, so that what the caller last saw is in the samples.
     async fn finish(self) -> Vec<Sample> {
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let _ = self.stop.send(true);
-        self.task.await.expect("sampler")
+        self.0.finish().await
     }
 }
 

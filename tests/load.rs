@@ -19,15 +19,6 @@ const SCRAPERS: usize = 200;
 /// Rounds of churn, four changes each.
 const ROUNDS: u64 = 400;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// The text format, line by line: comments, or `name{labels} value` with a number.
 fn well_formed(body: &str) -> Result<(), String> {
     if !body.ends_with('\n') || !body.contains("kubevirt_leader_exporter_build_info") {

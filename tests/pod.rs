@@ -179,28 +179,6 @@ async fn service_account_token(cluster: &Cluster) -> String {
     answer.status.and_then(|s| s.token).expect("a token")
 }
 
-/// What the process really runs as, from /proc: (uid, effective capabilities, no_new_privs,
-/// whether `/` is mounted read-only).
-fn process_facts(pid: u32) -> (String, String, String, bool) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}:")))
-            .map(|v| v.split_whitespace().next().unwrap_or_default().to_owned())
-            .unwrap_or_default()
-    };
-    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
-    let root_ro = mountinfo.lines().any(|l| {
-        let fields: Vec<&str> = l.split(' ').collect();
-        fields.get(4) == Some(&"/")
-            && fields
-                .get(5)
-                .is_some_and(|o| o.split(',').any(|f| f == "ro"))
-    });
-    (field("Uid"), field("CapEff"), field("NoNewPrivs"), root_ro)
-}
-
 async fn get(http: &reqwest::Client, addr: SocketAddr, path: &str) -> u16 {
     http.get(format!("http://{addr}{path}"))
         .send()
@@ -254,11 +232,11 @@ async fn the_shipped_deployment_runs_as_a_pod() {
     let http = reqwest::Client::new();
     common::wait_serving(&http, pod.addr).await;
 
-    let (uid_now, caps, no_new_privs, root_ro) = process_facts(pod.process.0.id());
-    assert_eq!(uid_now, uid.to_string());
-    assert_eq!(caps, "0000000000000000");
-    assert_eq!(no_new_privs, "1");
-    assert!(root_ro, "/ is writable");
+    let facts = common::process_facts(pod.process.0.id());
+    assert_eq!(facts.uid, uid.to_string());
+    assert_eq!(facts.cap_eff, "0000000000000000");
+    assert_eq!(facts.no_new_privs, "1");
+    assert!(facts.root_read_only, "/ is writable");
     assert!(
         !Path::new(SERVICE_ACCOUNT_DIR).join("token").exists(),
         "the service-account files leaked out of the mount namespace"

@@ -1,39 +1,44 @@
-//! One line of a lease watch stream (or a lease read directly), applied to the lease book,
-//! confirmed by a direct read, and judged now and later.
+//! Lines of a lease watch stream (one event per line, 2 s apart) applied to listed watches
+//! (both watches of every target listed from a baseline of pods and leases); a line that is
+//! a Lease itself changes it on the server unseen by the watch, which the confirming read
+//! then finds. Judged right after and an hour later, once the lease watch task has
+//! confirmed what ran out, and rendered each time. An ERROR line fails every lease watch,
+//! which lists again.
 #![no_main]
 
-use std::time::{Duration, Instant};
-
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::{ResourceExt, core::WatchEvent, runtime::watcher::Event};
-use kubevirt_leader_exporter::objects::{lease_record, reduce};
-use kubevirt_leader_exporter_fuzz::bed;
+use kube::core::WatchEvent;
+use kubevirt_leader_exporter_fuzz::{Bed, STEP, baseline};
 use libfuzzer_sys::fuzz_target;
 
+enum Line {
+    Watched(WatchEvent<Lease>),
+    OnServer(Lease),
+}
+
 fuzz_target!(|data: &[u8]| {
-    let event = match serde_json::from_slice::<WatchEvent<Lease>>(data) {
-        Ok(WatchEvent::Added(lease) | WatchEvent::Modified(lease)) => Event::Apply(lease),
-        Ok(WatchEvent::Deleted(lease)) => Event::Delete(lease),
-        Ok(WatchEvent::Bookmark(_) | WatchEvent::Error(_)) => return,
-        Err(_) => match serde_json::from_slice::<Lease>(data) {
-            Ok(lease) => Event::Apply(lease),
-            Err(_) => return,
-        },
-    };
-    let (namespace, record) = match &event {
-        Event::Apply(lease) => (lease.namespace().unwrap_or_default(), Some(lease_record(lease))),
-        _ => (String::new(), None),
-    };
-    let bed = bed();
-    let target = bed.target();
-    let now = Instant::now();
-    target.apply_leases(reduce(event, |l| l.namespace().unwrap_or_default(), lease_record), now);
-    let later = now + Duration::from_secs(3600);
-    let _ = target.next_deadline(now);
-    for due in target.leases_due(later) {
-        let _ = target.confirm_lease(&due, record.clone(), later);
+    let lines: Vec<Line> = data
+        .split(|b| *b == b'\n')
+        .filter_map(|line| match serde_json::from_slice(line) {
+            Ok(event) => Some(Line::Watched(event)),
+            Err(_) => serde_json::from_slice(line).ok().map(Line::OnServer),
+        })
+        .collect();
+    if lines.is_empty() {
+        return;
     }
-    let _ = target.confirm_lease(&namespace, record, later);
-    target.deadline_passed(later);
-    bed.read_all();
+    let mut bed = Bed::new();
+    baseline(&mut bed);
+    let mut at = bed.t0;
+    bed.list_all(at);
+    for line in lines {
+        at += STEP;
+        match line {
+            Line::Watched(event) => bed.lease_line(event, at),
+            Line::OnServer(lease) => {
+                bed.put_lease(lease);
+            }
+        }
+    }
+    bed.judge_and_read(at);
 });

@@ -408,3 +408,115 @@ pub fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// What a process really runs as, from /proc.
+#[derive(Debug)]
+pub struct ProcessFacts {
+    pub uid: String,
+    /// Effective capabilities, in hex.
+    pub cap_eff: String,
+    pub no_new_privs: String,
+    /// 0 none, 1 strict, 2 a filter.
+    pub seccomp: String,
+    pub root_read_only: bool,
+}
+
+pub fn process_facts(pid: u32) -> ProcessFacts {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.split_whitespace().next().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    let root_read_only = mountinfo.lines().any(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        fields.get(4) == Some(&"/")
+            && fields
+                .get(5)
+                .is_some_and(|o| o.split(',').any(|f| f == "ro"))
+    });
+    ProcessFacts {
+        uid: field("Uid"),
+        cap_eff: field("CapEff"),
+        no_new_privs: field("NoNewPrivs"),
+        seccomp: field("Seccomp"),
+        root_read_only,
+    }
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// The folder of a process's cgroup (v1) memory controller.
+pub fn memory_cgroup(pid: u32) -> PathBuf {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let path = cgroups
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "memory")
+                .then_some(path)
+        })
+        .expect("a memory cgroup (v1)");
+    PathBuf::from("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'))
+}
+
+/// `/metrics` from the exporter at `addr`, or `None` while it does not answer.
+pub async fn try_scrape(http: &reqwest::Client, addr: SocketAddr) -> Option<Scrape> {
+    let response = http
+        .get(format!("http://{addr}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    Some(Scrape(response.text().await.ok()?))
+}
+
+/// Scrapes every 250 ms in the background until finished, keeping what `read` makes of each
+/// scrape (`None`: the exporter did not answer).
+pub struct Sampler<T> {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<T>>,
+}
+
+impl<T: Send + 'static> Sampler<T> {
+    pub fn start(
+        http: reqwest::Client,
+        addr: SocketAddr,
+        read: impl Fn(Option<Scrape>) -> T + Send + Sync + 'static,
+    ) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !*stopped.borrow_and_update() {
+                let scrape = try_scrape(&http, addr).await;
+                samples.push(read(scrape));
+                let _ = tokio::time::timeout(Duration::from_millis(250), stopped.changed()).await;
+            }
+            samples
+        });
+        Self { stop, task }
+    }
+
+    /// Stops after the sample in progress, if any.
+    pub async fn finish(self) -> Vec<T> {
+        let _ = self.stop.send(true);
+        self.task.await.expect("sampler")
+    }
+}

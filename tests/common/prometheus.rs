@@ -41,12 +41,6 @@ impl Prometheus {
     /// Scrapes the targets `discovery` names (a scrape config's service discovery, as YAML
     /// flow) every second, evaluates `rules`, and sends alerts to `alertmanager`.
     pub fn start_with(discovery: &str, rules: &Path, alertmanager: Option<SocketAddr>) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "kle-prometheus-{}-{}",
-            std::process::id(),
-            free_addr().port()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
         let alerting = alertmanager
             .map(|am| {
                 format!(
@@ -64,6 +58,17 @@ impl Prometheus {
              \x20 {discovery}\n",
             rules.display()
         );
+        Self::from_config(&config)
+    }
+
+    /// Runs with the whole `config` (YAML or JSON).
+    pub fn from_config(config: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "kle-prometheus-{}-{}",
+            std::process::id(),
+            free_addr().port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
         let listen = free_addr();
         let child = Command::new("prometheus")

@@ -1,0 +1,1154 @@
+//! The shipped installs on a real single-node Kubernetes (`install-assets DIR --node`: etcd,
+//! kube-apiserver, controller manager, scheduler, a kubelet with containerd and runc): the
+//! image as the Dockerfile ships it, the manifests as shipped plus one overlay for what this
+//! node needs, and KubeVirt's leaders as real Deployments of client-go electors. Every
+//! assertion about leaders reads `/metrics` over HTTP. One node per machine, so the scenarios
+//! run in order in one test. Needs root and the image's static build
+//! (`target/x86_64-unknown-linux-musl/release/kubevirt-leader-exporter`, built by
+//! `scripts/test`); under CI a missing piece is a failure, not a skip.
+
+mod common;
+mod envtest;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{Sampler, Scrape};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+const IMAGE: &str = "localhost/kubevirt-leader-exporter:node-test";
+const ELECTOR_IMAGE: &str = "localhost/leader-elector:node-test";
+/// Where the Dockerfile's last stage puts the binary, and its entrypoint.
+const IMAGE_BINARY: &str = "/usr/local/bin/kubevirt-leader-exporter";
+const EXPORTER_NS: &str = "kubevirt-leader-exporter";
+const EXPORTER: &str = "kubevirt-leader-exporter";
+const NS: &str = "kubevirt";
+const OPERATOR: &str = "virt-operator";
+/// The exporter's container port, on the node's (host) network.
+const METRICS: &str = "127.0.0.1:8080";
+/// Rollouts, takeovers and kubelet restarts on a loaded 2-core machine.
+const PATIENCE: Duration = Duration::from_secs(180);
+/// The installs the node runs, as `deploy/` ships them.
+const INSTALLS: [&str; 3] = ["deploy/plain", "deploy/scoped/kubevirt", "deploy"];
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Written past the test harness's capture, for the figures a run reports.
+fn report(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "node: {text}");
+}
+
+/// The one overlay the node tests add to a shipped install: host networking (the node's CNI
+/// is loopback only), the imported image that cannot be pulled, the API server's address
+/// (no kube-proxy routes the Service IP), and, because two host-network pods cannot share
+/// the metrics port, a rollout that stops the old pod before it starts the new one.
+fn overlay(base: &str, api_port: u16) -> String {
+    format!(
+        r#"apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../../../{base}
+patches:
+  - target:
+      kind: Deployment
+      name: {EXPORTER}
+    patch: |-
+      - op: add
+        path: /spec/template/spec/hostNetwork
+        value: true
+      - op: replace
+        path: /spec/template/spec/containers/0/image
+        value: {IMAGE}
+      - op: add
+        path: /spec/template/spec/containers/0/imagePullPolicy
+        value: Never
+      - op: add
+        path: /spec/template/spec/containers/0/env
+        value:
+          - name: KUBERNETES_SERVICE_HOST
+            value: "127.0.0.1"
+          - name: KUBERNETES_SERVICE_PORT
+            value: "{api_port}"
+      - op: add
+        path: /spec/strategy
+        value:
+          type: RollingUpdate
+          rollingUpdate:
+            maxSurge: 0
+            maxUnavailable: 1
+"#
+    )
+}
+
+/// `kubectl kustomize` of a folder of the repository.
+fn kustomize(dir: &Path) -> Vec<Value> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .expect("kubectl must be installed");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_saphyr::from_str_multiple(&String::from_utf8_lossy(&out.stdout)).expect("YAML")
+}
+
+/// Renders `base` with the node overlay into `target/node-test/<use>-<base>/`; the rendered
+/// file and its objects.
+fn render_for_node(base: &str, api_port: u16, usage: &str) -> (PathBuf, Vec<Value>) {
+    let dir = repo()
+        .join("target/node-test")
+        .join(format!("{usage}-{}", base.replace('/', "-")));
+    std::fs::create_dir_all(&dir).expect("overlay dir");
+    std::fs::write(dir.join("kustomization.yaml"), overlay(base, api_port)).expect("write");
+    let docs = kustomize(&dir);
+    let yaml: String = docs
+        .iter()
+        .map(|d| format!("---\n{}\n", serde_json::to_string(d).expect("JSON")))
+        .collect();
+    let file = dir.join("rendered.yaml");
+    std::fs::write(&file, yaml).expect("write");
+    (file, docs)
+}
+
+#[test]
+fn the_node_overlay_changes_only_what_the_node_needs() {
+    for base in INSTALLS {
+        let shipped = kustomize(&repo().join(base));
+        let (_, mut node) = render_for_node(base, 6443, "check");
+        assert_eq!(shipped.len(), node.len(), "{base}");
+        let deployment = node
+            .iter_mut()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("a Deployment");
+        let spec = deployment["spec"].as_object_mut().expect("spec");
+        assert_eq!(spec["strategy"]["rollingUpdate"]["maxSurge"], 0);
+        spec.remove("strategy");
+        let pod = spec["template"]["spec"].as_object_mut().expect("pod spec");
+        assert_eq!(pod.remove("hostNetwork"), Some(Value::Bool(true)));
+        let container = pod["containers"][0].as_object_mut().expect("container");
+        assert_eq!(container["image"], IMAGE);
+        assert_eq!(container["imagePullPolicy"], "Never");
+        let env: Vec<&str> = container["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        assert_eq!(env, ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"]);
+        container.remove("imagePullPolicy");
+        container.remove("env");
+        let shipped_deployment = shipped
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("a Deployment");
+        container.insert(
+            "image".into(),
+            shipped_deployment["spec"]["template"]["spec"]["containers"][0]["image"].clone(),
+        );
+        assert_eq!(
+            shipped, node,
+            "{base}: the overlay changed more than it says"
+        );
+    }
+}
+
+/// The Dockerfile's last stage: where it copies the binary, its user and its entrypoint.
+fn dockerfile_last_stage() -> (String, String, Vec<String>) {
+    let text = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    let last = text
+        .rsplit_once("\nFROM ")
+        .map(|(_, stage)| stage)
+        .expect("a multi-stage Dockerfile");
+    let directive = |name: &str| {
+        last.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in the last stage"))
+            .trim()
+            .to_owned()
+    };
+    let copy = directive("COPY");
+    let dest = copy
+        .split_whitespace()
+        .last()
+        .expect("COPY names a destination")
+        .to_owned();
+    let entrypoint = serde_json::from_str(&directive("ENTRYPOINT")).expect("exec-form JSON");
+    (dest, directive("USER"), entrypoint)
+}
+
+#[test]
+fn the_node_image_is_the_dockerfile_image() {
+    let (dest, user, entrypoint) = dockerfile_last_stage();
+    assert_eq!(dest, IMAGE_BINARY);
+    assert_eq!(entrypoint, [IMAGE_BINARY]);
+    // The packed image carries no user: the manifest's must be the Dockerfile's, and the
+    // kubelet enforces it (checked from /proc on the node).
+    let shipped = kustomize(&repo().join("deploy"));
+    let deployment = shipped
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let context = &deployment["spec"]["template"]["spec"]["securityContext"];
+    assert_eq!(
+        user,
+        format!("{}:{}", context["runAsUser"], context["runAsGroup"])
+    );
+}
+
+/// A docker archive of one file at `path` in an otherwise empty root, with that file as its
+/// entrypoint, packed by the node's own `mkimage.py`.
+fn pack(assets: &Path, out: &Path, tag: &str, binary: &Path, path: &str) {
+    let root = out.with_extension("rootfs");
+    let _ = std::fs::remove_dir_all(&root);
+    let target = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(target.parent().expect("a folder")).expect("rootfs");
+    std::fs::copy(binary, &target).expect("copy binary");
+    let status = Command::new("python3")
+        .arg(assets.join("node/mkimage.py"))
+        .arg(out)
+        .arg(tag)
+        .arg(&root)
+        .arg(serde_json::to_string(&[path]).expect("JSON"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("python3");
+    assert!(status.success(), "mkimage.py {tag}");
+}
+
+/// The static binary the image ships.
+fn image_binary() -> Option<PathBuf> {
+    let path = repo().join("target/x86_64-unknown-linux-musl/release/kubevirt-leader-exporter");
+    if path.is_file() {
+        return Some(path);
+    }
+    envtest::not_run(&format!(
+        "{} is missing (scripts/test builds it: cargo build --release --locked --target \
+         x86_64-unknown-linux-musl --bin kubevirt-leader-exporter)",
+        path.display()
+    ));
+    None
+}
+
+/// A running single-node cluster, stopped by `down.sh` when dropped.
+struct Node {
+    assets: PathBuf,
+    run: PathBuf,
+    kubeconfig: PathBuf,
+    api_port: u16,
+    ctr_sock: String,
+}
+
+impl Node {
+    fn up(assets: &Path, images: &[PathBuf]) -> Self {
+        let run = repo().join("target/node-test/run");
+        if run.join("pids").exists() {
+            let _ = Command::new(assets.join("node/down.sh")).arg(&run).status();
+        }
+        let _ = std::fs::remove_dir_all(&run);
+        std::fs::create_dir_all(&run).expect("run dir");
+        let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+        let log = run.with_extension("log");
+        let started = Instant::now();
+        let out = Command::new(assets.join("node/up.sh"))
+            .arg(&run)
+            .env("NODE_IMAGES", names.join(" "))
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .output()
+            .expect("up.sh");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let node_env = std::fs::read_to_string(run.join("env")).unwrap_or_default();
+        let var = |name: &str| {
+            node_env
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .map(str::to_owned)
+        };
+        let node = Self {
+            assets: assets.to_owned(),
+            run: run.clone(),
+            kubeconfig: PathBuf::from(stdout.lines().last().unwrap_or_default()),
+            api_port: var("API_PORT").and_then(|p| p.parse().ok()).unwrap_or(0),
+            ctr_sock: var("CTR_SOCK").unwrap_or_default(),
+        };
+        assert!(
+            out.status.success() && node.kubeconfig.is_file(),
+            "up.sh failed:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        report(&format!(
+            "node Ready {:.0}s after up.sh started",
+            started.elapsed().as_secs_f64()
+        ));
+        node
+    }
+
+    async fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let out = tokio::process::Command::new("kubectl")
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .output()
+            .await
+            .expect("kubectl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// kubectl, which must succeed; its stdout and stderr.
+    async fn must(&self, args: &[&str]) -> String {
+        let (ok, out) = self.kubectl(args).await;
+        assert!(ok, "kubectl {}: {out}", args.join(" "));
+        out
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = tokio::process::Command::new("kubectl")
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(&all)
+            .output()
+            .await
+            .expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {}: {}",
+            all.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    }
+
+    async fn rollout(&self, ns: &str, deployment: &str) {
+        self.must(&[
+            "-n",
+            ns,
+            "rollout",
+            "status",
+            &format!("deployment/{deployment}"),
+            "--timeout=180s",
+        ])
+        .await;
+    }
+
+    /// The pods of `ns` that `selector` picks, as the API server has them.
+    async fn pods(&self, ns: &str, selector: &str) -> Vec<Value> {
+        let list = self.json(&["-n", ns, "get", "pods", "-l", selector]).await;
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// `ctr` against the node's containerd, in the kubelet's namespace.
+    fn ctr(&self, args: &[&str]) -> String {
+        let out = Command::new("ctr")
+            .args(["--address", &self.ctr_sock, "-n", "k8s.io"])
+            .args(args)
+            .output()
+            .expect("ctr");
+        assert!(
+            out.status.success(),
+            "ctr {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The host PID of a running container, from its `containerd://` ID.
+    fn container_pid(&self, container_id: &str) -> u32 {
+        let id = container_id.trim_start_matches("containerd://");
+        self.ctr(&["tasks", "ls"])
+            .lines()
+            .find_map(|l| {
+                let mut fields = l.split_whitespace();
+                (fields.next() == Some(id)).then(|| fields.next()?.parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no running task {id}"))
+    }
+
+    /// Kills a container's process with SIGKILL through containerd, as an OOM kill or a
+    /// crash would end it; the kubelet restarts it.
+    fn kill_container(&self, container_id: &str) {
+        let id = container_id.trim_start_matches("containerd://");
+        self.ctr(&["tasks", "kill", "--signal", "SIGKILL", id]);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new(self.assets.join("node/down.sh"))
+            .arg(&self.run)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The first container's ID and restart count of `pod`, once it runs.
+fn container(pod: &Value) -> Option<(String, u64)> {
+    let status = &pod["status"]["containerStatuses"][0];
+    status["state"]["running"].as_object()?;
+    Some((
+        status["containerID"].as_str()?.to_owned(),
+        status["restartCount"].as_u64()?,
+    ))
+}
+
+fn name(pod: &Value) -> String {
+    pod["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["metadata"]["deletionTimestamp"].is_null()
+        && pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// `/metrics` from the exporter on the node, or `None` while it does not answer.
+async fn try_scrape(http: &reqwest::Client) -> Option<Scrape> {
+    common::try_scrape(http, METRICS.parse().expect("an address")).await
+}
+
+/// Scrapes until `check` holds.
+async fn until(http: &reqwest::Client, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = try_scrape(http).await
+            && check(&s)
+        {
+            return s;
+        }
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What one scrape said about virt-operator in `kubevirt`; `None`s when the exporter did not
+/// answer or had no series.
+#[derive(Debug)]
+struct Sample {
+    at: Instant,
+    present: Option<f64>,
+    holder: Option<String>,
+    holder_ready: Option<f64>,
+    pods_ready: Option<f64>,
+}
+
+/// Scrapes every 250 ms in the background until finished.
+fn sampler(http: &reqwest::Client) -> Sampler<Sample> {
+    Sampler::start(http.clone(), METRICS.parse().expect("an address"), |s| {
+        let op = |name: &str| s.as_ref().and_then(|s| s.operator(name, NS));
+        Sample {
+            at: Instant::now(),
+            present: op("present"),
+            holder: s.as_ref().and_then(|s| s.holder(NS)),
+            holder_ready: op("holder_ready"),
+            pods_ready: op("pods_ready"),
+        }
+    })
+}
+
+/// No sample said "no leader".
+fn never_zero(samples: &[Sample], what: &str) {
+    let zeros: Vec<&Sample> = samples.iter().filter(|s| s.present == Some(0.0)).collect();
+    assert!(
+        zeros.is_empty(),
+        "{what}: {} of {} samples read present 0, first: {:?}",
+        zeros.len(),
+        samples.len(),
+        zeros.first()
+    );
+}
+
+/// The samples around each holder change, in a line each, for the report.
+fn holder_changes(samples: &[Sample]) -> Vec<String> {
+    let start = samples.first().map(|s| s.at);
+    samples
+        .windows(2)
+        .filter(|w| w[0].holder != w[1].holder && w[1].holder.is_some())
+        .map(|w| {
+            let t = |s: &Sample| start.map_or(0.0, |t0| s.at.duration_since(t0).as_secs_f64());
+            format!(
+                "{:.2}s {:?} -> {:.2}s {:?} (present {:?}, holder_ready {:?}, pods_ready {:?})",
+                t(&w[0]),
+                w[0].holder,
+                t(&w[1]),
+                w[1].holder,
+                w[1].present,
+                w[1].holder_ready,
+                w[1].pods_ready
+            )
+        })
+        .collect()
+}
+
+/// Applies the KubeVirt fixture and waits for both of its Deployments.
+async fn install_kubevirt(node: &Node) {
+    let fixture = std::fs::read_to_string(repo().join("tests/fixtures/node/kubevirt.yaml"))
+        .expect("fixture")
+        .replace("${API_PORT}", &node.api_port.to_string());
+    let file = node.run.join("kubevirt.yaml");
+    std::fs::write(&file, fixture).expect("write");
+    node.must(&["apply", "-f", file.to_str().expect("UTF-8")])
+        .await;
+    node.rollout(NS, "virt-operator").await;
+    node.rollout(NS, "virt-controller").await;
+}
+
+/// Applies an install with the node overlay and waits until its pod is Ready.
+async fn install(node: &Node, base: &str) -> PathBuf {
+    let (file, _) = render_for_node(base, node.api_port, "node");
+    node.must(&["apply", "-f", file.to_str().expect("UTF-8")])
+        .await;
+    node.rollout(EXPORTER_NS, EXPORTER).await;
+    file
+}
+
+/// Removes an install and waits until its pods are gone.
+async fn uninstall(node: &Node, file: &Path) {
+    node.must(&[
+        "delete",
+        "-f",
+        file.to_str().expect("UTF-8"),
+        "--wait=true",
+        "--timeout=180s",
+    ])
+    .await;
+}
+
+fn root() -> bool {
+    let uid = Command::new("id").arg("-u").output().expect("id");
+    if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
+        return true;
+    }
+    envtest::not_run("the node tests need root for kubelet, containerd and runc");
+    false
+}
+
+/// The node's assets: the envtest folder laid out with `--node`.
+fn node_assets() -> Option<PathBuf> {
+    let assets = envtest::elector_assets()?;
+    if assets.join("node/up.sh").is_file() {
+        return Some(assets);
+    }
+    envtest::not_run(&format!(
+        "{} has no node/ (install-assets DIR --node lays it out)",
+        assets.display()
+    ));
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_installs_on_a_real_node() {
+    let Some(assets) = node_assets() else { return };
+    let Some(binary) = image_binary() else { return };
+    if !root() {
+        return;
+    }
+    let images = repo().join("target/node-test/images");
+    std::fs::create_dir_all(&images).expect("images dir");
+    let exporter_tar = images.join("exporter.tar");
+    let elector_tar = images.join("elector.tar");
+    pack(&assets, &exporter_tar, IMAGE, &binary, IMAGE_BINARY);
+    pack(
+        &assets,
+        &elector_tar,
+        ELECTOR_IMAGE,
+        &assets.join("leader-elector"),
+        "/leader-elector",
+    );
+    let node = Node::up(&assets, &[exporter_tar, elector_tar]);
+    let (ok, out) = node.kubectl(&["apply", "-f", envtest::OPERATOR_CRDS]).await;
+    assert!(ok, "{out}");
+    node.must(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/servicemonitors.monitoring.coreos.com",
+        "crd/prometheusrules.monitoring.coreos.com",
+    ])
+    .await;
+    install_kubevirt(&node).await;
+    let http = reqwest::Client::new();
+
+    // Each install as shipped runs and judges the real electors; the default one stays.
+    for base in &INSTALLS[..2] {
+        let file = install(&node, base).await;
+        until(&http, &format!("{base}: a leader"), |s| {
+            s.present(NS) == Some(1.0) && s.operator("pods_ready", NS) == Some(2.0)
+        })
+        .await;
+        uninstall(&node, &file).await;
+    }
+    install(&node, INSTALLS[2]).await;
+    until(&http, "a leader", |s| s.present(NS) == Some(1.0)).await;
+
+    runs_as_the_manifest_asks(&node).await;
+    let (prometheus, discovery) = discovering_prometheus(&node);
+    scraped_through_the_service(&node, &prometheus, &http).await;
+    let started = unix_now();
+    rolling_restarts_never_read_no_leader(&node, &http).await;
+    a_deleted_then_killed_leader_never_reads_no_leader(&node, &http).await;
+    the_exporter_restarts_without_a_false_zero(&node, &http).await;
+    nothing_fired(&node, &prometheus, &http, started).await;
+    discovery.abort();
+    no_pods_no_leader(&node, &http).await;
+    diagnose_names_what_the_node_did(&node).await;
+}
+
+/// Scenario 1: the kubelet's probes make it Ready, and runc enforces what the manifest asks.
+async fn runs_as_the_manifest_asks(node: &Node) {
+    let pods = node
+        .pods(
+            EXPORTER_NS,
+            "app.kubernetes.io/name=kubevirt-leader-exporter",
+        )
+        .await;
+    assert_eq!(pods.len(), 1);
+    let pod = &pods[0];
+    assert!(is_ready(pod), "{pod:#}");
+    let (id, _) = container(pod).expect("running");
+    let pid = node.container_pid(&id);
+    let facts = common::process_facts(pid);
+    assert_eq!(facts.uid, "65532", "{facts:?}");
+    assert_eq!(facts.cap_eff, "0000000000000000", "{facts:?}");
+    assert_eq!(facts.no_new_privs, "1", "{facts:?}");
+    assert_eq!(facts.seccomp, "2", "a seccomp filter: {facts:?}");
+    assert!(facts.root_read_only, "{facts:?}");
+    let cgroup = common::memory_cgroup(pid);
+    let limit: u64 = read_number(&cgroup.join("memory.limit_in_bytes"));
+    assert_eq!(limit, 64 * 1024 * 1024, "the manifest's 64Mi limit");
+    let usage: u64 = read_number(&cgroup.join("memory.usage_in_bytes"));
+    let started = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+        .as_str()
+        .unwrap_or_default();
+    let ready_at = pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["lastTransitionTime"].as_str())
+        .unwrap_or_default();
+    report(&format!(
+        "exporter: RSS {} KiB, cgroup memory {} KiB of {} KiB; container started {started}, \
+         Ready {ready_at} (the kubelet's times, to the second)",
+        common::rss_kib(pid),
+        usage / 1024,
+        limit / 1024
+    ));
+}
+
+fn read_number(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// The pod named `holder`, its container's ID and restarts.
+async fn holder_pod(node: &Node, http: &reqwest::Client) -> (String, String, u64) {
+    let s = until(http, "a holder", |s| s.present(NS) == Some(1.0)).await;
+    let holder = s.holder(NS).expect("a holder");
+    let pods = node.pods(NS, "kubevirt.io=virt-operator").await;
+    let pod = pods
+        .iter()
+        .find(|p| name(p) == holder)
+        .unwrap_or_else(|| panic!("the holder {holder} is not a pod"));
+    let (id, restarts) = container(pod).expect("running");
+    (holder, id, restarts)
+}
+
+/// Scenario 2: three real rolling restarts of virt-operator. The kubelet stops each old
+/// leader with SIGTERM and its grace period; it exits without releasing the lease and a
+/// standby takes over.
+async fn rolling_restarts_never_read_no_leader(node: &Node, http: &reqwest::Client) {
+    let sampler = sampler(http);
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        let (before, _, _) = holder_pod(node, http).await;
+        node.must(&["-n", NS, "rollout", "restart", "deployment/virt-operator"])
+            .await;
+        node.rollout(NS, OPERATOR).await;
+        // The new leader is one of the new pods, and the exporter follows it.
+        let s = until(http, "a new leader", |s| {
+            s.present(NS) == Some(1.0) && s.holder(NS).is_some_and(|h| h != before)
+        })
+        .await;
+        let pods = node.pods(NS, "kubevirt.io=virt-operator").await;
+        let holder = s.holder(NS).expect("holder");
+        let ready = pods.iter().any(|p| name(p) == holder && is_ready(p));
+        assert_eq!(
+            s.operator("holder_ready", NS),
+            Some(f64::from(u8::from(ready)))
+        );
+        holders.push(holder);
+    }
+    let samples = sampler.finish().await;
+    never_zero(&samples, "rolling restarts");
+    report(&format!(
+        "3 rolling restarts, {} samples, holders {holders:?}; around each change:\n  {}",
+        samples.len(),
+        holder_changes(&samples).join("\n  ")
+    ));
+    // Nobody released the lease: every holder change was a takeover of a named holder.
+    let status = status_json(http).await;
+    let kinds = story(&status);
+    assert!(!kinds.contains(&"released".to_owned()), "{kinds:?}");
+}
+
+async fn status_json(http: &reqwest::Client) -> Value {
+    http.get(format!("http://{METRICS}/status.json"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+/// The kinds of the events of virt-operator in `kubevirt`, oldest first.
+fn story(status: &Value) -> Vec<String> {
+    status["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["component"] == OPERATOR)
+        .flat_map(|c| c["namespaces"].as_array().into_iter().flatten())
+        .filter(|n| n["namespace"] == NS)
+        .flat_map(|n| n["events"].as_array().into_iter().flatten())
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Scenario 3: the leader's pod deleted (graceful), then the new leader's process killed
+/// with SIGKILL through containerd: the kubelet restarts it.
+async fn a_deleted_then_killed_leader_never_reads_no_leader(node: &Node, http: &reqwest::Client) {
+    let sampler = sampler(http);
+    let (deleted, _, _) = holder_pod(node, http).await;
+    node.must(&["-n", NS, "delete", "pod", &deleted, "--wait=true"])
+        .await;
+    until(http, "a leader after the deletion", |s| {
+        s.present(NS) == Some(1.0) && s.holder(NS).is_some_and(|h| h != deleted)
+    })
+    .await;
+    let (killed, id, restarts) = holder_pod(node, http).await;
+    node.kill_container(&id);
+    // The kubelet starts the container again.
+    let start = Instant::now();
+    loop {
+        let pods = node.pods(NS, "kubevirt.io=virt-operator").await;
+        if pods
+            .iter()
+            .any(|p| name(p) == killed && container(p).is_some_and(|(_, r)| r > restarts))
+        {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "{killed} was not restarted");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    until(http, "a leader after the kill", |s| {
+        s.present(NS) == Some(1.0) && s.operator("pods_ready", NS) == Some(2.0)
+    })
+    .await;
+    let samples = sampler.finish().await;
+    never_zero(&samples, "a deleted, then a killed leader");
+    let status = status_json(http).await;
+    assert!(
+        story(&status).contains(&"holder_restarted".to_owned()),
+        "{status:#}"
+    );
+    report(&format!(
+        "deleted {deleted}, killed {killed}: story {:?}; around each change:\n  {}",
+        story(&status),
+        holder_changes(&samples).join("\n  ")
+    ));
+}
+
+/// Scenario 4: the exporter's own rollout, then a crash of its container. While it is down
+/// its series are absent; whenever it answers, it is right.
+async fn the_exporter_restarts_without_a_false_zero(node: &Node, http: &reqwest::Client) {
+    let sampler = sampler(http);
+    node.must(&[
+        "-n",
+        EXPORTER_NS,
+        "rollout",
+        "restart",
+        &format!("deployment/{EXPORTER}"),
+    ])
+    .await;
+    node.rollout(EXPORTER_NS, EXPORTER).await;
+    until(http, "the exporter back", |s| s.present(NS) == Some(1.0)).await;
+    let pods = node
+        .pods(
+            EXPORTER_NS,
+            "app.kubernetes.io/name=kubevirt-leader-exporter",
+        )
+        .await;
+    assert_eq!(pods.len(), 1);
+    let (id, restarts) = container(&pods[0]).expect("running");
+    node.kill_container(&id);
+    let start = Instant::now();
+    loop {
+        let pods = node
+            .pods(
+                EXPORTER_NS,
+                "app.kubernetes.io/name=kubevirt-leader-exporter",
+            )
+            .await;
+        if pods
+            .iter()
+            .any(|p| is_ready(p) && container(p).is_some_and(|(_, r)| r > restarts))
+        {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "the exporter was not restarted");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    until(http, "the exporter back after the crash", |s| {
+        s.present(NS) == Some(1.0)
+    })
+    .await;
+    let samples = sampler.finish().await;
+    never_zero(&samples, "the exporter's restarts");
+    let gone = samples.iter().filter(|s| s.present.is_none()).count();
+    assert!(gone > 0, "the exporter was never seen down");
+    report(&format!(
+        "exporter rollout and crash: {gone} of {} samples without series, none said 0",
+        samples.len()
+    ));
+}
+
+/// Scenario 5: virt-operator scaled to 0 has no leader once its lease has run out.
+async fn no_pods_no_leader(node: &Node, http: &reqwest::Client) {
+    node.must(&[
+        "-n",
+        NS,
+        "scale",
+        "deployment/virt-operator",
+        "--replicas=0",
+    ])
+    .await;
+    let s = until(http, "no leader", |s| s.present(NS) == Some(0.0)).await;
+    assert_eq!(s.operator("pods", NS), Some(0.0));
+    let age = s.operator("lease_age_seconds", NS).expect("age");
+    assert!(
+        age > 25.0,
+        "no leader at lease age {age}s, before 15s + 10s"
+    );
+    node.must(&[
+        "-n",
+        NS,
+        "scale",
+        "deployment/virt-operator",
+        "--replicas=2",
+    ])
+    .await;
+    node.rollout(NS, OPERATOR).await;
+    until(http, "a leader again", |s| s.present(NS) == Some(1.0)).await;
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+}
+
+/// A real Prometheus running the example scrape job of `docs/examples/prometheus` as users
+/// merge it, relabelling and all, with the shipped rules. Debian's Prometheus is built without
+/// Kubernetes service discovery, so the job's `kubernetes_sd_configs` (role `endpoints`) is
+/// replaced by a file of the targets and `__meta_kubernetes_*` labels that discovery derives
+/// from the exporter's Service, which the returned task keeps current.
+fn discovering_prometheus(node: &Node) -> (common::prometheus::Prometheus, JoinHandle<()>) {
+    let example = std::fs::read_to_string(repo().join("docs/examples/prometheus/prometheus.yml"))
+        .expect("example");
+    let mut config: Value = serde_saphyr::from_str(&example).expect("YAML");
+    let dir = node.run.join("prometheus");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let targets = dir.join("targets.json");
+    config["global"] = serde_json::json!({"scrape_interval": "1s", "evaluation_interval": "1s"});
+    config["rule_files"] =
+        serde_json::json!([repo().join("deploy/rules/kubevirt-leader.rules.yml")]);
+    let job = config["scrape_configs"][0]
+        .as_object_mut()
+        .expect("a scrape job");
+    job.insert("scrape_interval".into(), "1s".into());
+    let discovery = job
+        .remove("kubernetes_sd_configs")
+        .expect("the example discovers the exporter through Kubernetes");
+    assert_eq!(discovery[0]["role"], "endpoints");
+    let namespaces = discovery[0]["namespaces"]["names"].clone();
+    assert_eq!(namespaces, serde_json::json!([EXPORTER_NS]));
+    job.insert(
+        "file_sd_configs".into(),
+        serde_json::json!([{"files": [targets]}]),
+    );
+    let prometheus =
+        common::prometheus::Prometheus::from_config(&serde_json::to_string(&config).expect("JSON"));
+    let kubeconfig = node.kubeconfig.clone();
+    let discovery = tokio::spawn(async move {
+        loop {
+            write_targets(&kubeconfig, &targets).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    (prometheus, discovery)
+}
+
+/// kubectl's JSON for `args`, or `None` when it fails.
+async fn kubectl_json(kubeconfig: &Path, args: &[&str]) -> Option<Value> {
+    let out = tokio::process::Command::new("kubectl")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(args)
+        .args(["-o", "json"])
+        .output()
+        .await
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Writes the targets Kubernetes discovery (role `endpoints`) finds for the exporter's
+/// Service, with the labels it sets: the Ready pods its selector picks, at their IP and the
+/// container port its named `targetPort` resolves to. The endpoints controller does the same,
+/// but the API server refuses Endpoints at loopback addresses, which is all this node's
+/// host-network pods have.
+async fn write_targets(kubeconfig: &Path, file: &Path) {
+    let ns = ["-n", EXPORTER_NS];
+    let Some(service) = kubectl_json(
+        kubeconfig,
+        &[&ns[..], &["get", "service", EXPORTER]].concat(),
+    )
+    .await
+    else {
+        return;
+    };
+    let selector: Vec<String> = service["spec"]["selector"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    let Some(pods) = kubectl_json(
+        kubeconfig,
+        &[&ns[..], &["get", "pods", "-l", &selector.join(",")]].concat(),
+    )
+    .await
+    else {
+        return;
+    };
+    let mut groups = Vec::new();
+    for pod in pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| is_ready(p))
+    {
+        for port in service["spec"]["ports"].as_array().into_iter().flatten() {
+            let target = &port["targetPort"];
+            let number = pod["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+                .find(|p| p["name"] == *target || p["containerPort"] == *target)
+                .map(|p| p["containerPort"].clone());
+            let (Some(number), Some(ip)) = (number, pod["status"]["podIP"].as_str()) else {
+                continue;
+            };
+            groups.push(serde_json::json!({
+                "targets": [format!("{ip}:{number}")],
+                "labels": {
+                    "__meta_kubernetes_namespace": EXPORTER_NS,
+                    "__meta_kubernetes_service_name": service["metadata"]["name"],
+                    "__meta_kubernetes_endpoint_port_name": port["name"],
+                    "__meta_kubernetes_pod_name": pod["metadata"]["name"],
+                },
+            }));
+        }
+    }
+    let tmp = file.with_extension("new");
+    if std::fs::write(&tmp, serde_json::to_string(&groups).unwrap_or_default()).is_ok() {
+        let _ = std::fs::rename(&tmp, file);
+    }
+}
+
+/// Prometheus has found the exporter through its Service's endpoints and scraped it.
+async fn scraped_through_the_service(
+    node: &Node,
+    prometheus: &common::prometheus::Prometheus,
+    http: &reqwest::Client,
+) {
+    let query = "kubevirt_leader_present{namespace=\"kubevirt\",component=\"virt-operator\",\
+                 job=\"kubevirt-leader-exporter\",pod=~\"kubevirt-leader-exporter-.+\"}";
+    let start = Instant::now();
+    while prometheus.value(http, query).await != Some(1.0) {
+        if start.elapsed() > Duration::from_secs(60) {
+            let targets = prometheus.api(http, "/api/v1/targets", &[]).await;
+            let file = std::fs::read_to_string(node.run.join("prometheus/targets.json"));
+            let endpoints = node
+                .kubectl(&["-n", EXPORTER_NS, "get", "endpoints", "-o", "yaml"])
+                .await;
+            panic!(
+                "Prometheus did not scrape the exporter it should find: {targets:#?}\n\
+                 targets file: {file:?}\nendpoints: {endpoints:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Scenario 7: Prometheus found the exporter through the Service, scraped it and evaluated
+/// the shipped rules; no leader or exporter alert fired while the leaders and the exporter
+/// restarted.
+async fn nothing_fired(
+    node: &Node,
+    prometheus: &common::prometheus::Prometheus,
+    http: &reqwest::Client,
+    since: f64,
+) {
+    scraped_through_the_service(node, prometheus, http).await;
+    let rules = prometheus
+        .api(http, "/api/v1/rules", &[])
+        .await
+        .expect("rules");
+    let evaluated: Vec<&Value> = rules["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .collect();
+    assert!(!evaluated.is_empty());
+    assert!(
+        evaluated.iter().all(|r| r["health"] == "ok"),
+        "{evaluated:#?}"
+    );
+    // The scenarios hand virt-operator's lease over four times within minutes: more than
+    // the three an hour that KubevirtLeadershipFlapping allows, and it says so. Nothing else
+    // fires.
+    let fired = alerts_since(prometheus, http, "alertstate=\"firing\"", since).await;
+    let names: Vec<(&str, &str, &str)> = fired
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let label = |name: &str| a["metric"][name].as_str().unwrap_or_default();
+            (label("alertname"), label("namespace"), label("component"))
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [("KubevirtLeadershipFlapping", NS, OPERATOR)],
+        "{fired:#}"
+    );
+    // Not even pending: no scrape said "no leader".
+    let pending = alerts_since(prometheus, http, "alertname=~\"NoLeading.*\"", since).await;
+    assert_eq!(pending, serde_json::json!([]), "{pending:#}");
+}
+
+/// The ALERTS series that `selector` picks, at any moment since `since` (UNIX seconds).
+async fn alerts_since(
+    prometheus: &common::prometheus::Prometheus,
+    http: &reqwest::Client,
+    selector: &str,
+    since: f64,
+) -> Value {
+    let window = (unix_now() - since).ceil();
+    let query = format!("max_over_time(ALERTS{{{selector}}}[{window}s])");
+    let data = prometheus
+        .api(http, "/api/v1/query", &[("query", &query)])
+        .await
+        .expect("query");
+    data["result"].clone()
+}
+
+/// Scenario 6: `diagnose`, run as on-call people run it, names a real OOM kill and a real
+/// crash loop, with the logs read through the API server from the kubelet.
+async fn diagnose_names_what_the_node_did(node: &Node) {
+    const BROKEN: &str = "kubevirt-broken";
+    let fixture = std::fs::read_to_string(repo().join("tests/fixtures/node/broken.yaml"))
+        .expect("fixture")
+        .replace("${API_PORT}", &node.api_port.to_string());
+    let file = node.run.join("broken.yaml");
+    std::fs::write(&file, fixture).expect("write");
+    node.must(&["apply", "-f", file.to_str().expect("UTF-8")])
+        .await;
+    let start = Instant::now();
+    loop {
+        let pods = node.pods(BROKEN, "kubevirt.io").await;
+        let state = |component: &str| {
+            pods.iter()
+                .find(|p| p["metadata"]["labels"]["kubevirt.io"] == component)
+                .map(|p| p["status"]["containerStatuses"][0].clone())
+                .unwrap_or_default()
+        };
+        let oom = state("virt-operator")["lastState"]["terminated"]["reason"] == "OOMKilled";
+        let looping = state("virt-controller")["state"]["waiting"]["reason"] == "CrashLoopBackOff";
+        if oom && looping {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no OOM kill and crash loop yet: {pods:#?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+        .arg(format!("--kubeconfig={}", node.kubeconfig.display()))
+        .arg(format!("--namespace={BROKEN}"))
+        .args([
+            "diagnose",
+            "--component=virt-operator,virt-controller",
+            "--observe=0s",
+            "--output=json",
+        ])
+        .output()
+        .expect("diagnose");
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let finding = |component: &str| {
+        report["components"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["facts"]["component"] == component)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {component} in {report:#}"))
+    };
+    let said = |finding: &Value| finding["verdict"]["findings"].to_string();
+    let operator = finding("virt-operator");
+    assert!(said(&operator).contains("OOMKilled"), "{operator:#}");
+    let controller = finding("virt-controller");
+    assert!(
+        said(&controller).contains("CrashLoopBackOff"),
+        "{controller:#}"
+    );
+    // The crashing elector's own words, read from the kubelet.
+    let logs = controller["facts"]["logs"][0]["lines"].clone();
+    assert_eq!(logs["outcome"], "found", "{controller:#}");
+    assert!(
+        logs["value"].to_string().contains("renewDeadline"),
+        "{controller:#}"
+    );
+    node.must(&["delete", "namespace", BROKEN, "--wait=false"])
+        .await;
+}
