@@ -501,15 +501,20 @@ fn holder_changes(samples: &[Sample]) -> Vec<String> {
         .collect()
 }
 
-/// Applies the KubeVirt fixture and waits for both of its Deployments.
-async fn install_kubevirt(node: &Node) {
-    let fixture = std::fs::read_to_string(repo().join("tests/fixtures/node/kubevirt.yaml"))
+/// Applies `tests/fixtures/node/<name>` with the node's API server port filled in.
+async fn apply_fixture(node: &Node, name: &str) {
+    let fixture = std::fs::read_to_string(repo().join("tests/fixtures/node").join(name))
         .expect("fixture")
         .replace("${API_PORT}", &node.api_port.to_string());
-    let file = node.run.join("kubevirt.yaml");
+    let file = node.run.join(name);
     std::fs::write(&file, fixture).expect("write");
     node.must(&["apply", "-f", file.to_str().expect("UTF-8")])
         .await;
+}
+
+/// Applies the KubeVirt fixture and waits for both of its Deployments.
+async fn install_kubevirt(node: &Node) {
+    apply_fixture(node, "kubevirt.yaml").await;
     node.rollout(NS, "virt-operator").await;
     node.rollout(NS, "virt-controller").await;
 }
@@ -1085,13 +1090,7 @@ async fn alerts_since(
 /// crash loop, with the logs read through the API server from the kubelet.
 async fn diagnose_names_what_the_node_did(node: &Node) {
     const BROKEN: &str = "kubevirt-broken";
-    let fixture = std::fs::read_to_string(repo().join("tests/fixtures/node/broken.yaml"))
-        .expect("fixture")
-        .replace("${API_PORT}", &node.api_port.to_string());
-    let file = node.run.join("broken.yaml");
-    std::fs::write(&file, fixture).expect("write");
-    node.must(&["apply", "-f", file.to_str().expect("UTF-8")])
-        .await;
+    apply_fixture(node, "broken.yaml").await;
     let start = Instant::now();
     loop {
         let pods = node.pods(BROKEN, "kubevirt.io").await;
