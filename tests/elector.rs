@@ -134,14 +134,7 @@ impl Sampler {
 }
 
 fn no_zero(samples: &[Sample], what: &str) {
-    let zeros: Vec<&Sample> = samples.iter().filter(|s| s.present == Some(0.0)).collect();
-    assert!(
-        zeros.is_empty(),
-        "{what}: {} of {} samples read present 0, first: {:?}",
-        zeros.len(),
-        samples.len(),
-        zeros[0]
-    );
+    common::assert_never_zero(samples, |s| s.present, what);
 }
 
 fn seconds_between(earlier: &MicroTime, later: &MicroTime) -> f64 {

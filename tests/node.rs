@@ -469,14 +469,7 @@ fn sampler(http: &reqwest::Client) -> Sampler<Sample> {
 
 /// No sample said "no leader".
 fn never_zero(samples: &[Sample], what: &str) {
-    let zeros: Vec<&Sample> = samples.iter().filter(|s| s.present == Some(0.0)).collect();
-    assert!(
-        zeros.is_empty(),
-        "{what}: {} of {} samples read present 0, first: {:?}",
-        zeros.len(),
-        samples.len(),
-        zeros.first()
-    );
+    common::assert_never_zero(samples, |s| s.present, what);
 }
 
 /// The samples around each holder change, in a line each, for the report.
@@ -620,14 +613,18 @@ async fn the_shipped_installs_on_a_real_node() {
     diagnose_names_what_the_node_did(&node).await;
 }
 
+/// The exporter's pods, as the API server has them.
+async fn exporter_pods(node: &Node) -> Vec<Value> {
+    node.pods(
+        EXPORTER_NS,
+        "app.kubernetes.io/name=kubevirt-leader-exporter",
+    )
+    .await
+}
+
 /// Scenario 1: the kubelet's probes make it Ready, and runc enforces what the manifest asks.
 async fn runs_as_the_manifest_asks(node: &Node) {
-    let pods = node
-        .pods(
-            EXPORTER_NS,
-            "app.kubernetes.io/name=kubevirt-leader-exporter",
-        )
-        .await;
+    let pods = exporter_pods(node).await;
     assert_eq!(pods.len(), 1);
     let pod = &pods[0];
     assert!(is_ready(pod), "{pod:#}");
@@ -803,23 +800,13 @@ async fn the_exporter_restarts_without_a_false_zero(node: &Node, http: &reqwest:
     .await;
     node.rollout(EXPORTER_NS, EXPORTER).await;
     until(http, "the exporter back", |s| s.present(NS) == Some(1.0)).await;
-    let pods = node
-        .pods(
-            EXPORTER_NS,
-            "app.kubernetes.io/name=kubevirt-leader-exporter",
-        )
-        .await;
+    let pods = exporter_pods(node).await;
     assert_eq!(pods.len(), 1);
     let (id, restarts) = container(&pods[0]).expect("running");
     node.kill_container(&id);
     let start = Instant::now();
     loop {
-        let pods = node
-            .pods(
-                EXPORTER_NS,
-                "app.kubernetes.io/name=kubevirt-leader-exporter",
-            )
-            .await;
+        let pods = exporter_pods(node).await;
         if pods
             .iter()
             .any(|p| is_ready(p) && container(p).is_some_and(|(_, r)| r > restarts))

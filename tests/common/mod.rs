@@ -520,3 +520,19 @@ impl<T: Send + 'static> Sampler<T> {
         self.task.await.expect("sampler")
     }
 }
+
+/// No sample read "no leader": `present` gives what a sample said, `None` for no series.
+pub fn assert_never_zero<S: std::fmt::Debug>(
+    samples: &[S],
+    present: impl Fn(&S) -> Option<f64>,
+    what: &str,
+) {
+    let zeros: Vec<&S> = samples.iter().filter(|s| present(s) == Some(0.0)).collect();
+    assert!(
+        zeros.is_empty(),
+        "{what}: {} of {} samples read present 0, first: {:?}",
+        zeros.len(),
+        samples.len(),
+        zeros.first()
+    );
+}
