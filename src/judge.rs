@@ -99,6 +99,13 @@ pub enum Reason {
         age: Duration,
         limit: Duration,
     },
+    /// The holder gave the lease up (an empty holder, as client-go's release writes) no
+    /// longer ago than the lease duration plus the grace: a standby takes a released lease at
+    /// its next look, so this is a handover, not a lost leader.
+    Released {
+        age: Duration,
+        limit: Duration,
+    },
     /// Expired by the watch's account, but no direct read has confirmed it yet: a watch that
     /// hangs silently looks exactly like this, so nothing is reported until the read answers.
     Unconfirmed {
@@ -124,6 +131,13 @@ impl std::fmt::Display for Reason {
                 age.as_secs_f64(),
                 limit.as_secs_f64()
             ),
+            Reason::Released { age, limit } => write!(
+                f,
+                "the holder released the lease {:.3}s ago; a standby takes it at its next look \
+                 (no leader after {:.3}s)",
+                age.as_secs_f64(),
+                limit.as_secs_f64()
+            ),
             Reason::Unconfirmed { age, limit } => write!(
                 f,
                 "the lease record has not changed for {:.3}s, over the {:.3}s limit; \
@@ -142,7 +156,8 @@ pub struct Verdict {
     pub pods: u32,
     /// Of those, Ready.
     pub pods_ready: u32,
-    /// A live leader holds the lease: decided by the lease alone.
+    /// A live leader holds the lease, or one released it so recently that a standby is due
+    /// to take it over: decided by the lease alone.
     pub present: bool,
     pub reason: Reason,
     /// The non-empty holder identity, whether or not the leader is live.
@@ -200,7 +215,7 @@ pub fn judge<'a>(
     Verdict {
         pods: counted,
         pods_ready: ready,
-        present: reason == Reason::Present,
+        present: matches!(reason, Reason::Present | Reason::Released { .. }),
         reason,
         holder: holder.map(str::to_owned),
         holder_ready,
@@ -225,18 +240,20 @@ fn lease_reason(
     if !record.has_spec {
         return Reason::NoSpec;
     }
-    if holder.is_none() {
-        return Reason::NoHolder;
-    }
     let Some(duration) = lease.duration() else {
-        return Reason::InvalidDuration(record.duration_seconds);
+        return match holder {
+            Some(_) => Reason::InvalidDuration(record.duration_seconds),
+            None => Reason::NoHolder,
+        };
     };
     let age = now.saturating_duration_since(lease.changed_at);
     let limit = duration.saturating_add(grace);
-    match (age > limit, lease.confirmed()) {
-        (false, _) => Reason::Present,
-        (true, true) => Reason::Expired { age, limit },
-        (true, false) => Reason::Unconfirmed { age, limit },
+    match (age > limit, lease.confirmed(), holder) {
+        (false, _, Some(_)) => Reason::Present,
+        (false, _, None) => Reason::Released { age, limit },
+        (true, true, Some(_)) => Reason::Expired { age, limit },
+        (true, true, None) => Reason::NoHolder,
+        (true, false, _) => Reason::Unconfirmed { age, limit },
     }
 }
 
@@ -427,12 +444,10 @@ mod tests {
                 "the lease has no spec",
             ),
             (
-                |r| r.holder = None,
-                Reason::NoHolder,
-                "the lease has no holder",
-            ),
-            (
-                |r| r.holder = Some(String::new()),
+                |r| {
+                    r.holder = None;
+                    r.duration_seconds = None;
+                },
                 Reason::NoHolder,
                 "the lease has no holder",
             ),
@@ -469,6 +484,28 @@ mod tests {
         let mut l = lease("virt-operator-a", t0);
         l.record.renew_time = None;
         assert!(judge(&two_pods(), Some(&l), t0, GRACE).present);
+    }
+
+    #[test]
+    fn a_released_lease_is_a_handover_until_duration_and_grace_run_out() {
+        let t0 = Instant::now();
+        // What client-go's release writes: no holder, a one-second lease.
+        let mut released = lease("", t0);
+        released.record.holder = Some(String::new());
+        released.record.duration_seconds = Some(1);
+        let limit = Duration::from_secs(1) + GRACE;
+        let v = judge(&two_pods(), Some(&released), t0 + limit, GRACE);
+        assert!(v.present);
+        assert_eq!(v.reason, Reason::Released { age: limit, limit });
+        assert_eq!((v.holder, v.holder_ready, v.pods_ready), (None, None, 2));
+        let later = t0 + limit + Duration::from_millis(1);
+        let v = judge(&two_pods(), Some(&released), later, GRACE);
+        assert!(!v.present && v.is_known());
+        assert_eq!(v.reason, Reason::NoHolder);
+        // Nobody took it over, by the watch's account: a direct read must say so first.
+        released.confirmed_at = None;
+        let v = judge(&two_pods(), Some(&released), later, GRACE);
+        assert!(!v.present && !v.is_known());
     }
 
     #[test]

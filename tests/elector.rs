@@ -485,3 +485,62 @@ async fn a_leader_renewing_every_6s_shows_in_the_histogram_beside_one_renewing_e
     assert_eq!(op(&s, "present"), Some(1.0));
     assert_eq!(s.operator("present", SLOW), Some(1.0));
 }
+
+/// kube-scheduler releases its lease on every clean exit (client-go's `ReleaseOnCancel`: an
+/// empty holder and a one-second lease), and its standby takes the lease at its next look.
+/// The exporter never reads that handover as "no leader"; a release that nobody takes over
+/// reads "no leader" once the one second and the grace have run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_leases_hand_over_without_reading_no_leader() {
+    let Some(t) = setup(&[]).await else { return };
+    t.pods(false).await;
+    let release = ["--release-on-cancel"];
+    let mut leader = t.plane.elector(NS, LEASE, A, &release);
+    leader.until_leading().await;
+    let mut standby = t.plane.elector(NS, LEASE, B, &release);
+    t.until("A leads", |s| leads(s, A)).await;
+    let sampler = t.sample();
+    let start = Instant::now();
+    for _ in 0..5 {
+        // The standby has looked and seen the leader: it takes the lease at a later look.
+        let seen = format!("new leader: {}", leader.identity);
+        let looking = Instant::now();
+        while !standby.log_text().contains(&seen) {
+            assert!(looking.elapsed() < PATIENCE, "{}", standby.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        leader.signal("TERM");
+        standby.until_leading().await;
+        let identity = leader.identity.clone();
+        leader = std::mem::replace(
+            &mut standby,
+            t.plane.elector(NS, LEASE, &identity, &release),
+        );
+        let holder = leader.identity.clone();
+        t.until("the standby leads", |s| leads(s, &holder)).await;
+    }
+    let samples = sampler.finish().await;
+    no_zero(&samples, "released leases taken over");
+    let spec = t.cluster.lease_spec(NS, LEASE).await;
+    assert!(spec.lease_transitions >= Some(5), "{spec:?}");
+    report(&format!(
+        "released leases: 5 handovers in {:.1}s, {} samples every 250 ms, none read present 0",
+        start.elapsed().as_secs_f64(),
+        samples.len()
+    ));
+
+    // The last release, with nobody left to take it.
+    standby.signal("KILL");
+    leader.signal("TERM");
+    let s = t
+        .until("no leader after an unanswered release", |s| {
+            op(s, "present") == Some(0.0)
+        })
+        .await;
+    assert_eq!(s.holder(NS), None);
+    let age = op(&s, "lease_age_seconds").expect("age");
+    assert!(
+        age > 11.0,
+        "no leader {age}s after the release, before 1s + 10s"
+    );
+}

@@ -227,7 +227,14 @@ async fn odd_objects_on_the_wire() {
     let long = "h".repeat(10_000);
     let cases: Vec<(&str, serde_json::Value, f64)> = vec![
         ("no-spec", serde_json::Value::Null, 0.0),
-        ("empty-holder", renewed(json!({"holderIdentity": ""})), 0.0),
+        // A released lease: a standby is due to take it until its duration and the grace
+        // run out.
+        ("empty-holder", renewed(json!({"holderIdentity": ""})), 1.0),
+        (
+            "empty-holder-no-duration",
+            renewed(json!({"holderIdentity": "", "leaseDurationSeconds": null})),
+            0.0,
+        ),
         // No pod has such a name, but the lease alone decides.
         ("long-holder", renewed(json!({"holderIdentity": long})), 1.0),
         (

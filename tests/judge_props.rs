@@ -97,7 +97,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn present_means_a_holder_with_a_fresh_record_and_nothing_else(
+    fn present_means_a_fresh_record_held_or_just_released_and_nothing_else(
         pods in pods(),
         record in prop::option::of(record()),
         (changed_ms, now_ms, grace_ms) in clock(),
@@ -117,18 +117,23 @@ proptest! {
         let live: Vec<&PodInfo> = pods.iter().filter(|p| !p.deleting).collect();
         prop_assert_eq!(v.pods as usize, live.len());
         prop_assert_eq!(v.pods_ready as usize, live.iter().filter(|p| p.ready_condition).count());
-        // (holds a lease at all, fresh)
-        let held = lease.as_ref().map(|l| {
-            let holder = l.record.holder.as_deref().unwrap_or("");
+        // (a lease with a positive duration at all, fresh): held, or released so recently that
+        // a standby is due to take it.
+        let timed = lease.as_ref().map(|l| {
             let seconds = l.record.duration_seconds.unwrap_or(0);
             let limit = Duration::from_secs(seconds.max(0).unsigned_abs().into()) + grace;
-            let held = l.record.has_spec && !holder.is_empty() && seconds > 0;
-            (held, held && now.saturating_duration_since(l.changed_at) <= limit)
+            let timed = l.record.has_spec && seconds > 0;
+            (timed, timed && now.saturating_duration_since(l.changed_at) <= limit)
         });
-        let fresh = held.is_some_and(|(_, fresh)| fresh);
+        let fresh = timed.is_some_and(|(_, fresh)| fresh);
         prop_assert_eq!(v.present, fresh);
+        let holder = lease
+            .as_ref()
+            .and_then(|l| l.record.holder.as_deref())
+            .filter(|h| !h.is_empty());
+        prop_assert_eq!(v.holder.as_deref(), holder);
         // An expiry is known only once a direct read has seen the record since its change.
-        let expired = held.is_some_and(|(held, fresh)| held && !fresh);
+        let expired = timed.is_some_and(|(timed, fresh)| timed && !fresh);
         let confirmed = lease
             .as_ref()
             .is_some_and(|l| l.confirmed_at.is_some_and(|c| c >= l.changed_at));
