@@ -36,10 +36,12 @@ struct State {
 }
 
 impl State {
-    /// Per namespace whose lease holder is a known pod: that pod's container restarts.
-    fn holder_restarts(&self) -> BTreeMap<String, u32> {
+    /// Per namespace whose lease holder is a known pod: that pod's container restarts. Only
+    /// namespace `only`, when given.
+    fn holder_restarts(&self, only: Option<&str>) -> BTreeMap<String, u32> {
         self.leases
             .namespaces()
+            .filter(|ns| only.is_none_or(|only| only == *ns))
             .filter_map(|ns| {
                 let holder = self.leases.get(ns)?.record.holder.as_deref()?;
                 let pod = self
@@ -72,10 +74,19 @@ impl Target {
 
     pub fn apply_pods(&self, change: PodChange) {
         let now = Instant::now();
+        // Only a change to the pods in view can show a restart: a watch event changes one
+        // namespace, a completed relist any; the objects of a relist in progress none yet.
+        let namespace = match &change {
+            PodChange::Applied(name, _) | PodChange::Deleted(name) => Some(name.namespace.clone()),
+            PodChange::ListDone => None,
+            PodChange::ListStarted | PodChange::Listed(..) => {
+                return self.update(|s| s.pods.apply(change));
+            }
+        };
         self.update(|s| {
-            let before = s.holder_restarts();
+            let before = s.holder_restarts(namespace.as_deref());
             s.pods.apply(change);
-            for (namespace, restarts) in s.holder_restarts() {
+            for (namespace, restarts) in s.holder_restarts(namespace.as_deref()) {
                 if before.get(&namespace).is_some_and(|b| restarts > *b) {
                     s.leases.holder_restarted(&namespace, restarts, now);
                 }
