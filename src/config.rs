@@ -61,7 +61,8 @@ pub struct Args {
     pub pod_check_interval: Duration,
 
     /// PEM certificate (chain) to serve HTTPS with; needs --tls-key-file. Reloaded when it
-    /// changes on disk. Default: plain HTTP.
+    /// changes on disk. Default: with --auth=kubernetes a self-signed certificate made at
+    /// start (encrypted, but clients cannot verify it); with --auth=none plain HTTP.
     #[arg(
         long,
         env = "KUBEVIRT_LEADER_EXPORTER_TLS_CERT_FILE",
@@ -77,8 +78,68 @@ pub struct Args {
     )]
     pub tls_key_file: Option<PathBuf>,
 
+    /// Who may read /metrics, / and /status.json (/livez and /readyz are always open).
+    /// `kubernetes`: a bearer token (checked with a TokenReview) or a client certificate
+    /// (see --client-ca-file), then a SubjectAccessReview of the path with verb `get`;
+    /// always over HTTPS. `none`: anyone who reaches the port.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_AUTH", value_enum, default_value_t = AuthMode::Kubernetes)]
+    pub auth: AuthMode,
+
+    /// Audiences a bearer token must be meant for (repeat, or separate with commas). Default:
+    /// the API server's own.
+    #[arg(
+        long,
+        env = "KUBEVIRT_LEADER_EXPORTER_AUTH_TOKEN_AUDIENCES",
+        value_delimiter = ','
+    )]
+    pub auth_token_audiences: Vec<String>,
+
+    /// PEM CA bundle that client certificates must chain to; the certificate's CN is the
+    /// user and its O fields are the groups. Default: client certificates are not asked for.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// Take the client CA from the API server's own (`client-ca-file` of the ConfigMap
+    /// kube-system/extension-apiserver-authentication), read once at start; needs the
+    /// RoleBinding to `extension-apiserver-authentication-reader`.
+    #[arg(
+        long,
+        env = "KUBEVIRT_LEADER_EXPORTER_CLIENT_CA_FROM_CLUSTER",
+        conflicts_with = "client_ca_file"
+    )]
+    pub client_ca_from_cluster: bool,
+
+    /// At most this many TokenReviews and SubjectAccessReviews a second (at most 4 at once);
+    /// beyond that new credentials get 429 while cached ones keep being answered.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_AUTH_REVIEWS_PER_SECOND", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub auth_reviews_per_second: u32,
+
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    Kubernetes,
+    None,
+}
+
+/// Where client certificates are verified against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientCa {
+    File(PathBuf),
+    Cluster,
+}
+
+/// How the endpoints other than /livez and /readyz are protected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    Kubernetes {
+        audiences: Vec<String>,
+        client_ca: Option<ClientCa>,
+        reviews_per_second: u32,
+    },
 }
 
 #[derive(Clone, Debug, clap::Subcommand)]
@@ -157,6 +218,36 @@ pub enum ConfigError {
     NoComponents,
     #[error("namespace {0:?} is not a valid namespace name")]
     Namespace(String),
+    #[error("{0} needs --auth=kubernetes")]
+    NeedsAuth(&'static str),
+}
+
+fn auth(args: &Args) -> Result<Auth, ConfigError> {
+    let client_ca = match (&args.client_ca_file, args.client_ca_from_cluster) {
+        (Some(path), _) => Some(ClientCa::File(path.clone())),
+        (None, true) => Some(ClientCa::Cluster),
+        (None, false) => None,
+    };
+    let audiences: Vec<String> = args
+        .auth_token_audiences
+        .iter()
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .collect();
+    match args.auth {
+        AuthMode::Kubernetes => Ok(Auth::Kubernetes {
+            audiences,
+            client_ca,
+            reviews_per_second: args.auth_reviews_per_second,
+        }),
+        AuthMode::None if client_ca.is_some() => Err(ConfigError::NeedsAuth(
+            "a client CA (--client-ca-file, --client-ca-from-cluster)",
+        )),
+        AuthMode::None if !audiences.is_empty() => {
+            Err(ConfigError::NeedsAuth("--auth-token-audiences"))
+        }
+        AuthMode::None => Ok(Auth::None),
+    }
 }
 
 /// A leader-elected workload: its pods and the Lease its leader holds.
@@ -364,6 +455,7 @@ pub struct Settings {
     pub pod_check_interval: Duration,
     /// Certificate and key files for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    pub auth: Auth,
 }
 
 impl Settings {
@@ -392,7 +484,13 @@ impl Settings {
             lease_grace: args.lease_grace,
             pod_check_interval: args.pod_check_interval,
             tls: args.tls_cert_file.clone().zip(args.tls_key_file.clone()),
+            auth: auth(args)?,
         })
+    }
+
+    /// Serves HTTPS: always with authentication, with a generated certificate if need be.
+    pub fn https(&self) -> bool {
+        self.tls.is_some() || self.auth != Auth::None
     }
 
     /// What is accepted but probably a mistake, in words for the log at start-up.
@@ -420,6 +518,7 @@ impl Settings {
             lease_grace,
             pod_check_interval: Duration::from_secs(60),
             tls: None,
+            auth: Auth::None,
         }
     }
 }

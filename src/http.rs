@@ -8,8 +8,9 @@ use std::{
 
 use axum::{
     Router,
-    extract::State,
+    extract::{Request, State},
     http::{StatusCode, header},
+    middleware::{self, Next},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
@@ -26,6 +27,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
+    auth::{self, Gate, PeerCertificate},
     metrics::Metrics,
     page,
     status::{self, Status},
@@ -50,17 +52,48 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct AppState {
     pub targets: Arc<Targets>,
     pub metrics: Arc<Metrics>,
+    /// `None`: every path is open.
+    pub gate: Option<Arc<Gate>>,
 }
 
-/// The exporter's routes. Methods other than GET and HEAD get 405, unknown paths 404.
+/// The paths requests are counted by; anything else counts as `other`.
+const COUNTED_PATHS: [&str; 5] = ["/", STATUS_JSON_PATH, METRICS_PATH, LIVEZ_PATH, READYZ_PATH];
+
+/// The exporter's routes. Methods other than GET and HEAD get 405, unknown paths 404. With a
+/// gate, everything but the probes needs credentials; the probes must answer the kubelet,
+/// which sends none.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut protected = Router::new()
         .route("/", get(status_page))
         .route(STATUS_JSON_PATH, get(status_json))
-        .route(METRICS_PATH, get(metrics))
+        .route(METRICS_PATH, get(metrics));
+    if let Some(gate) = state.gate.clone() {
+        protected = protected.route_layer(middleware::from_fn_with_state(gate, auth::require));
+    }
+    Router::new()
+        .merge(protected)
         .route(LIVEZ_PATH, get(|| async { "ok\n" }))
         .route(READYZ_PATH, get(readyz))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            count_requests,
+        ))
         .with_state(state)
+}
+
+async fn count_requests(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    let path = COUNTED_PATHS
+        .into_iter()
+        .find(|p| *p == path)
+        .unwrap_or("other");
+    let response = next.run(request).await;
+    metrics.http_request(path, response.status().as_u16());
+    response
 }
 
 /// Serves `app` on `listener`, over TLS when `tls` is given, until `shutdown` completes;
@@ -90,10 +123,13 @@ pub async fn serve(
         let (app, acceptor, watcher) = (app.clone(), acceptor.clone(), graceful.watcher());
         tokio::spawn(async move {
             let Some(acceptor) = acceptor else {
-                return serve_connection(stream, app, watcher).await;
+                return serve_connection(stream, app, watcher, PeerCertificate(None)).await;
             };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_connection(tls, app, watcher).await,
+                Ok(Ok(tls)) => {
+                    let peer = peer_certificate(&tls);
+                    serve_connection(tls, app, watcher, peer).await
+                }
                 Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),
             }
@@ -111,14 +147,25 @@ where
 {
     // Kept until the connection ends: a dropped one would end keep-alive at once.
     let graceful = GracefulShutdown::new();
-    serve_connection(stream, app, graceful.watcher()).await;
+    serve_connection(stream, app, graceful.watcher(), PeerCertificate(None)).await;
     drop(graceful);
 }
 
-async fn serve_connection<S>(stream: S, app: Router, watcher: Watcher)
+/// The user of the client certificate the handshake verified, if the client sent one.
+fn peer_certificate<S>(tls: &tokio_rustls::server::TlsStream<S>) -> PeerCertificate {
+    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+    PeerCertificate(leaf.and_then(|der| auth::certificate_user(der)))
+}
+
+async fn serve_connection<S>(stream: S, app: Router, watcher: Watcher, peer: PeerCertificate)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    use tower::ServiceExt;
+    let app = app.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(peer.clone());
+        request
+    });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)

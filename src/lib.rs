@@ -6,6 +6,7 @@
 //! at scrape time ([`judge`]) and serves the result ([`metrics`], [`http`]); [`changelog`]
 //! logs leader changes.
 
+pub mod auth;
 pub mod changelog;
 pub mod config;
 pub mod diagnose;
@@ -25,13 +26,21 @@ pub mod watch;
 
 use std::{future::Future, net::SocketAddr, path::Path, sync::Arc};
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
-    Client,
+    Api, Client,
     config::{KubeConfigOptions, Kubeconfig},
 };
+use rustls::{RootCertStore, server::ResolvesServerCert};
 use tokio::{net::TcpListener, task::JoinHandle};
 
-use crate::{config::Settings, http::AppState, metrics::Metrics, targets::Targets};
+use crate::{
+    auth::Gate,
+    config::{Auth, ClientCa, Settings},
+    http::AppState,
+    metrics::Metrics,
+    targets::Targets,
+};
 
 /// What `RUST_LOG` defaults to. kube's per-request failure lines and its watcher's warnings
 /// on every forbidden retry are off: a failing watch says so itself, once, with the whole
@@ -73,6 +82,8 @@ pub enum Error {
     Serve(std::io::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("reading the client CA from {origin}: {error}")]
+    ClientCa { origin: String, error: kube::Error },
     #[error("kubeconfig {path}: {error}")]
     Kubeconfig {
         path: String,
@@ -117,6 +128,65 @@ fn client_for(config: kube::Config) -> Result<Client, Error> {
     Ok(Client::try_from(config)?)
 }
 
+/// The ConfigMap in which the API server publishes the CA it verifies client certificates
+/// with, and its key.
+pub const CLUSTER_CLIENT_CA: (&str, &str, &str) = (
+    "kube-system",
+    "extension-apiserver-authentication",
+    "client-ca-file",
+);
+
+async fn load_client_ca(ca: &ClientCa, client: &Client) -> Result<Arc<RootCertStore>, Error> {
+    let (namespace, name, key) = CLUSTER_CLIENT_CA;
+    match ca {
+        ClientCa::File(path) => Ok(tls::client_ca_file(path)?),
+        ClientCa::Cluster => {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+            let source = format!("ConfigMap {namespace}/{name}, key {key}");
+            let map = api.get(name).await.map_err(|error| Error::ClientCa {
+                origin: source.clone(),
+                error,
+            })?;
+            let pem = map.data.and_then(|mut d| d.remove(key)).unwrap_or_default();
+            Ok(tls::client_ca(pem.as_bytes(), &source)?)
+        }
+    }
+}
+
+/// The TLS configuration to serve with, if any: the given files, else a generated
+/// certificate when authentication is on (tokens never travel in plain HTTP).
+fn server_tls(
+    settings: &Settings,
+    client_ca: Option<Arc<RootCertStore>>,
+) -> Result<Option<Arc<rustls::ServerConfig>>, Error> {
+    let cert: Arc<dyn ResolvesServerCert> = match &settings.tls {
+        Some((cert, key)) => Arc::new(tls::ReloadingCert::new(cert, key)?),
+        None if settings.https() => {
+            let generated = tls::GeneratedCert::new(self_signed_names())?;
+            tracing::warn!(
+                sha256 = %generated.fingerprint,
+                "serving a self-signed certificate made at start: encrypted, but clients \
+                 cannot verify it (give --tls-cert-file and --tls-key-file to change that)"
+            );
+            Arc::new(generated)
+        }
+        None => return Ok(None),
+    };
+    Ok(Some(tls::server_config(cert, client_ca)?))
+}
+
+/// The names a generated certificate is for: the pod's hostname and localhost.
+fn self_signed_names() -> Vec<String> {
+    let mut names = vec!["localhost".to_owned()];
+    if let Ok(host) = std::env::var("HOSTNAME")
+        && !host.is_empty()
+        && host != "localhost"
+    {
+        names.push(host);
+    }
+    names
+}
+
 /// A running exporter: watch tasks, the leader-change log and the HTTP server.
 pub struct Exporter {
     pub addr: SocketAddr,
@@ -133,12 +203,14 @@ impl Exporter {
         client: Client,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Self, Error> {
-        let tls = match &settings.tls {
-            Some((cert, key)) => {
-                Some(Arc::new(tls::ReloadingCert::new(cert, key)?).server_config()?)
-            }
-            None => None,
+        let client_ca = match &settings.auth {
+            Auth::Kubernetes {
+                client_ca: Some(ca),
+                ..
+            } => Some(load_client_ca(ca, &client).await?),
+            _ => None,
         };
+        let tls = server_tls(settings, client_ca)?;
         let listen = settings.listen;
         let listener = TcpListener::bind(listen)
             .await
@@ -152,15 +224,30 @@ impl Exporter {
         })?;
         let targets = Arc::new(Targets::new(settings));
         let metrics = Arc::new(Metrics::new(targets.clone())?);
+        let gate = match &settings.auth {
+            Auth::None => None,
+            Auth::Kubernetes {
+                audiences,
+                reviews_per_second,
+                ..
+            } => Some(Arc::new(Gate::new(
+                client.clone(),
+                audiences.clone(),
+                *reviews_per_second,
+                metrics.auth_metrics(),
+            ))),
+        };
         let mut tasks = watch::spawn(&client, &targets, &metrics, settings.pod_check_interval);
         tasks.push(tokio::spawn(changelog::run(targets.clone())));
+        let auth = if gate.is_some() { "kubernetes" } else { "none" };
         let app = http::router(AppState {
             targets: targets.clone(),
             metrics,
+            gate,
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
         let server = tokio::spawn(http::serve(listener, app, tls, shutdown));
-        tracing::info!(%addr, scheme, "serving /metrics");
+        tracing::info!(%addr, scheme, auth, "serving /metrics");
         Ok(Self {
             addr,
             targets,

@@ -53,6 +53,8 @@ struct Rendered {
 pub struct Metrics {
     registry: Registry,
     watch_errors: IntCounterVec,
+    http_requests: IntCounterVec,
+    auth_reviews: IntCounterVec,
     targets: Arc<Targets>,
     last: RwLock<Option<Rendered>>,
 }
@@ -81,7 +83,25 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                format!("{PREFIX}_exporter_http_requests_total"),
+                "HTTP requests answered, by path (`other` for unknown ones) and status code; \
+                 401 and 403 are refused scrapers.",
+            ),
+            &["path", "code"],
+        )?;
+        let auth_reviews = IntCounterVec::new(
+            Opts::new(
+                format!("{PREFIX}_exporter_auth_reviews_total"),
+                "TokenReviews and SubjectAccessReviews, by kind and result (authenticated, \
+                 unauthenticated, allowed, denied, error, or throttled when not sent).",
+            ),
+            &["kind", "result"],
+        )?;
         registry.register(Box::new(watch_errors.clone()))?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(auth_reviews.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(LeaderCollector::new(targets.clone())?))?;
         register_process_collector(&registry)?;
@@ -89,9 +109,25 @@ impl Metrics {
         Ok(Self {
             registry,
             watch_errors,
+            http_requests,
+            auth_reviews,
             targets,
             last: RwLock::new(None),
         })
+    }
+
+    /// Counts one answered request; `path` must be one of a fixed set.
+    pub fn http_request(&self, path: &str, code: u16) {
+        self.http_requests
+            .with_label_values(&[path, &code.to_string()])
+            .inc();
+    }
+
+    /// The counters the authentication gate updates.
+    pub fn auth_metrics(&self) -> crate::auth::AuthMetrics {
+        crate::auth::AuthMetrics {
+            reviews: self.auth_reviews.clone(),
+        }
     }
 
     pub fn watch_error(&self, watched: Watched) {

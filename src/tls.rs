@@ -1,5 +1,7 @@
-//! HTTPS for /metrics, with the certificate and key reloaded when they change on disk:
-//! cert-manager and OpenShift's service CA rotate them in place.
+//! HTTPS for every endpoint: a certificate and key reloaded when they change on disk
+//! (cert-manager and OpenShift's service CA rotate them in place), or one generated at start
+//! when no files are given; and, when a client CA is given, client certificates verified
+//! during the handshake.
 
 use std::{
     fs,
@@ -9,8 +11,8 @@ use std::{
 };
 
 use rustls::{
-    ServerConfig,
-    server::{ClientHello, ResolvesServerCert},
+    RootCertStore, ServerConfig,
+    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
     sign::CertifiedKey,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
@@ -30,6 +32,12 @@ pub enum TlsError {
     Mismatch(rustls::Error),
     #[error("TLS configuration: {0}")]
     Config(rustls::Error),
+    #[error("{origin} holds no PEM CA certificate")]
+    NoClientCa { origin: String },
+    #[error("client CA from {origin}: {message}")]
+    ClientCa { origin: String, message: String },
+    #[error("generating a self-signed certificate: {0}")]
+    Generate(String),
 }
 
 /// What identifies a version of a file: rotations either rewrite it (new modification
@@ -111,22 +119,110 @@ impl ReloadingCert {
         }
         current.1.clone()
     }
-
-    /// A rustls server configuration that asks this resolver on every handshake.
-    pub fn server_config(self: Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(TlsError::Config)?
-            .with_no_client_auth()
-            .with_cert_resolver(self);
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
-    }
 }
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current())
     }
+}
+
+/// A certificate made at start for the names given, for when no files are given: the
+/// connection is encrypted, but clients cannot verify whom they talk to.
+#[derive(Debug)]
+pub struct GeneratedCert {
+    certified: Arc<CertifiedKey>,
+    /// SHA-256 of the certificate, in hex, for people who want to pin it.
+    pub fingerprint: String,
+}
+
+impl GeneratedCert {
+    pub fn new(names: Vec<String>) -> Result<Self, TlsError> {
+        let fail = |e: rcgen::Error| TlsError::Generate(e.to_string());
+        let mut params = rcgen::CertificateParams::new(names).map_err(fail)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "kubevirt-leader-exporter");
+        let key = rcgen::KeyPair::generate().map_err(fail)?;
+        let cert = params.self_signed(&key).map_err(fail)?;
+        let fingerprint = ring::digest::digest(&ring::digest::SHA256, cert.der())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let key = PrivateKeyDer::try_from(key.serialize_der())
+            .map_err(|e| TlsError::Generate(e.into()))?;
+        let provider = rustls::crypto::ring::default_provider();
+        let signing_key = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError::Generate(e.to_string()))?;
+        let certified = CertifiedKey::new(vec![cert.der().clone()], signing_key);
+        Ok(Self {
+            certified: Arc::new(certified),
+            fingerprint,
+        })
+    }
+}
+
+impl ResolvesServerCert for GeneratedCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.certified.clone())
+    }
+}
+
+/// The CA certificates in PEM `text`, read from `source` (a file, a ConfigMap).
+pub fn client_ca(text: &[u8], source: &str) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(text) {
+        let cert = cert.map_err(|e| TlsError::ClientCa {
+            origin: source.into(),
+            message: e.to_string(),
+        })?;
+        roots.add(cert).map_err(|e| TlsError::ClientCa {
+            origin: source.into(),
+            message: e.to_string(),
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoClientCa {
+            origin: source.into(),
+        });
+    }
+    Ok(Arc::new(roots))
+}
+
+/// Reads [`client_ca`] from a file.
+pub fn client_ca_file(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+    let text = fs::read(path).map_err(|error| TlsError::Read {
+        path: path.into(),
+        error,
+    })?;
+    client_ca(&text, &path.display().to_string())
+}
+
+/// A rustls server configuration that asks `cert` on every handshake. With `client_ca`,
+/// a client may present a certificate, which must then chain to it; clients without one
+/// still connect (they may send a token instead).
+pub fn server_config(
+    cert: Arc<dyn ResolvesServerCert>,
+    client_ca: Option<Arc<RootCertStore>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?;
+    let builder = match client_ca {
+        Some(roots) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }

@@ -194,7 +194,7 @@ fn unreachable_api_server_is_named_once_and_logged_without_noise() {
     std::fs::write(&kubeconfig, serde_json::to_string(&nowhere).expect("JSON")).expect("write");
     let mut child = Command::new(BIN)
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(["--listen=127.0.0.1:0", "--log-format=text"])
+        .args(["--listen=127.0.0.1:0", "--log-format=text", "--auth=none"])
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -386,6 +386,7 @@ pub fn start_binary(sim: &SimServer) -> Binary {
     let child = std::process::Command::new(binary)
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!("--listen={addr}"))
+        .arg("--auth=none")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

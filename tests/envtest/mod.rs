@@ -632,13 +632,16 @@ impl ExporterProcess {
     }
 
     /// [`ExporterProcess::start`] for the binary at `binary`.
-    /// Listens on a free port unless `extra` has a `--listen`.
+    /// Listens on a free port unless `extra` has a `--listen`, without authentication unless
+    /// `extra` has an `--auth`.
     pub fn spawn(binary: &Path, kubeconfig: &Path, extra: &[&str]) -> Self {
-        let listen =
-            (!extra.iter().any(|a| a.starts_with("--listen="))).then_some("--listen=127.0.0.1:0");
+        let has = |flag: &str| extra.iter().any(|a| a.starts_with(flag));
+        let listen = (!has("--listen=")).then_some("--listen=127.0.0.1:0");
+        let auth = (!has("--auth=")).then_some("--auth=none");
         let mut child = Command::new(binary)
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .args(listen)
+            .args(auth)
             .arg("--log-format=json")
             .args(extra)
             .env("RUST_LOG", "info")
