@@ -2,7 +2,9 @@
 //! KubeVirt configures virt-operator, on a real kube-apiserver → the exporter binary → a real
 //! Prometheus evaluating the shipped rule file → a real Alertmanager → a webhook receiver
 //! here. NoLeadingVirtOperator must reach the receiver once when the leader is really gone,
-//! and nothing may arrive for the disturbances a healthy cluster goes through.
+//! and nothing may arrive for the disturbances a healthy cluster goes through. Prometheus
+//! scrapes as the shipped installs do: over HTTPS, with the token of the ServiceAccount the
+//! shipped reader binding names, which the exporter checks with the API server.
 //!
 //! The rule file is the shipped one with every `for:` divided by 20 (10m becomes 30 s), in a
 //! copy this test makes, so that the test takes minutes rather than hours; expressions,
@@ -21,7 +23,7 @@ use std::{
 
 use axum::{Router, body::Bytes, extract::State, routing::post};
 use common::prometheus::{Prometheus, eventually};
-use envtest::{ControlPlane, EXPORTER_TOKEN, ExporterProcess, Process};
+use envtest::{ControlPlane, EXPORTER_TOKEN, ExporterProcess, Process, ServingCert};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Api;
 use serde_json::Value;
@@ -184,15 +186,20 @@ async fn no_leading_virt_operator_reaches_alertmanager_once_and_only_when_true()
     let kubeconfig = plane.kubeconfig_file(EXPORTER_TOKEN);
     let dir = common::temp_dir("alert-chain");
     let targets = dir.join("targets.json");
-    let mut exporter = ExporterProcess::start(&kubeconfig, &[]);
+    let serving = ServingCert::new(&dir);
+    let token_file = plane.prometheus_token_file(&admin, &dir).await;
+    let secured = serving.exporter_args();
+    let secured: Vec<&str> = secured.iter().map(String::as_str).collect();
+    let mut exporter = ExporterProcess::start(&kubeconfig, &secured);
     point_at(&targets, exporter.addr);
 
     let (hook, got) = receiver().await;
     let alertmanager = Alertmanager::start(&dir, hook);
     let prometheus = Prometheus::start_with(
         &format!(
-            "file_sd_configs: [{{files: ['{}'], refresh_interval: 1s}}]",
-            targets.display()
+            "file_sd_configs: [{{files: ['{}'], refresh_interval: 1s}}]\n  {}",
+            targets.display(),
+            serving.scrape_settings(&token_file)
         ),
         &shortened_rules(&dir),
         Some(alertmanager.addr),
@@ -206,6 +213,12 @@ async fn no_leading_virt_operator_reaches_alertmanager_once_and_only_when_true()
     let b = plane.elector(NS, "virt-operator", B, &[]);
     eventually("Prometheus sees the leader", async || {
         (prometheus.value(&http, &present).await? == 1.0).then_some(())
+    })
+    .await;
+    // It got in with its token, which the exporter had the API server review.
+    let reviewed = "kubevirt_leader_exporter_auth_reviews_total{kind=\"tokenreview\",result=\"authenticated\"}";
+    eventually("the token was reviewed", async || {
+        (prometheus.value(&http, reviewed).await? >= 1.0).then_some(())
     })
     .await;
 
@@ -232,7 +245,8 @@ async fn no_leading_virt_operator_reaches_alertmanager_once_and_only_when_true()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let exporter = ExporterProcess::start(&kubeconfig, &[&listen]);
+    let restarted: Vec<&str> = secured.iter().copied().chain([listen.as_str()]).collect();
+    let exporter = ExporterProcess::start(&kubeconfig, &restarted);
     // Long enough for any of them to have fired: the longest shortened `for:` among the
     // alerts they could trip is 30 s.
     tokio::time::sleep(Duration::from_secs(45)).await;

@@ -460,6 +460,31 @@ fn bad_input_gets_the_documented_exit_status_and_message() {
             "holds no PEM certificate",
         ),
         case(&[&kc, "--listen", &taken], 1, "cannot listen on"),
+        case(
+            &["--auth-reviews-per-second=0"],
+            2,
+            "0 is not in 1..=1000",
+        ),
+        case(
+            &["--client-ca-file=/ca.crt", "--client-ca-from-cluster"],
+            2,
+            "cannot be used with",
+        ),
+        case(
+            &["--auth=none", "--client-ca-file=/ca.crt"],
+            1,
+            "a client CA (--client-ca-file, --client-ca-from-cluster) needs --auth=kubernetes",
+        ),
+        case(
+            &[&kc, "--client-ca-file=/nonexistent-ca.crt"],
+            1,
+            "reading /nonexistent-ca.crt",
+        ),
+        case(
+            &[&kc, "--client-ca-file", &garbage],
+            1,
+            "holds no PEM CA certificate",
+        ),
         case(&["diagnose", &bundle], 2, "is not an empty directory"),
         case(
             &["diagnose", "--observe=soon"],

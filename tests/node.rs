@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Sampler, Scrape};
+use common::{Base, Https, Sampler, Scrape};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
@@ -425,7 +425,42 @@ fn is_ready(pod: &Value) -> bool {
 
 /// `/metrics` from the exporter on the node, or `None` while it does not answer.
 async fn try_scrape(http: &reqwest::Client) -> Option<Scrape> {
-    common::try_scrape(http, METRICS.parse().expect("an address")).await
+    common::try_scrape(http, exporter()).await
+}
+
+/// The exporter on the node: HTTPS, as every shipped install serves.
+fn exporter() -> Https {
+    Https(METRICS.parse().expect("an address"))
+}
+
+/// A token for the ServiceAccount the install's reader binding names (created if need be):
+/// what the install's Prometheus scrapes with.
+async fn reader_token(node: &Node) -> String {
+    let binding = node
+        .json(&[
+            "get",
+            "clusterrolebinding",
+            "kubevirt-leader-exporter-metrics-reader",
+        ])
+        .await;
+    let subject = &binding["subjects"][0];
+    assert_eq!(subject["kind"], "ServiceAccount", "{binding}");
+    let ns = subject["namespace"].as_str().expect("namespace");
+    let name = subject["name"].as_str().expect("name");
+    let _ = node.kubectl(&["create", "namespace", ns]).await;
+    let _ = node
+        .kubectl(&["-n", ns, "create", "serviceaccount", name])
+        .await;
+    let token = node
+        .must(&["-n", ns, "create", "token", name, "--duration=2h"])
+        .await;
+    token.trim().to_owned()
+}
+
+/// Scrapes with the install's reader token, as its Prometheus does.
+async fn reader(node: &Node) -> (reqwest::Client, String) {
+    let token = reader_token(node).await;
+    (common::unverified_https(Some(&token)), token)
 }
 
 /// Scrapes until `check` holds.
@@ -455,7 +490,7 @@ struct Sample {
 
 /// Scrapes every 250 ms in the background until finished.
 fn sampler(http: &reqwest::Client) -> Sampler<Sample> {
-    Sampler::start(http.clone(), METRICS.parse().expect("an address"), |s| {
+    Sampler::start(http.clone(), exporter(), |s| {
         let op = |name: &str| s.as_ref().and_then(|s| s.operator(name, NS));
         Sample {
             at: Instant::now(),
@@ -586,11 +621,12 @@ async fn the_shipped_installs_on_a_real_node() {
     ])
     .await;
     install_kubevirt(&node).await;
-    let http = reqwest::Client::new();
 
-    // Each install as shipped runs and judges the real electors; the default one stays.
+    // Each install as shipped runs and judges the real electors, read with the token of the
+    // Prometheus its reader binding names; the default one stays.
     for base in &INSTALLS[..2] {
         let file = install(&node, base).await;
+        let (http, _) = reader(&node).await;
         until(&http, &format!("{base}: a leader"), |s| {
             s.present(NS) == Some(1.0) && s.operator("pods_ready", NS) == Some(2.0)
         })
@@ -598,10 +634,14 @@ async fn the_shipped_installs_on_a_real_node() {
         uninstall(&node, &file).await;
     }
     install(&node, INSTALLS[2]).await;
+    let (http, token) = reader(&node).await;
     until(&http, "a leader", |s| s.present(NS) == Some(1.0)).await;
+    let anyone = common::unverified_https(None);
+    let refused = anyone.get(exporter().url("/metrics")).send().await;
+    assert_eq!(refused.map(|r| r.status().as_u16()).ok(), Some(401));
 
     runs_as_the_manifest_asks(&node).await;
-    let (prometheus, discovery) = discovering_prometheus(&node);
+    let (prometheus, discovery) = discovering_prometheus(&node, &token);
     scraped_through_the_service(&node, &prometheus, &http).await;
     let started = unix_now();
     rolling_restarts_never_read_no_leader(&node, &http).await;
@@ -719,7 +759,7 @@ async fn rolling_restarts_never_read_no_leader(node: &Node, http: &reqwest::Clie
 }
 
 async fn status_json(http: &reqwest::Client) -> Value {
-    http.get(format!("http://{METRICS}/status.json"))
+    http.get(exporter().url("/status.json"))
         .send()
         .await
         .expect("status")
@@ -867,11 +907,14 @@ fn unix_now() -> f64 {
 }
 
 /// A real Prometheus running the example scrape job of `docs/examples/prometheus` as users
-/// merge it, relabelling and all, with the shipped rules. Debian's Prometheus is built without
+/// merge it, relabelling, HTTPS and token and all, with the shipped rules. Debian's Prometheus is built without
 /// Kubernetes service discovery, so the job's `kubernetes_sd_configs` (role `endpoints`) is
 /// replaced by a file of the targets and `__meta_kubernetes_*` labels that discovery derives
 /// from the exporter's Service, which the returned task keeps current.
-fn discovering_prometheus(node: &Node) -> (common::prometheus::Prometheus, JoinHandle<()>) {
+fn discovering_prometheus(
+    node: &Node,
+    token: &str,
+) -> (common::prometheus::Prometheus, JoinHandle<()>) {
     let example = std::fs::read_to_string(repo().join("docs/examples/prometheus/prometheus.yml"))
         .expect("example");
     let mut config: Value = serde_saphyr::from_str(&example).expect("YAML");
@@ -895,6 +938,15 @@ fn discovering_prometheus(node: &Node) -> (common::prometheus::Prometheus, JoinH
         "file_sd_configs".into(),
         serde_json::json!([{"files": [targets]}]),
     );
+    // The example reads the token of the pod Prometheus runs in; here it runs on the host.
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, token).expect("token");
+    assert!(
+        job["authorization"]["credentials_file"].is_string(),
+        "the example scrapes with a token: {}",
+        job["authorization"]
+    );
+    job["authorization"]["credentials_file"] = token_file.display().to_string().into();
     let prometheus =
         common::prometheus::Prometheus::from_config(&serde_json::to_string(&config).expect("JSON"));
     let kubeconfig = node.kubeconfig.clone();

@@ -15,6 +15,7 @@ use std::{
     process::{Command, Stdio},
 };
 
+use common::{Base, Https};
 use envtest::{Cluster, ControlPlane, Process};
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -180,11 +181,23 @@ async fn service_account_token(cluster: &Cluster) -> String {
 }
 
 async fn get(http: &reqwest::Client, addr: SocketAddr, path: &str) -> u16 {
-    http.get(format!("http://{addr}{path}"))
+    http.get(Https(addr).url(path))
         .send()
         .await
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
+}
+
+/// A client for the secured exporter with the token of the Prometheus the shipped reader
+/// binding names, as the shipped ServiceMonitor scrapes.
+async fn prometheus_client(plane: &ControlPlane, cluster: &Cluster) -> reqwest::Client {
+    plane
+        .service_account(&cluster.client, "monitoring", "prometheus-k8s")
+        .await;
+    let token = plane
+        .token_for(&cluster.client, "monitoring", "prometheus-k8s")
+        .await;
+    common::unverified_https(Some(&token))
 }
 
 /// A control plane with KubeVirt's two operator pods in `kubevirt` and the Prometheus
@@ -229,8 +242,8 @@ async fn the_shipped_deployment_runs_as_a_pod() {
     elector.until_leading().await;
     let token = service_account_token(&cluster).await;
     let pod = start_pod(&plane, container, &token, uid);
-    let http = reqwest::Client::new();
-    common::wait_serving(&http, pod.addr).await;
+    let http = prometheus_client(&plane, &cluster).await;
+    common::wait_serving(&http, Https(pod.addr)).await;
 
     let facts = common::process_facts(pod.process.0.id());
     assert_eq!(facts.uid, uid.to_string());
@@ -242,10 +255,16 @@ async fn the_shipped_deployment_runs_as_a_pod() {
         "the service-account files leaked out of the mount namespace"
     );
 
-    let scrape = common::until(&http, pod.addr, "the leader", |s| s.settled(NS)).await;
+    let scrape = common::until(&http, Https(pod.addr), "the leader", |s| s.settled(NS)).await;
     assert_eq!(scrape.holder(NS).as_deref(), Some(A));
+    // Secured as shipped: without credentials only the probes answer.
+    let anyone = common::unverified_https(None);
+    for path in ["/metrics", "/", "/status.json"] {
+        assert_eq!(get(&anyone, pod.addr, path).await, 401, "{path}");
+    }
 
-    // The probes as the kubelet sends them: GET on the named port's paths.
+    // The probes as the kubelet sends them: GET over HTTPS, without verifying the
+    // certificate and without credentials, on the named port's paths.
     let port_name = container
         .ports
         .iter()
@@ -261,8 +280,9 @@ async fn the_shipped_deployment_runs_as_a_pod() {
             serde_json::to_value(&get_action.port).expect("port"),
             serde_json::json!(port_name.clone().expect("named port"))
         );
+        assert_eq!(get_action.scheme.as_deref(), Some("HTTPS"));
         let path = get_action.path.as_deref().expect("path");
-        assert_eq!(get(&http, pod.addr, path).await, 200, "{path}");
+        assert_eq!(get(&anyone, pod.addr, path).await, 200, "{path}");
     }
     let service: Service = docs
         .iter()
@@ -326,7 +346,7 @@ async fn a_scoped_install_bound_in_the_wrong_namespace_is_blind_not_leaderless()
         .and_then(|s| s.run_as_user)
         .expect("runAsUser");
     let pod = start_pod(&plane, container, &token, uid);
-    let http = reqwest::Client::new();
+    let http = prometheus_client(&plane, &cluster).await;
     // It serves, is not ready, and says nothing about leaders.
     let start = std::time::Instant::now();
     while !pod.log_text().contains("forbidden") {
@@ -339,7 +359,7 @@ async fn a_scoped_install_bound_in_the_wrong_namespace_is_blind_not_leaderless()
     }
     assert_eq!(get(&http, pod.addr, "/livez").await, 200);
     assert_eq!(get(&http, pod.addr, "/readyz").await, 503);
-    let scrape = common::scrape(&http, pod.addr).await;
+    let scrape = common::scrape(&http, Https(pod.addr)).await;
     assert!(scrape.blind(), "{}", scrape.0);
     let healthy: Vec<&str> = scrape
         .0

@@ -109,11 +109,101 @@ pub fn spawn_renewer(store: Store) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Where an exporter serves: a `SocketAddr` is plain HTTP, [`Https`] is HTTPS.
+pub trait Base: Copy + Send + Sync + 'static {
+    fn url(&self, path: &str) -> String;
+}
+
+impl Base for SocketAddr {
+    fn url(&self, path: &str) -> String {
+        format!("http://{self}{path}")
+    }
+}
+
+/// An exporter serving HTTPS at the address.
+#[derive(Clone, Copy, Debug)]
+pub struct Https(pub SocketAddr);
+
+impl Base for Https {
+    fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.0)
+    }
+}
+
+/// A client for a secured exporter as the shipped ServiceMonitor scrapes it: `token` as
+/// bearer token (when given) and the server's certificate not verified, as with the
+/// self-signed default (the kubelet's HTTPS probes do not verify either).
+pub fn unverified_https(token: Option<&str>) -> reqwest::Client {
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .dangerous()
+    .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer))
+    .with_no_client_auth();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header"),
+        );
+    }
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// Accepts any server certificate; signatures are still checked.
+#[derive(Debug)]
+struct AnyServer;
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// Waits until the exporter at `addr` answers `/readyz` with 200.
-pub async fn wait_serving(http: &reqwest::Client, addr: SocketAddr) {
+pub async fn wait_serving(http: &reqwest::Client, addr: impl Base) {
     let start = Instant::now();
     while http
-        .get(format!("http://{addr}/readyz"))
+        .get(addr.url("/readyz"))
         .send()
         .await
         .map(|r| r.status().as_u16())
@@ -201,12 +291,8 @@ pub fn assert_histogram_of(s: &Scrape, ns: &str, component: &str, intervals: &[f
     assert!((sum - total).abs() < 1e-3, "{sum} against {intervals:?}");
 }
 
-pub async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> Scrape {
-    let response = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .expect("scrape");
+pub async fn scrape(http: &reqwest::Client, addr: impl Base) -> Scrape {
+    let response = http.get(addr.url("/metrics")).send().await.expect("scrape");
     let code = response.status().as_u16();
     let body = response.text().await.expect("body");
     assert_eq!(code, 200, "{body}");
@@ -216,7 +302,7 @@ pub async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> Scrape {
 /// Scrapes `addr` until `check` holds, or fails with the last scrape.
 pub async fn until(
     http: &reqwest::Client,
-    addr: SocketAddr,
+    addr: impl Base,
     what: &str,
     check: impl Fn(&Scrape) -> bool,
 ) -> Scrape {
@@ -227,7 +313,7 @@ pub async fn until(
 pub async fn until_within(
     patience: Duration,
     http: &reqwest::Client,
-    addr: SocketAddr,
+    addr: impl Base,
     what: &str,
     check: impl Fn(&Scrape) -> bool,
 ) -> Scrape {
@@ -476,9 +562,9 @@ pub fn memory_cgroup(pid: u32) -> PathBuf {
 }
 
 /// `/metrics` from the exporter at `addr`, or `None` while it does not answer.
-pub async fn try_scrape(http: &reqwest::Client, addr: SocketAddr) -> Option<Scrape> {
+pub async fn try_scrape(http: &reqwest::Client, addr: impl Base) -> Option<Scrape> {
     let response = http
-        .get(format!("http://{addr}/metrics"))
+        .get(addr.url("/metrics"))
         .timeout(Duration::from_secs(5))
         .send()
         .await
@@ -499,7 +585,7 @@ pub struct Sampler<T> {
 impl<T: Send + 'static> Sampler<T> {
     pub fn start(
         http: reqwest::Client,
-        addr: SocketAddr,
+        addr: impl Base,
         read: impl Fn(Option<Scrape>) -> T + Send + Sync + 'static,
     ) -> Self {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);

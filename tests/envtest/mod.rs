@@ -14,8 +14,9 @@ use std::{
 
 use k8s_openapi::{
     api::{
+        authentication::v1::{TokenRequest, TokenRequestSpec},
         coordination::v1::{Lease, LeaseSpec},
-        core::v1::{Container, Namespace, Pod, PodSpec},
+        core::v1::{Container, Namespace, Pod, PodSpec, ServiceAccount},
         rbac::v1::{
             ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
         },
@@ -146,13 +147,21 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
-/// A CA, a serving certificate for 127.0.0.1 signed by it, and a service-account key.
-fn write_tls(dir: &Path) {
+/// The parameters of the test CA: the same each time, so that its key alone can sign more
+/// certificates later.
+fn ca_params() -> CertificateParams {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+}
+
+/// A CA (serving and client certificates), a serving certificate for 127.0.0.1 signed by
+/// it, and a service-account key.
+fn write_tls(dir: &Path) {
     let ca_key = KeyPair::generate().expect("CA key");
-    let ca = ca_params.self_signed(&ca_key).expect("CA cert");
-    let issuer = Issuer::new(ca_params, ca_key);
+    let ca = ca_params().self_signed(&ca_key).expect("CA cert");
+    write(&dir.join("ca.key"), &ca_key.serialize_pem());
+    let issuer = Issuer::new(ca_params(), ca_key);
     let serving_key = KeyPair::generate().expect("serving key");
     let serving = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
         .expect("serving params")
@@ -363,9 +372,130 @@ impl ControlPlane {
         self.apiserver.take();
     }
 
-    /// The CA that signed the API server's serving certificate.
+    /// The CA that signed the API server's serving certificate; it also verifies client
+    /// certificates.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.crt")
+    }
+
+    /// A client certificate and key (PEM) for `user` in `group`, signed by the CA the API
+    /// server verifies client certificates with.
+    pub fn client_certificate(&self, user: &str, group: &str) -> (String, String) {
+        let ca_key = std::fs::read_to_string(self.dir.join("ca.key")).expect("CA key");
+        let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&ca_key).expect("CA key"));
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, user);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, group);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("client cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// Creates the ServiceAccount `ns/name` (and `ns`); returns its UID.
+    pub async fn service_account(&self, admin: &Client, ns: &str, name: &str) -> String {
+        let _ = Api::<Namespace>::all(admin.clone())
+            .create(
+                &PostParams::default(),
+                &Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(ns.into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await;
+        let account = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+            .create(
+                &PostParams::default(),
+                &ServiceAccount {
+                    metadata: ObjectMeta {
+                        name: Some(name.into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("create ServiceAccount");
+        account.metadata.uid.expect("uid")
+    }
+
+    /// A token for the ServiceAccount `ns/name`, as `kubectl create token` gets one.
+    pub async fn token_for(&self, admin: &Client, ns: &str, name: &str) -> String {
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .expect("TokenRequest")
+            .status
+            .and_then(|s| s.token)
+            .expect("token")
+    }
+
+    /// A service-account token as the API server issues them, signed with its key, for the
+    /// ServiceAccount `ns/name` with `uid`, expiring at `exp` (seconds since the epoch). The
+    /// API server accepts it up to a minute past `exp` (its clock-skew leeway).
+    pub fn forge_token(&self, ns: &str, name: &str, uid: &str, exp: u64) -> String {
+        use base64::Engine;
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let issuer = "https://kubernetes.default.svc";
+        let claims = json!({
+            "iss": issuer, "aud": [issuer], "exp": exp, "iat": exp - 600, "nbf": exp - 600,
+            "sub": format!("system:serviceaccount:{ns}:{name}"),
+            "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": name, "uid": uid}},
+        });
+        let signing_input = format!(
+            "{}.{}",
+            b64(br#"{"alg":"ES256","typ":"JWT"}"#),
+            b64(claims.to_string().as_bytes())
+        );
+        let pem = std::fs::read_to_string(self.dir.join("sa.key")).expect("sa.key");
+        let der = KeyPair::from_pem(&pem).expect("sa.key").serialize_der();
+        let rng = ring::rand::SystemRandom::new();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &rng)
+            .expect("P-256 key");
+        let signature = key.sign(&rng, signing_input.as_bytes()).expect("sign");
+        format!("{signing_input}.{}", b64(signature.as_ref()))
+    }
+
+    /// The shipped install's way in for Prometheus: the reader ClusterRole and its binding
+    /// from deploy/metrics-reader, the ServiceAccount they name, and a token for it in a file
+    /// under `dir`, as Prometheus reads its own.
+    pub async fn prometheus_token_file(&self, admin: &Client, dir: &Path) -> PathBuf {
+        let (ok, out) = self.admin_kubectl(&["apply", "-k", "deploy/metrics-reader"]);
+        assert!(ok, "{out}");
+        self.service_account(admin, "monitoring", "prometheus-k8s")
+            .await;
+        let token = self.token_for(admin, "monitoring", "prometheus-k8s").await;
+        let path = dir.join("prometheus-token");
+        write(&path, &token);
+        path
+    }
+
+    /// Audit events of `user` creating `resource` (tokenreviews, subjectaccessreviews).
+    pub fn creates_by(&self, user: &str, resource: &str) -> usize {
+        self.audit_events()
+            .iter()
+            .filter(|e| {
+                e["verb"] == "create"
+                    && e["user"]["username"] == user
+                    && e["objectRef"]["resource"] == resource
+                    && e["stage"] == "ResponseComplete"
+            })
+            .count()
     }
 
     /// A kubeconfig for the user with `token`.
@@ -685,6 +815,56 @@ impl ExporterProcess {
 
     pub fn signal(&self, signal: &str) {
         self.process.signal(signal);
+    }
+}
+
+/// TLS files for a secured exporter on loopback: a CA and a certificate for 127.0.0.1 it
+/// signed.
+pub struct ServingCert {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ServingCert {
+    pub fn new(dir: &Path) -> Self {
+        let ca_key = KeyPair::generate().expect("key");
+        let ca = ca_params().self_signed(&ca_key).expect("CA");
+        let issuer = Issuer::new(ca_params(), ca_key);
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("cert");
+        let files = Self {
+            ca: dir.join("serving-ca.crt"),
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        };
+        write(&files.ca, &ca.pem());
+        write(&files.cert, &cert.pem());
+        write(&files.key, &key.serialize_pem());
+        files
+    }
+
+    /// The exporter's flags to serve with these files, with Kubernetes authentication.
+    pub fn exporter_args(&self) -> Vec<String> {
+        vec![
+            "--auth=kubernetes".into(),
+            format!("--tls-cert-file={}", self.cert.display()),
+            format!("--tls-key-file={}", self.key.display()),
+        ]
+    }
+
+    /// The lines of a Prometheus scrape job (YAML flow, one per line) that scrape the
+    /// exporter as the shipped installs do: HTTPS, verified with the CA, with a token file.
+    pub fn scrape_settings(&self, token_file: &Path) -> String {
+        format!(
+            "scheme: https\n  authorization: {{credentials_file: '{}'}}\n  \
+             tls_config: {{ca_file: '{}', server_name: '127.0.0.1'}}",
+            token_file.display(),
+            self.ca.display()
+        )
     }
 }
 

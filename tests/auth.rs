@@ -1,0 +1,427 @@
+//! Only readers that RBAC lets in get the exporter's pages: bearer tokens checked with the
+//! real API server's TokenReview, client certificates from its client CA, SubjectAccessReviews
+//! of the path; what that costs the API server (counted in its audit log) under a flood of
+//! made-up tokens; and what a secured exporter answers while the API server is down.
+
+mod common;
+mod envtest;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use k8s_openapi::{
+    api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{Api, Client, api::PostParams};
+use reqwest::StatusCode;
+use rustls::{
+    ClientConfig, RootCertStore,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+};
+
+use common::temp_dir;
+use envtest::{
+    ADMIN_TOKEN, ControlPlane, EXPORTER_TOKEN, EXPORTER_USER, ExporterProcess, ServingCert,
+};
+
+/// The shipped ClusterRole that lets Prometheus read the exporter.
+const READER_ROLE: &str = "deploy/metrics-reader/clusterrole.yaml";
+const PROTECTED: [&str; 3] = ["/metrics", "/", "/status.json"];
+/// The Prometheus service account the shipped binding names.
+const MONITORING: &str = "monitoring";
+const PROMETHEUS: &str = "prometheus-k8s";
+
+struct Secured {
+    plane: ControlPlane,
+    admin: Client,
+    exporter: ExporterProcess,
+    /// The CA of the exporter's serving certificate.
+    serving_ca: String,
+    _dir: PathBuf,
+}
+
+impl Secured {
+    async fn start(assets: &Path, extra: &[&str]) -> Self {
+        let plane = ControlPlane::start(assets).await;
+        let admin = plane.client(ADMIN_TOKEN).await;
+        plane.grant_exporter_rbac(&admin).await;
+        let dir = temp_dir("auth");
+        let serving = ServingCert::new(&dir);
+        let serving_ca = std::fs::read_to_string(&serving.ca).expect("CA");
+        let mut args = serving.exporter_args();
+        args.push(format!("--client-ca-file={}", plane.ca_file().display()));
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let exporter = ExporterProcess::start(&plane.kubeconfig_file(EXPORTER_TOKEN), &args);
+        Self {
+            plane,
+            admin,
+            exporter,
+            serving_ca,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.exporter.addr)
+    }
+
+    fn client(&self) -> reqwest::Client {
+        https_client(&self.serving_ca, None)
+    }
+
+    /// A ServiceAccount's token, bound to the shipped reader ClusterRole when `bound`.
+    async fn reader_token(&self, ns: &str, name: &str, bound: bool) -> String {
+        self.plane.service_account(&self.admin, ns, name).await;
+        if bound {
+            bind_reader(&self.admin, ns, name).await;
+        }
+        self.plane.token_for(&self.admin, ns, name).await
+    }
+
+    async fn until_ready(&self) {
+        let client = self.client();
+        let start = Instant::now();
+        loop {
+            let status = client
+                .get(self.url("/readyz"))
+                .send()
+                .await
+                .map(|r| r.status());
+            if status.as_ref().is_ok_and(|s| *s == StatusCode::OK) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "never ready: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// An HTTPS client that verifies the server with `ca` and presents `identity` (certificate
+/// and key PEM) when given.
+fn https_client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(CertificateDer::pem_slice_iter(ca.as_bytes()).flatten());
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => {
+            let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("certificate");
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+            builder
+                .with_client_auth_cert(certs, key)
+                .expect("client auth")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// Creates the shipped reader ClusterRole (once) and binds the ServiceAccount `ns/name` to it.
+async fn bind_reader(admin: &Client, ns: &str, name: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(READER_ROLE);
+    let text = std::fs::read_to_string(&path).expect("reader role");
+    let role: ClusterRole = serde_saphyr::from_str(
+        text.split("\n---")
+            .find(|d| d.contains("kind: ClusterRole\n"))
+            .expect("a ClusterRole"),
+    )
+    .expect("ClusterRole");
+    let role_name = role.metadata.name.clone().expect("name");
+    let _ = Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &role)
+        .await;
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(format!("{role_name}-{ns}-{name}")),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: role_name,
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.into(),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create ClusterRoleBinding");
+}
+
+async fn status(client: &reqwest::Client, url: &str, token: Option<&str>) -> StatusCode {
+    let mut request = client.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("request").status()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_readers_that_rbac_lets_in_get_the_pages() {
+    let Some(assets) = envtest::assets() else {
+        return;
+    };
+    // Many first-time credentials in a row: more than the default 10 reviews a second.
+    let bed = Secured::start(&assets, &["--auth-reviews-per-second=100"]).await;
+    bed.until_ready().await;
+    let client = bed.client();
+    for path in PROTECTED {
+        assert_eq!(status(&client, &bed.url(path), None).await, 401, "{path}");
+    }
+    assert_eq!(status(&client, &bed.url("/livez"), None).await, 200);
+    assert_eq!(status(&client, &bed.url("/readyz"), None).await, 200);
+
+    let prometheus = bed.reader_token(MONITORING, PROMETHEUS, true).await;
+    let stranger = bed.reader_token(MONITORING, "stranger", false).await;
+    for path in PROTECTED {
+        assert_eq!(
+            status(&client, &bed.url(path), Some(&prometheus)).await,
+            200,
+            "{path}"
+        );
+        assert_eq!(
+            status(&client, &bed.url(path), Some(&stranger)).await,
+            403,
+            "{path}"
+        );
+        let garbage = status(&client, &bed.url(path), Some("not-a-token")).await;
+        assert_eq!(garbage, 401, "{path}");
+    }
+    // A token the API server signed, for a bound account, but expired an hour ago.
+    let uid = bed
+        .plane
+        .service_account(&bed.admin, MONITORING, "late")
+        .await;
+    bind_reader(&bed.admin, MONITORING, "late").await;
+    let expired = bed
+        .plane
+        .forge_token(MONITORING, "late", &uid, unix_now() - 3600);
+    assert_eq!(
+        status(&client, &bed.url("/metrics"), Some(&expired)).await,
+        401
+    );
+    // The same forgery, still valid: proves the API server takes such tokens at all.
+    let valid = bed
+        .plane
+        .forge_token(MONITORING, "late", &uid, unix_now() + 600);
+    assert_eq!(
+        status(&client, &bed.url("/metrics"), Some(&valid)).await,
+        200
+    );
+
+    // Client certificates from the API server's client CA: the CN is the user.
+    let user = format!("system:serviceaccount:{MONITORING}:{PROMETHEUS}");
+    let (cert, key) = bed
+        .plane
+        .client_certificate(&user, "system:serviceaccounts");
+    let with_cert = https_client(&bed.serving_ca, Some((&cert, &key)));
+    for path in PROTECTED {
+        assert_eq!(
+            status(&with_cert, &bed.url(path), None).await,
+            200,
+            "{path}"
+        );
+    }
+    let (cert, key) = bed.plane.client_certificate("someone-else", "people");
+    let unbound = https_client(&bed.serving_ca, Some((&cert, &key)));
+    assert_eq!(status(&unbound, &bed.url("/metrics"), None).await, 403);
+    // A certificate from another CA is refused in the handshake.
+    let other = ServingCert::new(&temp_dir("auth-other-ca"));
+    let cert = std::fs::read_to_string(&other.cert).expect("cert");
+    let key = std::fs::read_to_string(&other.key).expect("key");
+    let foreign = https_client(&bed.serving_ca, Some((&cert, &key)));
+    let refused = foreign.get(bed.url("/metrics")).send().await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    // Tokens never travel in plain HTTP: there is no plain HTTP to send them on.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/metrics", bed.exporter.addr))
+        .bearer_auth(&prometheus)
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.is_ok_and(|r| r.status() == 400));
+
+    // The refusals are counted by the exporter too, in the next rendering of /metrics
+    // (a body is reused for up to a second while no target changes).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let body = client
+        .get(bed.url("/metrics"))
+        .bearer_auth(&prometheus)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let scrape = common::Scrape(body);
+    let count = |path: &str, code: &str| {
+        scrape
+            .value(
+                "kubevirt_leader_exporter_http_requests_total",
+                &[("path", path), ("code", code)],
+            )
+            .unwrap_or_default()
+    };
+    assert!(count("/metrics", "401") >= 3.0, "{}", scrape.0);
+    assert!(count("/metrics", "403") >= 2.0, "{}", scrape.0);
+    assert!(count("/livez", "200") >= 1.0, "{}", scrape.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_are_cached_and_a_flood_of_made_up_tokens_is_bounded() {
+    let Some(assets) = envtest::assets() else {
+        return;
+    };
+    let bed = Secured::start(&assets, &[]).await;
+    bed.until_ready().await;
+    let client = bed.client();
+    let token = bed.reader_token(MONITORING, PROMETHEUS, true).await;
+    let url = bed.url("/metrics");
+    for _ in 0..1000 {
+        assert_eq!(status(&client, &url, Some(&token)).await, 200);
+    }
+    let token_reviews = bed.plane.creates_by(EXPORTER_USER, "tokenreviews");
+    let access_reviews = bed.plane.creates_by(EXPORTER_USER, "subjectaccessreviews");
+    assert!(
+        (1..=2).contains(&token_reviews),
+        "{token_reviews} TokenReviews"
+    );
+    assert!(
+        (1..=2).contains(&access_reviews),
+        "{access_reviews} SubjectAccessReviews"
+    );
+
+    // 10,000 distinct made-up tokens from 32 connections, while Prometheus keeps scraping.
+    let started = Instant::now();
+    let flood: Vec<_> = (0..32)
+        .map(|worker| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+                for i in 0..(10_000 / 32 + 1) {
+                    let token = format!("made-up-{worker}-{i}-{}", unix_now());
+                    let code = status(&client, &url, Some(&token)).await.as_u16();
+                    *answers.entry(code).or_default() += 1;
+                }
+                answers
+            })
+        })
+        .collect();
+    let scraper = {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        tokio::spawn(async move {
+            let mut codes = Vec::new();
+            for _ in 0..50 {
+                codes.push(status(&client, &url, Some(&token)).await.as_u16());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            codes
+        })
+    };
+    let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+    for worker in flood {
+        for (code, n) in worker.await.expect("flood worker") {
+            *answers.entry(code).or_default() += n;
+        }
+    }
+    let elapsed = started.elapsed();
+    let scraped = scraper.await.expect("scraper");
+    assert!(scraped.iter().all(|c| *c == 200), "{scraped:?}");
+    assert_eq!(
+        answers.keys().copied().collect::<Vec<_>>(),
+        [401, 429],
+        "{answers:?}"
+    );
+    // The default limit: 10 a second after a burst of 10. Only the flood sent new tokens.
+    let sent = bed.plane.creates_by(EXPORTER_USER, "tokenreviews") - token_reviews;
+    let bound = 10 + 10 * elapsed.as_secs_f64().ceil() as usize;
+    assert!(
+        sent <= bound,
+        "{sent} TokenReviews in {elapsed:?} (answers {answers:?})"
+    );
+    assert!(sent > 0);
+    assert_eq!(status(&client, &bed.url("/livez"), None).await, 200);
+    eprintln!(
+        "flood: {} requests in {elapsed:.1?}, answers {answers:?}, {sent} TokenReviews ({:.1}/s)",
+        answers.values().sum::<usize>(),
+        sent as f64 / elapsed.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_api_server_down_cached_readers_get_in_until_their_entry_expires() {
+    let Some(assets) = envtest::assets() else {
+        return;
+    };
+    let mut bed = Secured::start(&assets, &[]).await;
+    bed.until_ready().await;
+    let client = bed.client();
+    let uid = bed
+        .plane
+        .service_account(&bed.admin, MONITORING, PROMETHEUS)
+        .await;
+    bind_reader(&bed.admin, MONITORING, PROMETHEUS).await;
+    // A token that expires in 20 s: cached no longer than that.
+    let expires = unix_now() + 20;
+    let token = bed.plane.forge_token(MONITORING, PROMETHEUS, &uid, expires);
+    let other = bed.reader_token(MONITORING, "other", true).await;
+    let url = bed.url("/metrics");
+    assert_eq!(status(&client, &url, Some(&token)).await, 200);
+
+    bed.plane.kill_apiserver();
+    assert_eq!(status(&client, &url, Some(&token)).await, 200, "cached");
+    assert_eq!(
+        status(&client, &url, Some(&other)).await,
+        500,
+        "never reviewed"
+    );
+    assert_eq!(status(&client, &url, Some("made-up")).await, 500);
+    assert_eq!(
+        status(&client, &url, None).await,
+        401,
+        "no credentials, no API call"
+    );
+    let mut codes = Vec::new();
+    while unix_now() <= expires + 1 {
+        codes.push(status(&client, &url, Some(&token)).await.as_u16());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(codes.first(), Some(&200), "{codes:?}");
+    assert_eq!(codes.last(), Some(&500), "{codes:?}");
+    // Once refused, never let in again while the API server cannot be asked.
+    let first_refusal = codes.iter().position(|c| *c == 500).expect("a refusal");
+    assert!(
+        codes[first_refusal..].iter().all(|c| *c == 500),
+        "{codes:?}"
+    );
+    assert_eq!(status(&client, &bed.url("/livez"), None).await, 200);
+}
