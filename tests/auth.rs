@@ -13,7 +13,7 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject},
+    api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding, RoleRef, Subject},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{Api, Client, api::PostParams};
@@ -49,11 +49,16 @@ impl Secured {
         let plane = ControlPlane::start(assets).await;
         let admin = plane.client(ADMIN_TOKEN).await;
         plane.grant_exporter_rbac(&admin).await;
+        if extra.contains(&"--client-ca-from-cluster") {
+            read_cluster_client_ca(&admin).await;
+        }
         let dir = temp_dir("auth");
         let serving = ServingCert::new(&dir);
         let serving_ca = std::fs::read_to_string(&serving.ca).expect("CA");
         let mut args = serving.exporter_args();
-        args.push(format!("--client-ca-file={}", plane.ca_file().display()));
+        if !extra.contains(&"--client-ca-from-cluster") {
+            args.push(format!("--client-ca-file={}", plane.ca_file().display()));
+        }
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let exporter = ExporterProcess::start(&plane.kubeconfig_file(EXPORTER_TOKEN), &args);
@@ -102,6 +107,33 @@ impl Secured {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Lets the exporter's user read the API server's client CA, through the Role the API server
+/// keeps for that, as the openshift-cnv install binds it.
+async fn read_cluster_client_ca(admin: &Client) {
+    let binding = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("exporter-reads-client-ca".into()),
+            namespace: Some("kube-system".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: "extension-apiserver-authentication-reader".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "User".into(),
+            name: EXPORTER_USER.into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(admin.clone(), "kube-system")
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create RoleBinding");
 }
 
 /// An HTTPS client that verifies the server with `ca` and presents `identity` (certificate
@@ -382,7 +414,8 @@ async fn with_the_api_server_down_cached_readers_get_in_until_their_entry_expire
     let Some(assets) = envtest::assets() else {
         return;
     };
-    let mut bed = Secured::start(&assets, &[]).await;
+    // The client CA read from the API server's own ConfigMap, as on OpenShift.
+    let mut bed = Secured::start(&assets, &["--client-ca-from-cluster"]).await;
     bed.until_ready().await;
     let client = bed.client();
     let uid = bed
@@ -396,9 +429,17 @@ async fn with_the_api_server_down_cached_readers_get_in_until_their_entry_expire
     let other = bed.reader_token(MONITORING, "other", true).await;
     let url = bed.url("/metrics");
     assert_eq!(status(&client, &url, Some(&token)).await, 200);
+    let user = format!("system:serviceaccount:{MONITORING}:{PROMETHEUS}");
+    let (cert, key) = bed
+        .plane
+        .client_certificate(&user, "system:serviceaccounts");
+    let with_cert = https_client(&bed.serving_ca, Some((&cert, &key)));
+    assert_eq!(status(&with_cert, &url, None).await, 200);
 
     bed.plane.kill_apiserver();
     assert_eq!(status(&client, &url, Some(&token)).await, 200, "cached");
+    // A certificate needs no review to authenticate, and its decision is cached.
+    assert_eq!(status(&with_cert, &url, None).await, 200);
     assert_eq!(
         status(&client, &url, Some(&other)).await,
         500,

@@ -793,7 +793,12 @@ impl ExporterProcess {
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("exporter logs its address");
+            .unwrap_or_else(|e| {
+                // The reader thread has the whole log once the process is gone.
+                std::thread::sleep(Duration::from_millis(200));
+                let log = logs.lock().expect("logs").join("\n");
+                panic!("the exporter never logged its address ({e}):\n{log}")
+            });
         Self {
             process: Process(child),
             addr,
@@ -932,6 +937,38 @@ impl Cluster {
             .create(&PostParams::default(), &pod)
             .await
             .expect("create pod");
+        self.set_ready(ns, name, true).await;
+    }
+
+    /// A Ready static pod as the kubelet mirrors it: `name` on `node`, on the host network.
+    pub async fn static_pod(&self, ns: &str, name: &str, labels: &[(&str, &str)], node: &str) {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some(node.into()),
+                host_network: Some(true),
+                containers: vec![Container {
+                    name: "main".into(),
+                    image: Some("registry.example/leader:latest".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Api::<Pod>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create static pod");
         self.set_ready(ns, name, true).await;
     }
 
