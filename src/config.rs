@@ -7,6 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::Selector;
 use serde::Deserialize;
 
+pub use crate::presets::Preset;
+
 /// Prometheus exporter that tells whether KubeVirt's leader-elected components
 /// (virt-operator, virt-controller, virt-synchronization-controller) have a live leader.
 #[derive(Clone, Debug, Parser)]
@@ -28,10 +30,23 @@ pub struct Args {
     #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_KUBECONFIG", global = true)]
     pub kubeconfig: Option<PathBuf>,
 
-    /// YAML file listing the components to watch; replaces the built-in list. Default: the
-    /// built-in virt-operator, virt-controller and virt-synchronization-controller.
+    /// YAML file listing components to watch, besides those of --preset. Default: none.
     #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+
+    /// Built-in components to watch (repeat, or separate with commas): `kubevirt`
+    /// (virt-operator, virt-controller, virt-synchronization-controller), `kubevirt-stack`
+    /// (KubeVirt, CDI, HCO, SSP, hostpath-provisioner-operator, AAQ, virt-template, IPAM
+    /// controller) or `control-plane` (kube-scheduler, kube-controller-manager). Default:
+    /// `kubevirt`, unless --config is given.
+    #[arg(
+        long = "preset",
+        env = "KUBEVIRT_LEADER_EXPORTER_PRESETS",
+        value_enum,
+        value_delimiter = ',',
+        global = true
+    )]
+    pub presets: Vec<Preset>,
 
     /// Namespace to watch (repeat, or separate with commas). Default: the whole cluster.
     #[arg(
@@ -259,30 +274,40 @@ pub struct Component {
 }
 
 impl Component {
-    fn kubevirt(name: &str) -> Self {
-        Self {
-            name: name.into(),
-            selector: Selector::from_iter([("kubevirt.io".to_owned(), name.to_owned())]),
-            lease: name.into(),
-        }
-    }
-
     /// The label selector in the form the API server takes.
     pub fn label_selector(&self) -> String {
         self.selector.to_string()
     }
 }
 
-/// The components watched when no config file is given: KubeVirt's leader-elected ones. Each
-/// runs with `kubevirt.io=<name>` on its pods and holds a Lease of the same name;
-/// virt-synchronization-controller exists from KubeVirt 1.6 on (decentralized live
-/// migration) and simply has no series where it is not deployed.
+/// The components watched when neither a preset nor a component file is given: KubeVirt's
+/// leader-elected ones. virt-synchronization-controller exists from KubeVirt 1.6 on
+/// (decentralized live migration) and simply has no series where it is not deployed.
 pub fn default_components() -> Vec<Component> {
-    vec![
-        Component::kubevirt("virt-operator"),
-        Component::kubevirt("virt-controller"),
-        Component::kubevirt("virt-synchronization-controller"),
-    ]
+    Preset::Kubevirt.components()
+}
+
+/// The components of `presets` and then of `file`, each name once: a name in two presets is
+/// the same component, a file's name that a preset has too is a mistake.
+pub fn combine(presets: &[Preset], file: Vec<Component>) -> Result<Vec<Component>, ConfigError> {
+    let mut out: Vec<Component> = Vec::new();
+    for preset in presets {
+        for component in preset.components() {
+            if !out.iter().any(|c| c.name == component.name) {
+                out.push(component);
+            }
+        }
+    }
+    for component in file {
+        if out.iter().any(|c| c.name == component.name) {
+            return Err(component_error(
+                &component.name,
+                "is in a --preset too: rename it, or drop the preset",
+            ));
+        }
+        out.push(component);
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize)]
@@ -461,10 +486,15 @@ pub struct Settings {
 impl Settings {
     /// Validates the flags and loads the component file they name.
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
-        let components = match &args.config {
+        let file = match &args.config {
             Some(path) => load_components(path)?,
-            None => default_components(),
+            None => Vec::new(),
         };
+        let presets = match (&args.config, args.presets.is_empty()) {
+            (None, true) => vec![Preset::Kubevirt],
+            _ => args.presets.clone(),
+        };
+        let components = combine(&presets, file)?;
         let mut namespaces: Vec<String> = args
             .namespaces
             .iter()
@@ -559,6 +589,44 @@ mod tests {
             "kubevirt.io=virt-operator"
         );
         assert_eq!(s.components[0].lease, "virt-operator");
+    }
+
+    fn component_names(extra: &[&str]) -> Result<Vec<String>, ConfigError> {
+        let s = Settings::from_args(&args(extra).expect("parse"))?;
+        Ok(s.components.into_iter().map(|c| c.name).collect())
+    }
+
+    #[test]
+    fn presets_and_a_component_file_combine() {
+        let dir = std::env::temp_dir().join(format!("kle-presets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("mine.yaml");
+        let mine =
+            "components:\n- {name: mine, lease: mine, podSelector: {matchLabels: {app: mine}}}\n";
+        std::fs::write(&file, mine).expect("write");
+        let config = format!("--config={}", file.display());
+        let clash = dir.join("clash.yaml");
+        std::fs::write(&clash, mine.replace("name: mine", "name: virt-operator")).expect("write");
+        let clashing = format!("--config={}", clash.display());
+
+        assert_eq!(component_names(&[&config]).expect("file alone"), ["mine"]);
+        let stack = component_names(&["--preset=kubevirt-stack,control-plane"]).expect("both");
+        assert_eq!(stack.len(), 15);
+        assert_eq!(
+            stack.last().map(String::as_str),
+            Some("kube-controller-manager")
+        );
+        let twice = component_names(&["--preset=kubevirt", "--preset=kubevirt-stack"]);
+        assert_eq!(twice.expect("overlapping presets").len(), 13);
+        let both = component_names(&["--preset=control-plane", &config]).expect("combined");
+        assert_eq!(both, ["kube-scheduler", "kube-controller-manager", "mine"]);
+        let error = component_names(&["--preset=kubevirt", &clashing]).expect_err("a clash");
+        assert!(
+            error.to_string().contains("is in a --preset too"),
+            "{error}"
+        );
+        assert!(args(&["--preset=openshift"]).is_err());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub struct PodInfo {
     pub deleting: bool,
     /// Container restarts, all containers together.
     pub restarts: u32,
+    /// The node's name, for a pod on the host network: control-plane electors run as such
+    /// static pods and name themselves after the node's hostname.
+    pub host_node: Option<String>,
 }
 
 impl PodInfo {
@@ -25,13 +28,18 @@ impl PodInfo {
     }
 
     /// Whether `holder` names this pod. KubeVirt's identity is the pod's name (its
-    /// hostname); controller-runtime and kube-controller-manager append `_<uuid>` to it.
-    /// Pod names cannot contain `_`, so at most one pod matches a holder.
+    /// hostname); controller-runtime appends `_<uuid>` to it. Pod names cannot contain `_`,
+    /// so at most one pod matches a holder. On the host network the hostname is the node's:
+    /// kube-scheduler and kube-controller-manager hold `<node hostname>_<uuid>`, matched
+    /// against the node's name without regard to case, as hostnames compare. A hostname
+    /// that differs from the node's name (an FQDN against a short name) matches no pod.
     pub fn is_named_by(&self, holder: &str) -> bool {
-        !self.name.is_empty()
-            && holder
-                .strip_prefix(self.name.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+        let host = holder.split_once('_').map_or(holder, |(host, _)| host);
+        (!self.name.is_empty() && host == self.name)
+            || self
+                .host_node
+                .as_deref()
+                .is_some_and(|node| host.eq_ignore_ascii_case(node))
     }
 }
 
@@ -417,6 +425,46 @@ mod tests {
             GRACE,
         );
         assert_eq!(v.holder_ready, Some(true));
+    }
+
+    #[test]
+    fn a_static_pod_is_named_by_its_nodes_hostname() {
+        let scheduler = |name: &str, node: &str| PodInfo {
+            name: name.into(),
+            ready_condition: true,
+            host_node: Some(node.into()),
+            ..PodInfo::default()
+        };
+        let p = scheduler("kube-scheduler-cp-1", "cp-1");
+        assert!(p.is_named_by("cp-1_0c7e4ac3-5d6f-4a8b-9c1d-2e3f4a5b6c7d"));
+        assert!(
+            p.is_named_by("CP-1_0c7e4ac3"),
+            "hostnames compare without case"
+        );
+        assert!(
+            p.is_named_by("kube-scheduler-cp-1"),
+            "its own name still counts"
+        );
+        assert!(!p.is_named_by("cp-10_0c7e4ac3"));
+        assert!(
+            !p.is_named_by("cp-1.example.com_0c7e4ac3"),
+            "an FQDN is not the node name"
+        );
+        let off_host = PodInfo {
+            host_node: None,
+            ..p.clone()
+        };
+        assert!(!off_host.is_named_by("cp-1_0c7e4ac3"));
+        let t0 = Instant::now();
+        let pods = vec![
+            scheduler("kube-scheduler-cp-1", "cp-1"),
+            PodInfo {
+                ready_condition: false,
+                ..scheduler("kube-scheduler-cp-2", "cp-2")
+            },
+        ];
+        let v = judge(&pods, Some(&lease("cp-2_4f1d", t0)), t0, GRACE);
+        assert_eq!((v.present, v.holder_ready), (true, Some(false)));
     }
 
     #[test]

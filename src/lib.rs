@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod objects;
 pub mod page;
 pub mod pods;
+pub mod presets;
 pub mod status;
 pub mod targets;
 pub mod tls;

@@ -33,16 +33,40 @@ pub fn reduce<O, K, V>(event: Event<O>, key: fn(&O) -> K, keep: fn(&O) -> V) -> 
     }
 }
 
-/// A pod with its metadata reduced to what the watch needs, and its status conditions.
-/// Everything else (spec, managed fields, annotations) is skipped while decoding, so a pod
-/// never costs more than this, not even for a moment.
+/// A pod with its metadata reduced to what the watch needs, where it runs, and its status
+/// conditions. Everything else (containers, managed fields, annotations) is skipped while
+/// decoding, so a pod never costs more than this, not even for a moment.
 #[derive(Resource, Clone, Debug, Default, Deserialize)]
 #[resource(inherit = Pod)]
 pub struct PodView {
     #[serde(deserialize_with = "slim_meta")]
     pub metadata: ObjectMeta,
     #[serde(default)]
+    pub spec: Option<PodSpecView>,
+    #[serde(default)]
     pub status: Option<PodStatusView>,
+}
+
+/// Where a pod runs: a control-plane elector on the host network names itself after the
+/// node's hostname, not the pod.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpecView {
+    #[serde(default, deserialize_with = "lenient")]
+    pub node_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub host_network: Option<bool>,
+}
+
+/// A field of the wrong type reads as absent: these two only help name a holder's pod, and
+/// are not worth blinding the whole watch over.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -102,11 +126,18 @@ pub fn pod_info(pod: &PodView) -> PodInfo {
         .flatten()
         .map(|c| u32::try_from(c.restart_count).unwrap_or(0))
         .fold(0u32, u32::saturating_add);
+    let host_node = pod
+        .spec
+        .as_ref()
+        .filter(|s| s.host_network == Some(true))
+        .and_then(|s| s.node_name.clone())
+        .filter(|n| !n.is_empty());
     PodInfo {
         name: pod.name_any(),
         ready_condition,
         deleting: pod.metadata.deletion_timestamp.is_some(),
         restarts,
+        host_node,
     }
 }
 
@@ -155,9 +186,19 @@ mod tests {
         assert_eq!(info.name, "virt-operator-a");
         assert!(info.ready_condition && info.deleting && !info.is_ready());
 
+        assert_eq!(info.host_node, None, "not on the host network");
         let bare: PodView = serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}}))
             .expect("decodes");
         assert!(!pod_info(&bare).ready_condition);
+        let static_pod: PodView = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kube-scheduler-node-1"},
+            "spec": {"nodeName": "node-1", "hostNetwork": true, "containers": []}}))
+        .expect("decodes");
+        assert_eq!(pod_info(&static_pod).host_node.as_deref(), Some("node-1"));
+        let odd_spec: PodView = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"}, "spec": {"nodeName": 7, "hostNetwork": "yes"}}))
+        .expect("a spec of the wrong shape still decodes");
+        assert_eq!(pod_info(&odd_spec).host_node, None);
         let odd: PodView = serde_json::from_value(serde_json::json!({"metadata": {"name": "p"},
             "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}))
         .expect("decodes");

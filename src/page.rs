@@ -11,8 +11,18 @@ use crate::{
     status::{ComponentStatus, EventView, LeaseView, NamespaceStatus, State, Status},
 };
 
-/// Where the alerts' runbook is published.
-pub const RUNBOOK_URL: &str = "https://github.com/kubevirt-leader-exporter/kubevirt-leader-exporter/blob/main/docs/runbooks/NoLeadingVirtOperator.md";
+/// Where the alerts' runbooks are published.
+pub const RUNBOOKS_URL: &str =
+    "https://github.com/kubevirt-leader-exporter/kubevirt-leader-exporter/blob/main/docs/runbooks";
+
+/// The alert that fires for `component` without a leader, whose runbook the page links.
+pub fn no_leader_alert(component: &str) -> &'static str {
+    match component {
+        "virt-operator" => "NoLeadingVirtOperator",
+        "virt-controller" => "NoLeadingVirtController",
+        _ => "NoLeadingComponent",
+    }
+}
 
 /// Seconds between reloads of the page.
 const REFRESH_SECONDS: u32 = 5;
@@ -156,6 +166,16 @@ fn facts(page: &mut String, ns: &NamespaceStatus) {
     if let (Some(ready), Some(pods)) = (ns.pods_ready, ns.pods) {
         let _ = write!(page, "<dt>pods Ready</dt><dd>{ready} of {pods}</dd>");
     }
+    match ns.standbys {
+        Some(0) => page.push_str(
+            "<dt>standby</dt><dd><b>none</b>: if the leader goes, nobody takes over until a \
+             pod restarts</dd>",
+        ),
+        Some(n) => {
+            let _ = write!(page, "<dt>standby</dt><dd>{n} Ready</dd>");
+        }
+        None => {}
+    }
     if let Some(t) = ns.lease.as_ref().and_then(|l| l.transitions) {
         let _ = write!(page, "<dt>transitions</dt><dd>{t}</dd>");
     }
@@ -256,15 +276,17 @@ fn renewal_chart(page: &mut String, ns: &NamespaceStatus) {
 }
 
 fn first_steps(page: &mut String, component: &ComponentStatus, ns: &NamespaceStatus) {
-    let (c, n) = (escape(&component.component), escape(&ns.namespace));
+    let n = escape(&ns.namespace);
+    let (lease, pods) = (escape(&component.lease), escape(&component.pod_selector));
+    let alert = no_leader_alert(&component.component);
     let _ = write!(
         page,
         "<div class=\"help\"><p><b>No live leader.</b> First steps:</p><ol>\
-         <li>Who holds the lease, and since when: <code>kubectl -n {n} get lease {c} -o yaml</code></li>\
-         <li>Are the pods there and Ready: <code>kubectl -n {n} get pods -l kubevirt.io={c} -o wide</code></li>\
-         <li>Why they do not lead: <code>kubectl -n {n} logs -l kubevirt.io={c} --tail=200 | grep -i lease</code> \
+         <li>Who holds the lease, and since when: <code>kubectl -n {n} get lease {lease} -o yaml</code></li>\
+         <li>Are the pods there and Ready: <code>kubectl -n {n} get pods -l {pods} -o wide</code></li>\
+         <li>Why they do not lead: <code>kubectl -n {n} logs -l {pods} --tail=200 | grep -i lease</code> \
          (forbidden, a webhook, throttling)</li></ol>\
-         <p><a href=\"{RUNBOOK_URL}\">The runbook</a> goes on from there.</p></div>"
+         <p><a href=\"{RUNBOOKS_URL}/{alert}.md\">The runbook</a> goes on from there.</p></div>"
     );
 }
 

@@ -33,6 +33,10 @@ pub struct ComponentStatus {
     pub component: String,
     /// A namespace, or "all namespaces".
     pub scope: String,
+    /// The name of the Lease its leader holds.
+    pub lease: String,
+    /// The label selector of its pods.
+    pub pod_selector: String,
     pub pods_watch_healthy: bool,
     pub leases_watch_healthy: bool,
     /// In how many namespaces the component has pods or its Lease; `None` while blind.
@@ -65,6 +69,9 @@ pub struct NamespaceStatus {
     pub holder_ready: Option<bool>,
     pub pods: Option<u32>,
     pub pods_ready: Option<u32>,
+    /// Ready pods besides the holder's, that would take over if it went: 0 for a component
+    /// that runs one replica.
+    pub standbys: Option<u32>,
     pub lease: Option<LeaseView>,
     /// How long the current holder has held the lease, by the exporter's clock.
     pub holder_since_seconds: Option<f64>,
@@ -177,6 +184,8 @@ fn component(target: &TargetStatus, clock: &Clock, grace: Duration) -> Component
     ComponentStatus {
         component: snapshot.component.clone(),
         scope: snapshot.scope.clone(),
+        lease: target.lease.clone(),
+        pod_selector: target.pod_selector.clone(),
         pods_watch_healthy: snapshot.pods_healthy,
         leases_watch_healthy: snapshot.leases_healthy,
         found_in: snapshot.verdicts.as_ref().map(Vec::len),
@@ -196,6 +205,7 @@ fn history_only(ns: &str, target: &TargetStatus, clock: &Clock) -> NamespaceStat
         holder_ready: None,
         pods: None,
         pods_ready: None,
+        standbys: None,
         lease: None,
         holder_since_seconds: None,
         holder_changes: stats.map(|s| s.changes),
@@ -223,6 +233,8 @@ fn judged(
     view.holder_ready = verdict.holder_ready;
     view.pods = Some(verdict.pods);
     view.pods_ready = Some(verdict.pods_ready);
+    let holder_counted = u32::from(verdict.holder_ready == Some(true));
+    view.standbys = Some(verdict.pods_ready.saturating_sub(holder_counted));
     view.lease = verdict.lease.as_ref().map(|l| LeaseView {
         age_seconds: l.age.as_secs_f64(),
         limit_seconds: l.duration.map(|d| (d + grace).as_secs_f64()),

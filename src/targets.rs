@@ -165,6 +165,8 @@ impl Target {
         TargetStatus {
             snapshot,
             timelines,
+            lease: self.component.lease.clone(),
+            pod_selector: self.component.label_selector(),
         }
     }
 
@@ -207,6 +209,9 @@ impl Target {
 pub struct TargetStatus {
     pub snapshot: TargetSnapshot,
     pub timelines: BTreeMap<String, Timeline>,
+    /// The Lease's name and the pods' label selector, for people who look further.
+    pub lease: String,
+    pub pod_selector: String,
 }
 
 /// What happened to one lease, oldest first.

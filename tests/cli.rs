@@ -405,6 +405,11 @@ fn bad_input_gets_the_documented_exit_status_and_message() {
         ),
         case(&["--log-format=xml"], 2, "[possible values: text, json]"),
         case(
+            &["--preset=openshift"],
+            2,
+            "[possible values: kubevirt, kubevirt-stack, control-plane]",
+        ),
+        case(
             &["--tls-cert-file=/tls.crt"],
             2,
             "the following required arguments were not provided",
@@ -460,11 +465,7 @@ fn bad_input_gets_the_documented_exit_status_and_message() {
             "holds no PEM certificate",
         ),
         case(&[&kc, "--listen", &taken], 1, "cannot listen on"),
-        case(
-            &["--auth-reviews-per-second=0"],
-            2,
-            "0 is not in 1..=1000",
-        ),
+        case(&["--auth-reviews-per-second=0"], 2, "0 is not in 1..=1000"),
         case(
             &["--client-ca-file=/ca.crt", "--client-ca-from-cluster"],
             2,

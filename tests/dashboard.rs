@@ -102,3 +102,78 @@ async fn queries_use_only_series_the_exporter_serves() {
         );
     }
 }
+
+/// The dashboard shows every component the exporter serves (the stack's and the control
+/// plane's as well as KubeVirt's): components are chosen by the `component` variable, which
+/// lists whatever the exporter serves and defaults to all of them, and no panel names a
+/// component of its own.
+#[test]
+fn dashboard_is_not_limited_to_kubevirts_components() {
+    let d = dashboard();
+    let variables = d["templating"]["list"].as_array().expect("templating.list");
+    let component = variables
+        .iter()
+        .find(|v| v["name"] == "component")
+        .expect("a `component` variable");
+    assert_eq!(component["type"], "query");
+    assert_eq!(component["multi"], true);
+    assert_eq!(component["includeAll"], true);
+    assert_eq!(component["current"]["value"], "$__all");
+    // Filled from what the exporter serves, not a fixed list; no regex narrows it.
+    let definition = component["definition"].as_str().expect("definition");
+    assert!(
+        definition.starts_with("label_values(kubevirt_leader_")
+            && definition.ends_with(", component)"),
+        "{definition}"
+    );
+    assert_eq!(component["regex"], "");
+    assert!(
+        component
+            .get("options")
+            .is_none_or(|o| o.as_array().is_none_or(Vec::is_empty))
+    );
+
+    let mut queries = 0;
+    for panel in d["panels"].as_array().expect("panels") {
+        let title = panel["title"].as_str().unwrap_or("");
+        assert!(
+            panel.get("repeat").is_none() || panel["repeat"] == "component",
+            "{title} repeats over something else"
+        );
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            queries += 1;
+            // No hard-coded component: either the variable or no component matcher at all.
+            for (i, _) in expr.match_indices("component") {
+                let rest = expr[i + "component".len()..].trim_start();
+                if let Some(op) = ["=~", "!~", "!=", "="]
+                    .iter()
+                    .find(|op| rest.starts_with(**op))
+                {
+                    let value = rest[op.len()..].trim_start();
+                    assert!(
+                        *op == "=~" && value.starts_with("\"$component\""),
+                        "{title}: `{expr}` matches the component other than by $component"
+                    );
+                }
+            }
+            for name in [
+                "virt-operator",
+                "virt-controller",
+                "virt-synchronization-controller",
+            ] {
+                assert!(!expr.contains(name), "{title}: `{expr}` names {name}");
+            }
+            // Series that name a component are kept apart by it.
+            if expr.contains("kubevirt_leader_") && !expr.contains("kubevirt_leader_exporter_") {
+                assert!(
+                    expr.contains("component=~\"$component\""),
+                    "{title}: {expr}"
+                );
+                let legend = target["legendFormat"].as_str().unwrap_or("");
+                assert!(legend.contains("{{component}}"), "{title}: {legend}");
+            }
+        }
+    }
+    assert!(queries >= 9, "only {queries} queries");
+}

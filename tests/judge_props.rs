@@ -56,7 +56,7 @@ fn pods() -> impl Strategy<Value = Vec<PodInfo>> {
             name: NAMES[n].to_owned(),
             ready_condition: ready,
             deleting,
-            restarts: 0,
+            ..PodInfo::default()
         }),
         0..5,
     )

@@ -30,16 +30,45 @@ fn rule_file_is_valid() {
     );
 }
 
+/// Every promtool test file in tests/rules/, so that a new one cannot be forgotten.
+fn promtool_test_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(repo("tests/rules"))
+        .expect("tests/rules")
+        .map(|e| {
+            e.expect("directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.ends_with(".test.yml"))
+        .map(|name| format!("tests/rules/{name}"))
+        .collect();
+    files.sort();
+    files
+}
+
 #[test]
 fn promtool_unit_tests_pass() {
-    let out = promtool(&["test", "rules", "tests/rules/kubevirt-leader.test.yml"]);
+    let files = promtool_test_files();
+    for expected in [
+        "tests/rules/kubevirt-leader.test.yml",
+        "tests/rules/no-leading-component.test.yml",
+    ] {
+        assert!(
+            files.iter().any(|f| f == expected),
+            "{expected} not in {files:?}"
+        );
+    }
+    let mut args = vec!["test", "rules"];
+    args.extend(files.iter().map(String::as_str));
+    let out = promtool(&args);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("SUCCESS"), "{text}");
+    assert_eq!(text.matches("SUCCESS").count(), files.len(), "{text}");
 }
 
 #[test]
@@ -90,6 +119,40 @@ fn leader_alerts_name_their_runbook_and_labels() {
             Some(format!("https://kubevirt.io/monitoring/runbooks/{alert}").as_str())
         );
     }
+    // The generic alert covers every other component, virt-synchronization-controller, the
+    // stack's and the control plane's included, grouped by component as well.
+    let generic = rules
+        .iter()
+        .find(|r| r["alert"] == "NoLeadingComponent")
+        .expect("NoLeadingComponent");
+    assert_eq!(generic["for"], "10m");
+    let expr = generic["expr"].as_str().expect("expr");
+    for part in [
+        "max by (cluster, namespace, component) (kubevirt_leader_present{component!~\"virt-operator|virt-controller\"}) == 0",
+        "and on (cluster, namespace, component)",
+        "max by (cluster, namespace, component) (kubevirt_leader_pods_ready{component!~\"virt-operator|virt-controller\"}) > 0",
+    ] {
+        assert!(expr.contains(part), "{part} not in {expr}");
+    }
+    assert_eq!(generic["labels"]["severity"], "critical");
+    assert_eq!(
+        generic["annotations"]["runbook_url"].as_str(),
+        Some(format!("{RUNBOOKS}/NoLeadingComponent.md").as_str())
+    );
+    for annotation in ["summary", "description"] {
+        let text = generic["annotations"][annotation]
+            .as_str()
+            .expect(annotation);
+        assert!(
+            text.contains("{{ $labels.component }}"),
+            "{annotation}: {text}"
+        );
+    }
+    assert!(
+        generic["annotations"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("{{ $labels.namespace }}"))
+    );
     let every_alert_says_its_source = rules
         .iter()
         .all(|r| r["labels"]["source"] == "kubevirt-leader-exporter");

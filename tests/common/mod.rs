@@ -374,18 +374,31 @@ impl Scrape {
 
     /// The holder named by `holder_info` for virt-operator in `ns`.
     pub fn holder(&self, ns: &str) -> Option<String> {
+        self.holder_of(ns, OPERATOR)
+    }
+
+    /// The holder `kubevirt_leader_holder_info` names for `component` in `ns`.
+    pub fn holder_of(&self, ns: &str, component: &str) -> Option<String> {
         self.0
             .lines()
             .filter(|l| l.starts_with("kubevirt_leader_holder_info{"))
             .filter(|l| {
                 l.contains(&format!("namespace=\"{ns}\""))
-                    && l.contains("component=\"virt-operator\"")
+                    && l.contains(&format!("component=\"{component}\""))
             })
             .find_map(|l| {
                 let start = l.find("holder=\"")? + "holder=\"".len();
                 let end = l[start..].find('"')?;
                 Some(l[start..start + end].to_owned())
             })
+    }
+
+    /// The value of `kubevirt_leader_<name>` for `component` in `ns`.
+    pub fn of(&self, name: &str, ns: &str, component: &str) -> Option<f64> {
+        self.value(
+            &format!("kubevirt_leader_{name}"),
+            &[("namespace", ns), ("component", component)],
+        )
     }
 
     /// No per-component series at all.

@@ -1,0 +1,476 @@
+//! The presets against real client-go electors on a real kube-apiserver: every component of
+//! the virtualization stack and of the control plane, each with pods labelled as its source
+//! labels them and an elector holding its Lease under its own identity shape (the pod's name,
+//! `<pod>_<uuid>`, or for a static pod on the host network `<node hostname>_<uuid>`); and
+//! kube-scheduler's release on exit, handed over without ever reading "no leader".
+
+mod common;
+mod envtest;
+
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
+
+use common::{Scrape, until_within};
+use envtest::{Cluster, ControlPlane, EXPORTER_TOKEN, Elector, ExporterProcess, elector_assets};
+use serde_json::Value;
+
+/// Where OpenShift Virtualization runs the whole stack.
+const STACK_NS: &str = "openshift-cnv";
+const CONTROL_NS: &str = "kube-system";
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// How a component's elector names itself.
+#[derive(Clone, Copy, Debug)]
+enum Identity {
+    /// The pod's name (KubeVirt's own, aaq-controller).
+    Pod,
+    /// `<pod>_<uuid>` (controller-runtime).
+    PodUuid,
+    /// `<node hostname>_<uuid>`, the hostname in capitals to show that case does not matter
+    /// (kube-scheduler, kube-controller-manager as static pods).
+    NodeUuid,
+}
+
+/// A component as its project deploys it.
+struct Fixture {
+    component: &'static str,
+    ns: &'static str,
+    lease: &'static str,
+    labels: &'static [(&'static str, &'static str)],
+    identity: Identity,
+    /// One replica: no standby.
+    replicas: usize,
+}
+
+const fn fixture(
+    component: &'static str,
+    ns: &'static str,
+    lease: &'static str,
+    labels: &'static [(&'static str, &'static str)],
+    identity: Identity,
+    replicas: usize,
+) -> Fixture {
+    Fixture {
+        component,
+        ns,
+        lease,
+        labels,
+        identity,
+        replicas,
+    }
+}
+
+const FIXTURES: [Fixture; 15] = [
+    fixture(
+        "virt-operator",
+        STACK_NS,
+        "virt-operator",
+        &[("kubevirt.io", "virt-operator")],
+        Identity::Pod,
+        2,
+    ),
+    fixture(
+        "virt-controller",
+        STACK_NS,
+        "virt-controller",
+        &[("kubevirt.io", "virt-controller")],
+        Identity::Pod,
+        2,
+    ),
+    fixture(
+        "virt-synchronization-controller",
+        STACK_NS,
+        "virt-synchronization-controller",
+        &[("kubevirt.io", "virt-synchronization-controller")],
+        Identity::Pod,
+        2,
+    ),
+    fixture(
+        "cdi-deployment",
+        STACK_NS,
+        "cdi-controller-leader-election-helper",
+        &[("cdi.kubevirt.io", "cdi-deployment")],
+        Identity::PodUuid,
+        1,
+    ),
+    fixture(
+        "cdi-operator",
+        STACK_NS,
+        "cdi-operator-leader-election-helper",
+        &[("name", "cdi-operator")],
+        Identity::PodUuid,
+        1,
+    ),
+    fixture(
+        "hyperconverged-cluster-operator",
+        STACK_NS,
+        "hyperconverged-cluster-operator-lock",
+        &[("name", "hyperconverged-cluster-operator")],
+        Identity::PodUuid,
+        1,
+    ),
+    fixture(
+        "hyperconverged-cluster-webhook",
+        STACK_NS,
+        "hyperconverged-cluster-webhook-lock",
+        &[("name", "hyperconverged-cluster-webhook")],
+        Identity::PodUuid,
+        1,
+    ),
+    fixture(
+        "ssp-operator",
+        STACK_NS,
+        "734f7229.kubevirt.io",
+        &[("control-plane", "ssp-operator")],
+        Identity::PodUuid,
+        1,
+    ),
+    fixture(
+        "hostpath-provisioner-operator",
+        STACK_NS,
+        "hostpath-provisioner-operator-lock",
+        &[("name", "hostpath-provisioner-operator")],
+        Identity::PodUuid,
+        1,
+    ),
+    fixture(
+        "aaq-operator",
+        STACK_NS,
+        "aaq-operator-leader-election-helper",
+        &[("aaq.kubevirt.io", "aaq-operator")],
+        Identity::PodUuid,
+        1,
+    ),
+    fixture(
+        "aaq-controller",
+        STACK_NS,
+        "aaq-controller",
+        &[("aaq.kubevirt.io", "aaq-controller")],
+        Identity::Pod,
+        2,
+    ),
+    fixture(
+        "virt-template-controller",
+        STACK_NS,
+        "61e1d0f4.kubevirt.io",
+        &[
+            ("app.kubernetes.io/name", "virt-template"),
+            ("control-plane", "controller-manager"),
+        ],
+        Identity::PodUuid,
+        1,
+    ),
+    fixture(
+        "kubevirt-ipam-controller",
+        STACK_NS,
+        "71d89df3",
+        &[("app", "ipam-virt-workloads"), ("control-plane", "manager")],
+        Identity::PodUuid,
+        2,
+    ),
+    fixture(
+        "kube-scheduler",
+        CONTROL_NS,
+        "kube-scheduler",
+        &[("component", "kube-scheduler")],
+        Identity::NodeUuid,
+        2,
+    ),
+    fixture(
+        "kube-controller-manager",
+        CONTROL_NS,
+        "kube-controller-manager",
+        &[("component", "kube-controller-manager")],
+        Identity::NodeUuid,
+        2,
+    ),
+];
+
+/// Written past the test harness's capture, for the figures a run reports.
+fn report(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+/// A fresh elector identity suffix, as client-go's `uuid.NewUUID()` gives each start.
+fn uuid(n: usize) -> String {
+    format!("0c7e4ac3-5d6f-4a8b-9c1d-{n:012x}")
+}
+
+/// The control-plane node the `i`th static pod runs on.
+fn node(i: usize) -> String {
+    format!("cp-{i}")
+}
+
+impl Fixture {
+    /// The pods' names; a static pod is named after its node, as the kubelet mirrors it.
+    fn pods(&self) -> Vec<String> {
+        (1..=self.replicas)
+            .map(|i| match self.identity {
+                Identity::NodeUuid => format!("{}-{}", self.component, node(i)),
+                _ => format!("{}-6f7d9c5b8-{i:05}", self.component),
+            })
+            .collect()
+    }
+
+    /// What the leader of the first pod writes as holder.
+    fn holder(&self) -> String {
+        let pod = &self.pods()[0];
+        match self.identity {
+            Identity::Pod => pod.clone(),
+            Identity::PodUuid => format!("{pod}_{}", uuid(1)),
+            Identity::NodeUuid => format!("{}_{}", node(1).to_uppercase(), uuid(1)),
+        }
+    }
+
+    async fn create_pods(&self, cluster: &Cluster) {
+        for (i, pod) in self.pods().iter().enumerate() {
+            match self.identity {
+                Identity::NodeUuid => {
+                    cluster
+                        .static_pod(self.ns, pod, self.labels, &node(i + 1))
+                        .await;
+                }
+                _ => cluster.pod_with(self.ns, pod, self.labels, false).await,
+            }
+        }
+    }
+}
+
+struct Bed {
+    plane: ControlPlane,
+    cluster: Cluster,
+    http: reqwest::Client,
+    exporter: ExporterProcess,
+}
+
+/// A real control plane with the stack's and the control plane's namespaces, the electors'
+/// rights on leases there, and the exporter with `presets`.
+async fn setup(presets: &str) -> Option<Bed> {
+    let assets = elector_assets()?;
+    let plane = ControlPlane::start(&assets).await;
+    let cluster = plane.kubevirt(STACK_NS, &[]).await;
+    plane.grant_elector_rbac(&cluster.client, CONTROL_NS).await;
+    let preset = format!("--preset={presets}");
+    let exporter = ExporterProcess::start(&plane.kubeconfig_file(EXPORTER_TOKEN), &[&preset]);
+    Some(Bed {
+        plane,
+        cluster,
+        http: reqwest::Client::new(),
+        exporter,
+    })
+}
+
+impl Bed {
+    async fn until(&self, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
+        until_within(PATIENCE, &self.http, self.exporter.addr, what, check).await
+    }
+
+    async fn status_json(&self) -> Value {
+        self.http
+            .get(format!("http://{}/status.json", self.exporter.addr))
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("JSON")
+    }
+}
+
+/// The namespace entry of `component` in `/status.json`.
+fn namespace_status<'a>(status: &'a Value, component: &str, ns: &str) -> &'a Value {
+    status["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["component"] == component)
+        .flat_map(|c| c["namespaces"].as_array().into_iter().flatten())
+        .find(|n| n["namespace"] == ns)
+        .unwrap_or_else(|| panic!("no {component} in {ns}: {status:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_component_of_the_stack_and_the_control_plane_has_its_leader_found() {
+    let Some(bed) = setup("kubevirt-stack,control-plane").await else {
+        return;
+    };
+    let mut electors: Vec<Elector> = Vec::new();
+    for f in &FIXTURES {
+        f.create_pods(&bed.cluster).await;
+        electors.push(bed.plane.elector(f.ns, f.lease, &f.holder(), &[]));
+    }
+    for elector in &electors {
+        elector.until_leading().await;
+    }
+    let scrape = bed
+        .until("every component led by its pod", |s| {
+            FIXTURES.iter().all(|f| {
+                s.of("present", f.ns, f.component) == Some(1.0)
+                    && s.of("holder_ready", f.ns, f.component) == Some(1.0)
+                    && s.of("pods_ready", f.ns, f.component) == Some(f.replicas as f64)
+            })
+        })
+        .await;
+    for f in &FIXTURES {
+        assert_eq!(
+            scrape.holder_of(f.ns, f.component),
+            Some(f.holder()),
+            "{}",
+            f.component
+        );
+    }
+    // One replica means no standby, and the status says so.
+    let status = bed.status_json().await;
+    for f in &FIXTURES {
+        let ns = namespace_status(&status, f.component, f.ns);
+        assert_eq!(ns["standbys"], f.replicas - 1, "{}: {ns:#}", f.component);
+    }
+    let page = bed
+        .http
+        .get(format!("http://{}/", bed.exporter.addr))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("page text");
+    for f in &FIXTURES {
+        assert!(
+            page.contains(f.component),
+            "{} not on the page",
+            f.component
+        );
+    }
+    let single = FIXTURES.iter().filter(|f| f.replicas == 1).count();
+    assert_eq!(
+        page.matches("<dt>standby</dt><dd><b>none</b>").count(),
+        single
+    );
+    let series = scrape
+        .0
+        .lines()
+        .filter(|l| l.starts_with("kubevirt_leader_"))
+        .count();
+    report(&format!(
+        "stack and control plane: {} components led, /metrics {} bytes, {series} series",
+        FIXTURES.len(),
+        scrape.0.len()
+    ));
+}
+
+/// `identity` holds kube-scheduler's lease, and both static pods are Ready.
+fn scheduler_led_by(s: &Scrape, identity: &str) -> bool {
+    s.of("present", CONTROL_NS, "kube-scheduler") == Some(1.0)
+        && s.holder_of(CONTROL_NS, "kube-scheduler").as_deref() == Some(identity)
+        && s.of("holder_ready", CONTROL_NS, "kube-scheduler") == Some(1.0)
+        && s.of("pods_ready", CONTROL_NS, "kube-scheduler") == Some(2.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_scheduler_releases_and_its_standby_takes_over_without_reading_no_leader() {
+    let Some(bed) = setup("control-plane").await else {
+        return;
+    };
+    let scheduler = &FIXTURES[13];
+    assert_eq!(scheduler.component, "kube-scheduler");
+    scheduler.create_pods(&bed.cluster).await;
+    // kube-scheduler releases its lease on every clean exit; each start has a new uuid.
+    let release = ["--release-on-cancel"];
+    let mut starts = 0;
+    let mut start_on = |i: usize| {
+        starts += 1;
+        let identity = format!("{}_{}", node(i), uuid(starts));
+        bed.plane
+            .elector(CONTROL_NS, scheduler.lease, &identity, &release)
+    };
+    let mut leader = start_on(1);
+    leader.until_leading().await;
+    let mut standby = start_on(2);
+    let mut standby_node = 2;
+    bed.until("cp-1 leads", |s| scheduler_led_by(s, &leader.identity))
+        .await;
+    let sampler = common::Sampler::start(bed.http.clone(), bed.exporter.addr, |s| {
+        s.and_then(|s| s.of("present", CONTROL_NS, "kube-scheduler"))
+    });
+    let started = Instant::now();
+    for _ in 0..5 {
+        // The standby has looked and seen the leader: it takes the lease at a later look.
+        let seen = format!("new leader: {}", leader.identity);
+        let looking = Instant::now();
+        while !standby.log_text().contains(&seen) {
+            assert!(looking.elapsed() < PATIENCE, "{}", standby.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        leader.signal("TERM");
+        standby.until_leading().await;
+        // The stopped scheduler's node starts it again, as a new standby.
+        let node_of_leader = 3 - standby_node;
+        leader = std::mem::replace(&mut standby, start_on(node_of_leader));
+        standby_node = node_of_leader;
+        let holder = leader.identity.clone();
+        bed.until("the standby leads", |s| scheduler_led_by(s, &holder))
+            .await;
+    }
+    let samples = sampler.finish().await;
+    let zeros = samples.iter().filter(|p| **p == Some(0.0)).count();
+    assert_eq!(
+        zeros,
+        0,
+        "{zeros} of {} samples read present 0",
+        samples.len()
+    );
+    let spec = bed.cluster.lease_spec(CONTROL_NS, scheduler.lease).await;
+    assert!(spec.lease_transitions >= Some(5), "{spec:?}");
+    report(&format!(
+        "kube-scheduler: 5 released handovers in {:.1}s, {} samples every 250 ms, none read \
+         present 0",
+        started.elapsed().as_secs_f64(),
+        samples.len()
+    ));
+
+    // The last release, with nobody left to take it.
+    standby.signal("KILL");
+    leader.signal("TERM");
+    let s = bed
+        .until("no leader after an unanswered release", |s| {
+            s.of("present", CONTROL_NS, "kube-scheduler") == Some(0.0)
+        })
+        .await;
+    assert_eq!(s.holder_of(CONTROL_NS, "kube-scheduler"), None);
+    let age = s
+        .of("lease_age_seconds", CONTROL_NS, "kube-scheduler")
+        .expect("age");
+    assert!(
+        age > 11.0,
+        "no leader {age}s after the release, before 1s + 10s"
+    );
+    // The history has the releases.
+    let status = bed.status_json().await;
+    let events = &namespace_status(&status, "kube-scheduler", CONTROL_NS)["events"];
+    let released = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "released")
+        .count();
+    assert!(released >= 1, "{events:#}");
+    // The page's first steps name this component's Lease, pods and runbook.
+    let page = bed
+        .http
+        .get(format!("http://{}/", bed.exporter.addr))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("page text");
+    for step in [
+        "kubectl -n kube-system get lease kube-scheduler -o yaml",
+        "kubectl -n kube-system get pods -l component=kube-scheduler -o wide",
+        "/docs/runbooks/NoLeadingComponent.md",
+    ] {
+        assert!(page.contains(step), "no {step:?} on the page");
+    }
+}
