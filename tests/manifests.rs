@@ -24,7 +24,7 @@ use k8s_openapi::{
 };
 use kubevirt_leader_exporter::{
     CLUSTER_CLIENT_CA,
-    config::{Args, AuthMode},
+    config::{Args, AuthMode, Preset},
     http,
     watch::API_ACCESS,
 };
@@ -785,6 +785,13 @@ fn every_install_serves_https_and_asks_kubernetes_who_may_read() {
         let from_cluster = dir == "deploy/scoped/openshift-cnv";
         assert_eq!(args.client_ca_from_cluster, from_cluster, "{dir}");
         assert!(args.client_ca_file.is_none(), "{dir}");
+        // OpenShift Virtualization runs the whole stack in its namespace; elsewhere KubeVirt's.
+        let presets = if from_cluster {
+            vec![Preset::KubevirtStack]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(args.presets, presets, "{dir}");
     }
 }
 
