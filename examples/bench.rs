@@ -2,7 +2,10 @@
 //! prints one table of footprint, scrape throughput (against a static floor), change-to-metric
 //! latency, idle cost and start-up time. With `KUBEBUILDER_ASSETS` (as for the control-plane
 //! tests) it then runs the binary against a real kube-apiserver and etcd, and counts the heap
-//! an extra tracked pod costs the exporter, in this process with a counting allocator.
+//! an extra tracked pod costs the exporter, in this process with a counting allocator, and
+//! what `--auth=kubernetes` costs: RSS, scrape throughput over HTTPS with a cached token
+//! against a floor that serves TLS too, and the TokenReviews a flood of made-up tokens
+//! causes.
 //!
 //!     cargo run --release --example bench
 //!
@@ -17,15 +20,19 @@ mod envtest;
 mod support;
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::Path,
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
-use envtest::{ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, ExporterProcess};
-use kubevirt_leader_exporter::{Exporter, config::Settings, heap};
+use envtest::{
+    ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, EXPORTER_USER, ExporterProcess, ServingCert,
+};
+use kubevirt_leader_exporter::{Exporter, config::Settings, heap, http, metrics::PREFIX, tls};
 use kubevirt_leader_sim::{SimServer, Store, lease, pod};
 
 // The exporter's own counting allocator, as in the binary: the heap an extra tracked pod
@@ -46,12 +53,25 @@ const EXTRA_MATCHING: usize = 998;
 const NON_MATCHING: usize = 10_000;
 const WRK_SECONDS: u32 = 10;
 const WRK_CONNECTIONS: u32 = 64;
+/// The flood of made-up bearer tokens: how long, and from how many tasks at once.
+const FLOOD: Duration = Duration::from_secs(10);
+const FLOOD_TASKS: usize = 32;
+/// How often the well-behaved scrapers scrape during the flood.
+const SCRAPE_EVERY: Duration = Duration::from_millis(100);
+/// `--auth-reviews-per-second`'s default: the rate, and the burst, of reviews.
+const REVIEWS_PER_SECOND: f64 = 10.0;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("floor") {
-        return floor(&args[2], Path::new(&args[3]));
+        let tls = args.get(4).zip(args.get(5));
+        return floor(&args[2], Path::new(&args[3]), tls);
     }
+    // reqwest is built without a crypto provider and will not build even a plain-HTTP client
+    // without a process default: the one the exporter uses.
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a rustls crypto provider is already installed"))?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -60,15 +80,24 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The floor: a minimal axum server returning a static body, in a process of its own like
-/// the exporter.
-fn floor(addr: &str, body: &Path) -> anyhow::Result<()> {
+/// the exporter. With a certificate and key it serves HTTPS through the library's own TLS
+/// server, so that the secured exporter is compared with the same handshakes and record
+/// layer, not with another TLS stack.
+fn floor(addr: &str, body: &Path, tls: Option<(&String, &String)>) -> anyhow::Result<()> {
     let body: &'static str = std::fs::read_to_string(body)?.leak();
     let addr: SocketAddr = addr.parse()?;
     tokio::runtime::Runtime::new()?.block_on(async move {
         let app =
             axum::Router::new().route("/metrics", axum::routing::get(move || async move { body }));
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        axum::serve(listener, app).await?;
+        match tls {
+            None => axum::serve(listener, app).await?,
+            Some((cert, key)) => {
+                let cert = tls::ReloadingCert::new(Path::new(cert), Path::new(key))?;
+                let config = tls::server_config(Arc::new(cert), None)?;
+                http::serve(listener, app, Some(config), std::future::pending()).await;
+            }
+        }
         Ok(())
     })
 }
@@ -110,15 +139,19 @@ struct Wrk {
     p99: String,
 }
 
-fn wrk(url: &str) -> anyhow::Result<Wrk> {
+/// Loads `url` with wrk, sending `token` as bearer token when given (wrk does not verify
+/// HTTPS servers).
+fn wrk(url: &str, token: Option<&str>) -> anyhow::Result<Wrk> {
+    let header = token.map(|t| ["-H".to_owned(), format!("Authorization: Bearer {t}")]);
     let out = Command::new("wrk")
         .args([
             "-t2",
             &format!("-c{WRK_CONNECTIONS}"),
             &format!("-d{WRK_SECONDS}s"),
             "--latency",
-            url,
         ])
+        .args(header.iter().flatten())
+        .arg(url)
         .output()
         .context("wrk is needed: apt-get install wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -139,44 +172,53 @@ fn wrk(url: &str) -> anyhow::Result<Wrk> {
     })
 }
 
-fn print_scrape_rows(bytes: usize, ours: &Wrk, base: &Wrk) {
+/// The rows of one exporter against its floor, named `ours` and `floor`.
+fn print_scrape_rows((ours_name, floor_name): (&str, &str), bytes: usize, ours: &Wrk, base: &Wrk) {
     println!(
-        "| /metrics, exporter ({bytes} bytes) | {:.0} req/s, p50 {}, p99 {} | |",
+        "| /metrics, {ours_name} ({bytes} bytes) | {:.0} req/s, p50 {}, p99 {} | |",
         ours.rps, ours.p50, ours.p99
     );
     println!(
-        "| /metrics, floor (static body, same size) | {:.0} req/s, p50 {}, p99 {} | |",
+        "| /metrics, {floor_name} (static body, same size) | {:.0} req/s, p50 {}, p99 {} | |",
         base.rps, base.p50, base.p99
     );
     println!(
-        "| scrape throughput, exporter / floor | {:.2} | ≥ 0.7 |",
+        "| scrape throughput, {ours_name} / {floor_name} | {:.2} | ≥ 0.7 |",
         ours.rps / base.rps
     );
 }
 
 /// Loads `metrics`, then the floor serving the same body; returns the body and both loads.
+/// `secured` (certificate, token): both serve HTTPS with that certificate, and wrk sends the
+/// token; `http` must then trust the certificate and send the token itself.
 async fn against_the_floor(
     http: &reqwest::Client,
     metrics: &str,
     dir: &Path,
+    secured: Option<(&ServingCert, &str)>,
 ) -> anyhow::Result<(String, Wrk, Wrk)> {
-    let (_, body) = get(http, metrics).await?;
+    let (status, body) = get(http, metrics).await?;
+    if status != 200 {
+        bail!("{metrics} answered {status}: {body}");
+    }
     let body_file = dir.join("body.txt");
     std::fs::write(&body_file, &body)?;
-    let ours = wrk(metrics)?;
+    let ours = wrk(metrics, secured.map(|(_, token)| token))?;
     let floor_addr = free_addr()?;
-    let _floor = Killed(
-        Command::new(std::env::current_exe()?)
-            .args([
-                "floor",
-                &floor_addr.to_string(),
-                &body_file.display().to_string(),
-            ])
-            .spawn()?,
-    );
-    let floor_url = format!("http://{floor_addr}/metrics");
+    let mut floor = Command::new(std::env::current_exe()?);
+    floor.args([
+        "floor",
+        &floor_addr.to_string(),
+        &body_file.display().to_string(),
+    ]);
+    if let Some((cert, _)) = secured {
+        floor.args([&cert.cert, &cert.key]);
+    }
+    let _floor = Killed(floor.spawn()?);
+    let scheme = if secured.is_some() { "https" } else { "http" };
+    let floor_url = format!("{scheme}://{floor_addr}/metrics");
     wait_for(http, &floor_url, |_| true).await?;
-    let base = wrk(&floor_url)?;
+    let base = wrk(&floor_url, None)?;
     Ok((body, ours, base))
 }
 
@@ -251,6 +293,9 @@ async fn against_the_simulated_api_server(binary: &Path) -> anyhow::Result<()> {
         Command::new(binary)
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--listen={addr}"))
+            // Plain HTTP and open paths, as these rows have always measured: the cost of
+            // authentication is measured against the real API server below.
+            .arg("--auth=none")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()?,
@@ -289,7 +334,7 @@ async fn against_the_simulated_api_server(binary: &Path) -> anyhow::Result<()> {
 
     // Scrape throughput against the floor.
     eprintln!("scrape load, exporter and floor...");
-    let (body, ours, base) = against_the_floor(&http, &metrics, &dir).await?;
+    let (body, ours, base) = against_the_floor(&http, &metrics, &dir, None).await?;
 
     // Change to metric.
     eprintln!("{CHANGES} changes...");
@@ -385,7 +430,7 @@ async fn against_the_simulated_api_server(binary: &Path) -> anyhow::Result<()> {
     println!(
         "| objects the API server sent while {EXTRA_MATCHING} matching and {NON_MATCHING} non-matching pods were added | {sent_for_scale} | no non-matching pod |"
     );
-    print_scrape_rows(body.len(), &ours, &base);
+    print_scrape_rows(("exporter", "floor"), body.len(), &ours, &base);
     println!(
         "| change to metric over {CHANGES} changes (holder, readiness) | p50 {:.2} ms, p99 {:.2} ms | p99 ≤ 50 ms |",
         percentile(&delays, 0.5).as_secs_f64() * 1000.0,
@@ -411,8 +456,8 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 /// The release binary against a real kube-apiserver and etcd, as a user bound to the shipped
 /// ClusterRole: RSS with KubeVirt's two operator pods, and scrape throughput against the
-/// floor. Then the exporter's library in this process, counting the heap that 998 more
-/// tracked pods cost it.
+/// floor, without authentication and then with it. Then the exporter's library in this
+/// process, counting the heap that 998 more tracked pods cost it.
 async fn against_a_real_api_server(binary: &Path, assets: &Path) -> anyhow::Result<()> {
     let plane = ControlPlane::start(assets).await;
     let admin = plane.client(ADMIN_TOKEN).await;
@@ -438,8 +483,14 @@ async fn against_a_real_api_server(binary: &Path, assets: &Path) -> anyhow::Resu
     let http = reqwest::Client::new();
     let dir = std::env::temp_dir().join(format!("kle-bench-real-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let (body, ours, base) = against_the_floor(&http, &metrics, &dir).await?;
+    let (body, ours, base) = against_the_floor(&http, &metrics, &dir, None).await?;
     drop(exporter);
+
+    eprintln!(
+        "real kube-apiserver, --auth=kubernetes: {} s, scrape load, flood of made-up tokens...",
+        SETTLE.as_secs()
+    );
+    let secured = secured_exporter(binary, &plane, &cluster, &kubeconfig, &dir).await?;
 
     eprintln!("heap per tracked pod, {EXTRA_MATCHING} more pods...");
     let (per_pod, live_two, live_many) = heap_per_pod(&plane, &cluster, &http).await?;
@@ -450,11 +501,31 @@ async fn against_a_real_api_server(binary: &Path, assets: &Path) -> anyhow::Resu
     println!("| measure | value | target |");
     println!("|---|---|---|");
     println!(
-        "| RSS {} s after start, KubeVirt's two operator pods | {} | ≤ 8 MiB |",
+        "| RSS {} s after start, KubeVirt's two operator pods (--auth=none) | {} | ≤ 8 MiB |",
         SETTLE.as_secs(),
         mib(rss)
     );
-    print_scrape_rows(body.len(), &ours, &base);
+    println!(
+        "| RSS {} s after start with --auth=kubernetes (HTTPS, token cached: 5 scrapes first), same two pods | {} | compare with the row above |",
+        SETTLE.as_secs(),
+        mib(secured.rss)
+    );
+    print_scrape_rows(("exporter", "floor"), body.len(), &ours, &base);
+    print_scrape_rows(
+        ("secured exporter", "TLS floor"),
+        secured.bytes,
+        &secured.ours,
+        &secured.base,
+    );
+    println!(
+        "| scrape throughput, secured exporter / exporter with --auth=none | {:.2} | |",
+        secured.ours.rps / ours.rps
+    );
+    print_flood_rows(&secured.flood);
+    println!(
+        "| RSS after the flood, --auth=kubernetes | {} | |",
+        mib(secured.rss_after_flood)
+    );
     println!(
         "| exporter heap (in-process), 2 pods → {} pods | {} → {} bytes | |",
         EXTRA_MATCHING + 2,
@@ -462,8 +533,313 @@ async fn against_a_real_api_server(binary: &Path, assets: &Path) -> anyhow::Resu
         live_many
     );
     println!("| heap per extra tracked pod | {per_pod:.0} bytes | ≤ 1 KiB |");
+    println!(
+        "\n(secured: --auth=kubernetes with a CA-signed certificate for 127.0.0.1, scraped as Prometheus does, with a ServiceAccount token bound to deploy/metrics-reader; TLS floor: the same certificate through the library's http::serve)"
+    );
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
+}
+
+/// What the exporter with `--auth=kubernetes` measured.
+struct Secured {
+    rss: u64,
+    bytes: usize,
+    ours: Wrk,
+    base: Wrk,
+    flood: Flood,
+    rss_after_flood: u64,
+}
+
+/// The release binary again, now with `--auth=kubernetes` and a certificate for 127.0.0.1,
+/// scraped with a token of Prometheus's ServiceAccount: RSS, scrape throughput against a TLS
+/// floor, and a flood of made-up tokens.
+async fn secured_exporter(
+    binary: &Path,
+    plane: &ControlPlane,
+    cluster: &Cluster,
+    kubeconfig: &Path,
+    dir: &Path,
+) -> anyhow::Result<Secured> {
+    let cert = ServingCert::new(dir);
+    let token_file = plane.prometheus_token_file(&cluster.client, dir).await;
+    let token = std::fs::read_to_string(token_file)?;
+    let args = cert.exporter_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let exporter = ExporterProcess::spawn(binary, kubeconfig, &args);
+    let pid = exporter.process.0.id();
+    let metrics = format!("https://{}/metrics", exporter.addr);
+    let anonymous = https_client(&cert, None)?;
+    wait_for(
+        &anonymous,
+        &format!("https://{}/readyz", exporter.addr),
+        |_| true,
+    )
+    .await?;
+    // RSS is read with a token and a decision in the caches, as under Prometheus; the
+    // first of these scrapes sends the TokenReview and the SubjectAccessReview.
+    let scraper = https_client(&cert, Some(&token))?;
+    for _ in 0..5 {
+        expect_status(&scraper, &metrics, 200).await?;
+    }
+    expect_status(&anonymous, &metrics, 401).await?;
+    tokio::time::sleep(SETTLE.saturating_sub(started.elapsed())).await;
+    let rss = support::rss_kib(pid)?;
+
+    // A token of its own for each load: a TokenReview is cached for a minute from the token's
+    // first use, and a load outliving it would measure the review (and its limits) instead.
+    let (scraper, token) = fresh_scraper(plane, cluster, &cert).await?;
+    expect_status(&scraper, &metrics, 200).await?;
+    expect_status(&anonymous, &metrics, 401).await?;
+    let (body, ours, base) =
+        against_the_floor(&scraper, &metrics, dir, Some((&cert, &token))).await?;
+
+    let (cached, _) = fresh_scraper(plane, cluster, &cert).await?;
+    expect_status(&cached, &metrics, 200).await?;
+    let (uncached, _) = fresh_scraper(plane, cluster, &cert).await?;
+    let flood = flood(plane, &cert, &metrics, cached, uncached).await?;
+    let rss_after_flood = support::rss_kib(pid)?;
+    Ok(Secured {
+        rss,
+        bytes: body.len(),
+        ours,
+        base,
+        flood,
+        rss_after_flood,
+    })
+}
+
+/// An HTTPS client that verifies the server with `cert`'s CA and sends `token`, when given,
+/// as bearer token, as Prometheus scrapes the shipped installs.
+fn https_client(cert: &ServingCert, token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(&cert.ca)? {
+        roots.add(ca?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse()?,
+        );
+    }
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .default_headers(headers)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// A client with a new token of Prometheus's ServiceAccount, not yet seen by the exporter.
+async fn fresh_scraper(
+    plane: &ControlPlane,
+    cluster: &Cluster,
+    cert: &ServingCert,
+) -> anyhow::Result<(reqwest::Client, String)> {
+    let token = plane
+        .token_for(&cluster.client, "monitoring", "prometheus-k8s")
+        .await;
+    Ok((https_client(cert, Some(&token))?, token))
+}
+
+async fn expect_status(http: &reqwest::Client, url: &str, want: u16) -> anyhow::Result<()> {
+    let (status, body) = get(http, url).await?;
+    if status != want {
+        bail!("{url} answered {status}, not {want}: {body}");
+    }
+    Ok(())
+}
+
+/// What a flood of made-up tokens did.
+struct Flood {
+    elapsed: Duration,
+    /// The flood's answers by status code; 0 for requests that got none.
+    answers: BTreeMap<u16, u64>,
+    /// TokenReviews the audit log recorded from the exporter's user during the flood.
+    token_reviews: usize,
+    /// The exporter's own count of TokenReviews: (sent, throttled) during the flood.
+    counted: (f64, f64),
+    /// (time into the flood, status, latency) of each scrape with a cached token, and with a
+    /// token first used during the flood.
+    cached: Vec<(Duration, u16, Duration)>,
+    uncached: Vec<(Duration, u16, Duration)>,
+}
+
+/// For [`FLOOD`], [`FLOOD_TASKS`] tasks each send requests with a new made-up token, as a
+/// scanner guessing tokens would; meanwhile `cached` (a token the exporter has reviewed) and
+/// `uncached` (a valid token it has not seen, as when a cached one expires) scrape every
+/// [`SCRAPE_EVERY`].
+async fn flood(
+    plane: &ControlPlane,
+    cert: &ServingCert,
+    metrics: &str,
+    cached: reqwest::Client,
+    uncached: reqwest::Client,
+) -> anyhow::Result<Flood> {
+    let anonymous = https_client(cert, None)?;
+    let reviews_before = plane.creates_by(EXPORTER_USER, "tokenreviews");
+    let counted_before = review_counts(&cached, metrics).await?;
+    let start = Instant::now();
+    let until = start + FLOOD;
+    let tasks: Vec<_> = (0..FLOOD_TASKS)
+        .map(|task| {
+            let (http, url) = (anonymous.clone(), metrics.to_owned());
+            tokio::spawn(made_up_tokens(http, url, task, until))
+        })
+        .collect();
+    let cached_scrapes = tokio::spawn(scrape_every(cached.clone(), metrics.to_owned(), until));
+    let uncached_scrapes = tokio::spawn(scrape_every(uncached, metrics.to_owned(), until));
+    let mut answers = BTreeMap::new();
+    for task in tasks {
+        for (status, n) in task.await? {
+            *answers.entry(status).or_default() += n;
+        }
+    }
+    let elapsed = start.elapsed();
+    let (cached_scrapes, uncached_scrapes) = (cached_scrapes.await?, uncached_scrapes.await?);
+    // The API server writes an audit event as each review completes: a moment for the last.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let token_reviews = plane.creates_by(EXPORTER_USER, "tokenreviews") - reviews_before;
+    let counted_after = review_counts(&cached, metrics).await?;
+    Ok(Flood {
+        elapsed,
+        answers,
+        token_reviews,
+        counted: (
+            counted_after.0 - counted_before.0,
+            counted_after.1 - counted_before.1,
+        ),
+        cached: cached_scrapes,
+        uncached: uncached_scrapes,
+    })
+}
+
+/// Requests with a new made-up token each until `until`; the answers by status code.
+async fn made_up_tokens(
+    http: reqwest::Client,
+    url: String,
+    task: usize,
+    until: Instant,
+) -> BTreeMap<u16, u64> {
+    let mut answers = BTreeMap::new();
+    for i in 0.. {
+        if Instant::now() >= until {
+            break;
+        }
+        let sent = http
+            .get(&url)
+            .bearer_auth(format!("made-up-{task}-{i}"))
+            .send()
+            .await;
+        // The body is read so that the connection goes back to the pool.
+        let status = match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                response.bytes().await.map_or(0, |_| status)
+            }
+            Err(_) => 0,
+        };
+        *answers.entry(status).or_default() += 1;
+    }
+    answers
+}
+
+/// Scrapes every [`SCRAPE_EVERY`] until `until`: (time since the start, status, latency).
+async fn scrape_every(
+    http: reqwest::Client,
+    url: String,
+    until: Instant,
+) -> Vec<(Duration, u16, Duration)> {
+    let start = Instant::now();
+    let mut scrapes = Vec::new();
+    while Instant::now() < until {
+        let sent = Instant::now();
+        let status = get(&http, &url).await.map_or(0, |(status, _)| status);
+        scrapes.push((sent - start, status, sent.elapsed()));
+        tokio::time::sleep(SCRAPE_EVERY).await;
+    }
+    scrapes
+}
+
+/// The exporter's TokenReview counters: (sent, throttled).
+async fn review_counts(http: &reqwest::Client, metrics: &str) -> anyhow::Result<(f64, f64)> {
+    let (_, body) = get(http, metrics).await?;
+    let series = |result: &str| {
+        let name = format!(
+            "{PREFIX}_exporter_auth_reviews_total{{kind=\"tokenreview\",result=\"{result}\"}}"
+        );
+        value(&body, &name).unwrap_or(0.0)
+    };
+    let sent = ["authenticated", "unauthenticated", "error"]
+        .into_iter()
+        .map(series)
+        .sum();
+    Ok((sent, series("throttled")))
+}
+
+fn print_flood_rows(flood: &Flood) {
+    let secs = flood.elapsed.as_secs_f64();
+    let requests: u64 = flood.answers.values().sum();
+    println!(
+        "| flood: {FLOOD_TASKS} tasks, a new made-up bearer token per request, {secs:.1} s | {requests} requests, {:.0} req/s | |",
+        requests as f64 / secs
+    );
+    let answers: Vec<String> = flood
+        .answers
+        .iter()
+        .map(|(status, n)| match status {
+            0 => format!("no answer: {n}"),
+            _ => format!("{status}: {n}"),
+        })
+        .collect();
+    println!(
+        "| flood answers | {} | 401 and 429 only |",
+        answers.join(", ")
+    );
+    // The bucket is full when the flood starts: one burst, then the rate.
+    let bound = REVIEWS_PER_SECOND * (1.0 + secs);
+    println!(
+        "| TokenReviews during the flood (audit log, user {EXPORTER_USER}) | {} = {:.1}/s (exporter's counter: {} sent, {} throttled) | ≤ {bound:.0}: 10/s after a burst of 10 |",
+        flood.token_reviews,
+        flood.token_reviews as f64 / secs,
+        flood.counted.0,
+        flood.counted.1
+    );
+    let ok = |scrapes: &[(Duration, u16, Duration)]| {
+        scrapes
+            .iter()
+            .filter(|(_, status, _)| *status == 200)
+            .count()
+    };
+    let slowest = flood.cached.iter().map(|s| s.2).max().unwrap_or_default();
+    println!(
+        "| scraper with a cached token, every {} ms during the flood | {}/{} answered 200, slowest {:.1} ms | all 200 |",
+        SCRAPE_EVERY.as_millis(),
+        ok(&flood.cached),
+        flood.cached.len(),
+        slowest.as_secs_f64() * 1000.0
+    );
+    let first = flood.uncached.iter().find(|s| s.1 == 200);
+    let statuses: BTreeMap<u16, usize> = flood.uncached.iter().fold(BTreeMap::new(), |mut m, s| {
+        *m.entry(s.1).or_default() += 1;
+        m
+    });
+    println!(
+        "| scraper with a valid token not yet cached (as when its cache entry expires), every {} ms during the flood | {}/{} answered 200 ({statuses:?}), first 200 {} | |",
+        SCRAPE_EVERY.as_millis(),
+        ok(&flood.uncached),
+        flood.uncached.len(),
+        first.map_or("never".to_owned(), |s| format!(
+            "{:.1} s into the flood",
+            s.0.as_secs_f64()
+        ))
+    );
 }
 
 /// The exporter's library in this process against the real API server: live heap with two

@@ -36,6 +36,11 @@ pub const DENIED_TTL: Duration = Duration::from_secs(30);
 pub const CACHE_ENTRIES: usize = 1024;
 /// Reviews waiting for the API server at once; more are refused rather than queued.
 pub const MAX_REVIEWS_IN_FLIGHT: usize = 4;
+/// Reviews a second, and at once, for credentials accepted before whose cache entry ran out:
+/// a budget of their own, which made-up credentials never reach, so that a flood cannot
+/// lock Prometheus out when its entry expires.
+pub const KNOWN_REVIEWS_PER_SECOND: u32 = 5;
+pub const MAX_KNOWN_REVIEWS_IN_FLIGHT: usize = 2;
 /// How long a review may take before the request gets 500.
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -107,6 +112,11 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
             .get(key)
             .filter(|(_, expires)| *expires > now)
             .map(|(value, _)| value.clone())
+    }
+
+    /// The value even once it has expired, until it is evicted or replaced.
+    pub fn get_stale(&self, key: &K) -> Option<V> {
+        self.entries.get(key).map(|(value, _)| value.clone())
     }
 
     pub fn insert(&mut self, key: K, value: V, expires: Instant, now: Instant) {
@@ -242,9 +252,26 @@ pub struct Gate {
     audiences: Vec<String>,
     tokens: Mutex<Cache<Digest, Option<User>>>,
     decisions: Mutex<Cache<Digest, bool>>,
+    /// For credentials never accepted before.
+    new: Budget,
+    /// For credentials accepted before, whose cache entry ran out.
+    known: Budget,
+    metrics: AuthMetrics,
+}
+
+/// Reviews allowed: so many a second, so many at once.
+struct Budget {
     rate: Mutex<RateLimit>,
     in_flight: Semaphore,
-    metrics: AuthMetrics,
+}
+
+impl Budget {
+    fn new(per_second: u32, at_once: usize) -> Self {
+        Self {
+            rate: Mutex::new(RateLimit::new(per_second, Instant::now())),
+            in_flight: Semaphore::new(at_once),
+        }
+    }
 }
 
 /// Why a review could not be had.
@@ -274,8 +301,8 @@ impl Gate {
             audiences,
             tokens: Mutex::new(Cache::new(CACHE_ENTRIES)),
             decisions: Mutex::new(Cache::new(CACHE_ENTRIES)),
-            rate: Mutex::new(RateLimit::new(reviews_per_second, Instant::now())),
-            in_flight: Semaphore::new(MAX_REVIEWS_IN_FLIGHT),
+            new: Budget::new(reviews_per_second, MAX_REVIEWS_IN_FLIGHT),
+            known: Budget::new(KNOWN_REVIEWS_PER_SECOND, MAX_KNOWN_REVIEWS_IN_FLIGHT),
             metrics,
         }
     }
@@ -308,9 +335,13 @@ impl Gate {
 
     async fn authenticate(&self, token: &str) -> Result<Option<User>, ReviewError> {
         let key = sha256(&[token.as_bytes()]);
-        if let Some(user) = lock(&self.tokens).get(&key, Instant::now()) {
-            return Ok(user);
-        }
+        let known = {
+            let tokens = lock(&self.tokens);
+            if let Some(user) = tokens.get(&key, Instant::now()) {
+                return Ok(user);
+            }
+            matches!(tokens.get_stale(&key), Some(Some(_)))
+        };
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_owned(),
@@ -318,13 +349,8 @@ impl Gate {
             },
             ..TokenReview::default()
         };
-        let answer = self
-            .review(
-                "tokenreview",
-                Api::<TokenReview>::all(self.client.clone()),
-                review,
-            )
-            .await?;
+        let api = Api::<TokenReview>::all(self.client.clone());
+        let answer = self.review("tokenreview", api, review, known).await?;
         let status = answer.status.unwrap_or_default();
         let user = status
             .user
@@ -357,9 +383,13 @@ impl Gate {
 
     async fn authorize(&self, user: &User, path: &str, verb: &str) -> Result<bool, ReviewError> {
         let key = decision_key(user, path, verb);
-        if let Some(allowed) = lock(&self.decisions).get(&key, Instant::now()) {
-            return Ok(allowed);
-        }
+        let known = {
+            let decisions = lock(&self.decisions);
+            if let Some(allowed) = decisions.get(&key, Instant::now()) {
+                return Ok(allowed);
+            }
+            decisions.get_stale(&key) == Some(true)
+        };
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(user.name.clone()),
@@ -375,7 +405,9 @@ impl Gate {
             ..SubjectAccessReview::default()
         };
         let api = Api::<SubjectAccessReview>::all(self.client.clone());
-        let answer = self.review("subjectaccessreview", api, review).await?;
+        let answer = self
+            .review("subjectaccessreview", api, review, known)
+            .await?;
         let allowed = answer.status.is_some_and(|s| s.allowed);
         self.count(
             "subjectaccessreview",
@@ -387,8 +419,15 @@ impl Gate {
         Ok(allowed)
     }
 
-    /// Sends one review within the limits: refused at once, not queued, beyond them.
-    async fn review<K>(&self, kind: &str, api: Api<K>, review: K) -> Result<K, ReviewError>
+    /// Sends one review within the limits of its budget: refused at once, not queued,
+    /// beyond them.
+    async fn review<K>(
+        &self,
+        kind: &str,
+        api: Api<K>,
+        review: K,
+        known: bool,
+    ) -> Result<K, ReviewError>
     where
         K: kube::Resource
             + Clone
@@ -396,11 +435,12 @@ impl Gate {
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        let Ok(_permit) = self.in_flight.try_acquire() else {
+        let budget = if known { &self.known } else { &self.new };
+        let Ok(_permit) = budget.in_flight.try_acquire() else {
             self.count(kind, "throttled");
             return Err(ReviewError::Busy);
         };
-        if !lock(&self.rate).try_take(Instant::now()) {
+        if !lock(&budget.rate).try_take(Instant::now()) {
             self.count(kind, "throttled");
             return Err(ReviewError::Busy);
         }
@@ -544,6 +584,23 @@ mod tests {
         assert_eq!(cache.get(&1, later), None);
         assert_eq!(cache.get(&4, later), Some("d"));
         assert_eq!(cache.get(&5, later), Some("e"));
+    }
+
+    #[test]
+    fn an_expired_entry_is_still_known_until_evicted() {
+        let now = Instant::now();
+        let mut cache = Cache::new(2);
+        cache.insert(1, true, now + Duration::from_secs(1), now);
+        let later = now + Duration::from_secs(2);
+        assert_eq!(cache.get(&1, later), None);
+        assert_eq!(cache.get_stale(&1), Some(true));
+        cache.insert(2, false, later + Duration::from_secs(1), later);
+        cache.insert(3, false, later + Duration::from_secs(1), later);
+        assert_eq!(
+            cache.get_stale(&1),
+            None,
+            "evicted first when room is needed"
+        );
     }
 
     #[test]
