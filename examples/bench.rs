@@ -32,7 +32,13 @@ use anyhow::{Context, bail};
 use envtest::{
     ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, EXPORTER_USER, ExporterProcess, ServingCert,
 };
-use kubevirt_leader_exporter::{Exporter, config::Settings, heap, http, metrics::PREFIX, tls};
+use kubevirt_leader_exporter::{
+    Exporter,
+    config::{Preset, Settings},
+    heap, http,
+    metrics::PREFIX,
+    tls,
+};
 use kubevirt_leader_sim::{SimServer, Store, lease, pod};
 
 // The exporter's own counting allocator, as in the binary: the heap an extra tracked pod
@@ -537,7 +543,134 @@ async fn against_a_real_api_server(binary: &Path, assets: &Path) -> anyhow::Resu
         "\n(secured: --auth=kubernetes with a CA-signed certificate for 127.0.0.1, scraped as Prometheus does, with a ServiceAccount token bound to deploy/metrics-reader; TLS floor: the same certificate through the library's http::serve)"
     );
     let _ = std::fs::remove_dir_all(dir);
+
+    eprintln!("presets: every component of the stack and the control plane, with electors...");
+    stack_cost(binary, &plane, &cluster, &kubeconfig).await
+}
+
+/// Where the presets' components run in the stack benchmark.
+const STACK_NS: &str = "openshift-cnv";
+
+/// What the presets cost against the default: watches opened, API requests while idle, RSS
+/// and the size of /metrics, with every component of `kubevirt-stack` and `control-plane`
+/// running (two pods each, a real elector holding each Lease).
+async fn stack_cost(
+    binary: &Path,
+    plane: &ControlPlane,
+    cluster: &Cluster,
+    kubeconfig: &Path,
+) -> anyhow::Result<()> {
+    cluster.namespace(STACK_NS).await;
+    plane.grant_elector_rbac(&cluster.client, STACK_NS).await;
+    let mut components = Preset::KubevirtStack.components();
+    components.extend(Preset::ControlPlane.components());
+    let mut electors = Vec::new();
+    for component in &components {
+        let labels: Vec<(String, String)> = component
+            .label_selector()
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let labels: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        for i in 0..2 {
+            let pod = format!("{}-{i}", component.name);
+            cluster.pod_with(STACK_NS, &pod, &labels, false).await;
+        }
+        let holder = format!("{}-0", component.name);
+        electors.push(plane.elector(STACK_NS, &component.lease, &holder, &[]));
+    }
+    for elector in &electors {
+        elector.until_leading().await;
+    }
+    println!();
+    println!(
+        "Presets against a real kube-apiserver: {} components, two pods and a real elector each, \
+         in {STACK_NS}; release binary, --auth=none",
+        components.len()
+    );
+    println!();
+    println!(
+        "| exporter | watches opened | API requests in {} s idle | RSS {} s after start | /metrics |",
+        IDLE.as_secs(),
+        SETTLE.as_secs()
+    );
+    println!("|---|---|---|---|---|");
+    for (name, args) in [
+        ("default (`kubevirt`)", &[][..]),
+        (
+            "`--preset=kubevirt-stack,control-plane`",
+            &["--preset=kubevirt-stack,control-plane"][..],
+        ),
+    ] {
+        let cost = exporter_cost(binary, plane, kubeconfig, args).await?;
+        println!(
+            "| {name} | {} | {} | {} | {} bytes, {} series |",
+            cost.watches,
+            cost.idle_requests,
+            mib(cost.rss),
+            cost.metrics_bytes,
+            cost.series
+        );
+    }
     Ok(())
+}
+
+struct Cost {
+    watches: usize,
+    idle_requests: usize,
+    rss: u64,
+    metrics_bytes: usize,
+    series: usize,
+}
+
+/// Starts the exporter with `args`, and measures it as [`stack_cost`] says.
+async fn exporter_cost(
+    binary: &Path,
+    plane: &ControlPlane,
+    kubeconfig: &Path,
+    args: &[&str],
+) -> anyhow::Result<Cost> {
+    let by_exporter = |verb: &str| {
+        plane
+            .audit_events()
+            .iter()
+            .filter(|e| {
+                e["user"]["username"] == EXPORTER_USER
+                    && e["verb"] == verb
+                    && e["stage"]
+                        == if verb == "watch" {
+                            "ResponseStarted"
+                        } else {
+                            "ResponseComplete"
+                        }
+            })
+            .count()
+    };
+    let requests = || by_exporter("list") + by_exporter("get");
+    let watches_before = by_exporter("watch");
+    let exporter = ExporterProcess::spawn(binary, kubeconfig, args);
+    let http = reqwest::Client::new();
+    let metrics = format!("http://{}/metrics", exporter.addr);
+    wait_for(&http, &format!("http://{}/readyz", exporter.addr), |_| true).await?;
+    tokio::time::sleep(SETTLE).await;
+    let rss = support::rss_kib(exporter.process.0.id())?;
+    let watches = by_exporter("watch") - watches_before;
+    let idle_from = requests();
+    tokio::time::sleep(IDLE).await;
+    let idle_requests = requests() - idle_from;
+    let (_, body) = get(&http, &metrics).await?;
+    let series = body.lines().filter(|l| !l.starts_with('#')).count();
+    Ok(Cost {
+        watches,
+        idle_requests,
+        rss,
+        metrics_bytes: body.len(),
+        series,
+    })
 }
 
 /// What the exporter with `--auth=kubernetes` measured.

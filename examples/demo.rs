@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = Settings::from_args(&args).context("invalid configuration")?;
     // It simulates virt-operator alone: the other built-in components would only be warned
     // about as missing. A component file given on the command line is watched as it is.
-    if args.config.is_none() {
+    if args.scope.config.is_none() {
         settings.components.retain(|c| c.name == COMPONENT);
     }
     // The simulated API server reviews no tokens: the demo is open to whoever runs it, on

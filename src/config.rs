@@ -26,36 +26,8 @@ pub struct Args {
     #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Kubeconfig file to use. Default: in-cluster config, then KUBECONFIG, then ~/.kube/config.
-    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_KUBECONFIG", global = true)]
-    pub kubeconfig: Option<PathBuf>,
-
-    /// YAML file listing components to watch, besides those of --preset. Default: none.
-    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_CONFIG", global = true)]
-    pub config: Option<PathBuf>,
-
-    /// Built-in components to watch (repeat, or separate with commas): `kubevirt`
-    /// (virt-operator, virt-controller, virt-synchronization-controller), `kubevirt-stack`
-    /// (KubeVirt, CDI, HCO, SSP, hostpath-provisioner-operator, AAQ, virt-template, IPAM
-    /// controller) or `control-plane` (kube-scheduler, kube-controller-manager). Default:
-    /// `kubevirt`, unless --config is given.
-    #[arg(
-        long = "preset",
-        env = "KUBEVIRT_LEADER_EXPORTER_PRESETS",
-        value_enum,
-        value_delimiter = ',',
-        global = true
-    )]
-    pub presets: Vec<Preset>,
-
-    /// Namespace to watch (repeat, or separate with commas). Default: the whole cluster.
-    #[arg(
-        long = "namespace",
-        env = "KUBEVIRT_LEADER_EXPORTER_NAMESPACES",
-        value_delimiter = ',',
-        global = true
-    )]
-    pub namespaces: Vec<String>,
+    #[command(flatten)]
+    pub scope: Scope,
 
     /// Extra time, beyond the lease's own duration, before an unrenewed lease counts as dead.
     /// A client-go standby takes an abandoned lease over only after its own look has seen
@@ -128,9 +100,6 @@ pub struct Args {
     /// beyond that new credentials get 429 while cached ones keep being answered.
     #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_AUTH_REVIEWS_PER_SECOND", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub auth_reviews_per_second: u32,
-
-    #[command(subcommand)]
-    pub command: Option<Command>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -157,14 +126,75 @@ pub enum Auth {
     },
 }
 
-#[derive(Clone, Debug, clap::Subcommand)]
-pub enum Command {
-    /// Look into a component without a leader, as the NoLeadingVirtOperator runbook does, and
-    /// conclude in plain words. Uses --kubeconfig, --config and --namespace. Exit status: 0
-    /// when every component found has a live leader, 1 when one has none, 2 when it could
-    /// not tell.
-    Diagnose(crate::diagnose::DiagnoseArgs),
+/// What to look at: the cluster, the components and the namespaces. The exporter and the
+/// kubectl plugin take the same flags.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Scope {
+    /// Kubeconfig file to use. Default: in-cluster config, then KUBECONFIG, then ~/.kube/config.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_KUBECONFIG", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// YAML file listing components to watch, besides those of --preset. Default: none.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Built-in components to watch (repeat, or separate with commas): `kubevirt`
+    /// (virt-operator, virt-controller, virt-synchronization-controller), `kubevirt-stack`
+    /// (KubeVirt, CDI, HCO, SSP, hostpath-provisioner-operator, AAQ, virt-template, IPAM
+    /// controller) or `control-plane` (kube-scheduler, kube-controller-manager). Default:
+    /// `kubevirt`, unless --config is given.
+    #[arg(
+        long = "preset",
+        env = "KUBEVIRT_LEADER_EXPORTER_PRESETS",
+        value_enum,
+        value_delimiter = ',',
+        global = true
+    )]
+    pub presets: Vec<Preset>,
+
+    /// Namespace to watch (repeat, or separate with commas). Default: the whole cluster.
+    #[arg(
+        long = "namespace",
+        env = "KUBEVIRT_LEADER_EXPORTER_NAMESPACES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub namespaces: Vec<String>,
 }
+
+impl Scope {
+    /// The components of the presets and the component file; `kubevirt` when neither is given.
+    pub fn components(&self) -> Result<Vec<Component>, ConfigError> {
+        let file = match &self.config {
+            Some(path) => load_components(path)?,
+            None => Vec::new(),
+        };
+        let presets = match (&self.config, self.presets.is_empty()) {
+            (None, true) => vec![Preset::Kubevirt],
+            _ => self.presets.clone(),
+        };
+        combine(&presets, file)
+    }
+
+    /// The namespaces to watch, sorted, each once; empty for the whole cluster.
+    pub fn namespaces(&self) -> Result<Vec<String>, ConfigError> {
+        let mut namespaces: Vec<String> = self
+            .namespaces
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        match namespaces.iter().find(|n| !is_dns_label(n)) {
+            Some(bad) => Err(ConfigError::Namespace(bad.clone())),
+            None => Ok(namespaces),
+        }
+    }
+}
+
+/// `--lease-grace`'s default.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
 /// The longest `--lease-grace` accepted.
 pub const MAX_GRACE: Duration = Duration::from_secs(300);
@@ -486,31 +516,11 @@ pub struct Settings {
 impl Settings {
     /// Validates the flags and loads the component file they name.
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
-        let file = match &args.config {
-            Some(path) => load_components(path)?,
-            None => Vec::new(),
-        };
-        let presets = match (&args.config, args.presets.is_empty()) {
-            (None, true) => vec![Preset::Kubevirt],
-            _ => args.presets.clone(),
-        };
-        let components = combine(&presets, file)?;
-        let mut namespaces: Vec<String> = args
-            .namespaces
-            .iter()
-            .map(|n| n.trim().to_owned())
-            .filter(|n| !n.is_empty())
-            .collect();
-        namespaces.sort();
-        namespaces.dedup();
-        if let Some(bad) = namespaces.iter().find(|n| !is_dns_label(n)) {
-            return Err(ConfigError::Namespace(bad.clone()));
-        }
         Ok(Self {
             listen: args.listen,
-            kubeconfig: args.kubeconfig.clone(),
-            components,
-            namespaces,
+            kubeconfig: args.scope.kubeconfig.clone(),
+            components: args.scope.components()?,
+            namespaces: args.scope.namespaces()?,
             lease_grace: args.lease_grace,
             pod_check_interval: args.pod_check_interval,
             tls: args.tls_cert_file.clone().zip(args.tls_key_file.clone()),

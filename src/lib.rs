@@ -18,6 +18,7 @@ pub mod leases;
 pub mod metrics;
 pub mod objects;
 pub mod page;
+pub mod plugin;
 pub mod pods;
 pub mod presets;
 pub mod status;
@@ -99,16 +100,22 @@ pub enum Error {
 /// A kube client from `path`, or from kube's own inference (in-cluster, then KUBECONFIG,
 /// then ~/.kube/config) without one.
 pub async fn client(path: Option<&Path>) -> Result<Client, Error> {
+    client_for(kube_config(path).await?)
+}
+
+/// The kube configuration [`client`] builds its client from.
+pub async fn kube_config(path: Option<&Path>) -> Result<kube::Config, Error> {
     let Some(path) = path else {
-        let config = kube::Config::infer().await?;
-        return client_for(config);
+        return Ok(kube::Config::infer().await?);
     };
     let name = path.display().to_string();
     let kubeconfig = Kubeconfig::read_from(path).map_err(|error| Error::Kubeconfig {
         path: name.clone(),
         error,
     })?;
-    from_kubeconfig(kubeconfig, name).await
+    kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|error| Error::Kubeconfig { path: name, error })
 }
 
 /// A kube client from an in-memory kubeconfig, by the same path as a file.
@@ -124,7 +131,7 @@ async fn from_kubeconfig(kubeconfig: Kubeconfig, path: String) -> Result<Client,
 }
 
 /// Says once which API server the exporter talks to: watch errors later need not repeat it.
-fn client_for(config: kube::Config) -> Result<Client, Error> {
+pub fn client_for(config: kube::Config) -> Result<Client, Error> {
     tracing::info!(server = %config.cluster_url, "Kubernetes API server");
     Ok(Client::try_from(config)?)
 }

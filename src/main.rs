@@ -8,8 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use kubevirt_leader_exporter::{
     DEFAULT_LOG_FILTER, Exporter, client,
-    config::{Args, Command, LogFormat, Settings},
-    diagnose::{self, DiagnoseArgs, Output, bundle},
+    config::{Args, LogFormat, Settings},
     error_chain, heap,
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -23,17 +22,11 @@ static ALLOCATOR: heap::CountingAllocator = heap::CountingAllocator;
 // same on a 2-core and a 96-core node.
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    if let Some(Command::Diagnose(diagnose)) = &args.command {
-        init_tracing(args.log_format, DIAGNOSE_LOG_FILTER);
-        return match run_diagnose(&args, diagnose).await {
-            Ok(code) => code,
-            Err(error) => {
-                say_error(error.as_ref());
-                ExitCode::from(2)
-            }
-        };
+    if std::env::args().nth(1).as_deref() == Some("diagnose") {
+        let _ = writeln!(std::io::stderr(), "{DIAGNOSE_MOVED}");
+        return ExitCode::from(2);
     }
+    let args = Args::parse();
     init_tracing(args.log_format, DEFAULT_LOG_FILTER);
     match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -56,40 +49,15 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `diagnose` prints a report: only warnings and errors go to the log.
-const DIAGNOSE_LOG_FILTER: &str = "warn,kube_client::client::builder=off";
-
-async fn run_diagnose(args: &Args, diagnose: &DiagnoseArgs) -> anyhow::Result<ExitCode> {
-    let settings = Settings::from_args(args).context("invalid configuration")?;
-    if let Some(dir) = &diagnose.bundle {
-        bundle::check_target(dir)?;
-    }
-    let client = client(settings.kubeconfig.as_deref()).await?;
-    let report = diagnose::run(&client, &settings, diagnose).await;
-    match diagnose.output {
-        Output::Text => write_out(&diagnose::text(&report)),
-        Output::Json => write_out(&format!("{}\n", serde_json::to_string_pretty(&report)?)),
-    }
-    if let Some(dir) = &diagnose.bundle {
-        let files = bundle::write(dir, &report).context("writing the bundle")?;
-        let _ = writeln!(
-            std::io::stderr(),
-            "bundle: {} files in {}",
-            files.len(),
-            dir.display()
-        );
-    }
-    Ok(ExitCode::from(report.exit_code()))
-}
+/// For people and scripts that used `kubevirt-leader-exporter diagnose`.
+const DIAGNOSE_MOVED: &str = "Error: diagnose is not part of the exporter: it is the kubectl plugin \
+    `kubectl kubevirt-leader diagnose` (install it with `cargo install --path . --bin \
+    kubectl-kubevirt_leader`, or put the release's kubectl-kubevirt_leader on your PATH)";
 
 /// print! and eprintln! panic when the reader has gone (`| head`): a closed pipe is not
 /// worth a panic.
 fn say_error(error: &(dyn std::error::Error + 'static)) {
     let _ = writeln!(std::io::stderr(), "Error: {}", error_chain(error));
-}
-
-fn write_out(text: &str) {
-    let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
 fn init_tracing(format: LogFormat, default_filter: &str) {

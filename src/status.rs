@@ -1,6 +1,6 @@
 //! What the status page and `/status.json` show: every component in every namespace, its
 //! leader, its renewals and its story, from one read of the targets. The page renders this
-//! very structure, so the two never disagree. The JSON schema is documented in the README.
+//! very structure, so the two never disagree. The JSON schema is documented in docs/metrics.md.
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -226,14 +226,21 @@ fn unreachable_api_server_is_named_once_and_logged_without_noise() {
     );
 }
 
-/// Every flag, of the exporter and of `diagnose`, is in the README's tables with its
-/// environment variable, and the tables name no flag that does not exist.
+/// Every flag, of the exporter and of the kubectl plugin's commands, is in the flag tables
+/// of docs/configuration.md and docs/diagnose.md with its environment variable, and the
+/// tables name no flag that does not exist.
 #[test]
-fn the_readme_documents_every_flag() {
+fn the_docs_document_every_flag() {
     use clap::CommandFactory;
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
-    let documented: Vec<(String, String)> = readme
+    let docs: String = ["docs/configuration.md", "docs/diagnose.md"]
+        .iter()
+        .map(|page| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(page);
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{page}: {e}"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let documented: Vec<(String, String)> = docs
         .lines()
         // Flag tables: a flag, then its environment variable.
         .filter(|l| l.starts_with("| `--") && l.contains("| `KUBEVIRT_"))
@@ -245,11 +252,12 @@ fn the_readme_documents_every_flag() {
             ))
         })
         .collect();
-    let root = kubevirt_leader_exporter::config::Args::command();
-    let diagnose = root.find_subcommand("diagnose").expect("diagnose").clone();
-    let mut flags: Vec<(String, String)> = root
+    let exporter = kubevirt_leader_exporter::config::Args::command();
+    let plugin = kubevirt_leader_exporter::plugin::Cli::command();
+    let mut flags: Vec<(String, String)> = exporter
         .get_arguments()
-        .chain(diagnose.get_arguments())
+        .chain(plugin.get_arguments())
+        .chain(plugin.get_subcommands().flat_map(|c| c.get_arguments()))
         .filter_map(|a| {
             let env = a.get_env()?.to_string_lossy().into_owned();
             Some((format!("--{}", a.get_long()?), env))
@@ -347,18 +355,21 @@ fn the_test_script_names_what_is_missing_or_runs_cargo_test() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// One row of the README's "Bad input" table: what the user gives, the exit status and the
-/// words of the message.
+/// One row of a "Bad input" table (docs/configuration.md for the exporter, docs/diagnose.md
+/// for the kubectl plugin): the binary, what the user gives, the exit status and the words of
+/// the message.
 struct BadInput {
+    bin: &'static str,
     args: Vec<String>,
     exit: i32,
     says: String,
 }
 
-/// Every start-up case of the README's "Bad input" table: each exits with its status, says
-/// its message, and the table shows that message.
+/// Every start-up case of the "Bad input" tables: each exits with its status, says its
+/// message, and a table shows that message.
 #[test]
 fn bad_input_gets_the_documented_exit_status_and_message() {
+    const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-kubevirt_leader");
     let dir = std::env::temp_dir().join(format!("kle-cli-bad-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("bundle")).expect("temp dir");
     let file = |name: &str, text: &str| {
@@ -385,6 +396,7 @@ fn bad_input_gets_the_documented_exit_status_and_message() {
     let taken = taken.local_addr().expect("addr").to_string();
     let kc = format!("--kubeconfig={good}");
     let case = |args: &[&str], exit: i32, says: &str| BadInput {
+        bin: BIN,
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         exit,
         says: says.to_owned(),
@@ -486,17 +498,40 @@ fn bad_input_gets_the_documented_exit_status_and_message() {
             1,
             "holds no PEM CA certificate",
         ),
-        case(&["diagnose", &bundle], 2, "is not an empty directory"),
         case(
-            &["diagnose", "--observe=soon"],
+            &["diagnose", "--observe=20s"],
             2,
-            "invalid value 'soon' for '--observe <OBSERVE>'",
+            "diagnose is not part of the exporter: it is the kubectl plugin",
         ),
+        BadInput {
+            bin: PLUGIN,
+            ..case(&["diagnose", &bundle], 2, "is not an empty directory")
+        },
+        BadInput {
+            bin: PLUGIN,
+            ..case(
+                &["diagnose", "--observe=soon"],
+                2,
+                "invalid value 'soon' for '--observe <OBSERVE>'",
+            )
+        },
     ];
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
-    for BadInput { args, exit, says } in &cases {
-        let out = Command::new(BIN)
+    let docs: String = ["docs/configuration.md", "docs/diagnose.md"]
+        .iter()
+        .map(|page| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(page);
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{page}: {e}"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    for BadInput {
+        bin,
+        args,
+        exit,
+        says,
+    } in &cases
+    {
+        let out = Command::new(bin)
             .args(args)
             .env_clear()
             .env("HOME", "/nonexistent")
@@ -508,8 +543,8 @@ fn bad_input_gets_the_documented_exit_status_and_message() {
         assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
         let row = format!("| {exit} | `{says}`");
         assert!(
-            readme.contains(&row),
-            "README's bad-input table lacks {row}"
+            docs.contains(&row),
+            "no bad-input table in docs/configuration.md or docs/diagnose.md has {row}"
         );
     }
     let _ = std::fs::remove_dir_all(dir);

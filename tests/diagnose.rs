@@ -6,9 +6,7 @@ mod envtest;
 
 use std::{path::Path, process::Command};
 
-use envtest::{
-    ADMIN_TOKEN, Cluster, ControlPlane, EXPORTER_TOKEN, SUPPORT_TOKEN, SUPPORT_USER, elector_assets,
-};
+use envtest::{ADMIN_TOKEN, Cluster, ControlPlane, SUPPORT_TOKEN, SUPPORT_USER, elector_assets};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::api::{
     admissionregistration::v1::ValidatingWebhookConfiguration,
@@ -39,7 +37,7 @@ async fn setup() -> Option<Bed> {
 impl Bed {
     /// Runs the binary as the cluster's admin.
     fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+        Command::new(env!("CARGO_BIN_EXE_kubectl-kubevirt_leader"))
             .arg(format!(
                 "--kubeconfig={}",
                 self.plane.kubeconfig_file(ADMIN_TOKEN).display()
@@ -55,7 +53,7 @@ impl Bed {
     }
 
     fn diagnose_with(&self, kubeconfig: &Path, observe: &str, more: &[&str]) -> (i32, Value) {
-        let out = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+        let out = Command::new(env!("CARGO_BIN_EXE_kubectl-kubevirt_leader"))
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .args(["diagnose", "--component=virt-operator", "--output=json"])
             .arg(format!("--observe={observe}"))
@@ -245,7 +243,7 @@ async fn log_lines_about_the_lease_are_read_and_a_rejection_is_named() {
     )
     .expect("write");
     // The simulated server runs on this test's runtime: wait for the child without blocking it.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-kubevirt_leader"))
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .args([
             "diagnose",
@@ -287,8 +285,32 @@ async fn a_user_without_rights_for_reviews_still_gets_an_answer() {
     let Some(t) = setup().await else { return };
     let a = t.plane.elector(NS, "virt-operator", A, &[]);
     a.until_leading().await;
-    // The exporter's user may read pods and leases, nothing else.
-    let (code, report) = t.diagnose(EXPORTER_TOKEN, "5s", &[]);
+    // A user who may read pods and leases, nothing else.
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "pods-and-leases-reader"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "verbs": ["get", "list", "watch"]}
+        ]
+    }))
+    .expect("ClusterRole");
+    Api::<ClusterRole>::all(t.cluster.client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("create ClusterRole");
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "pods-and-leases-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "pods-and-leases-reader"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "reader"}]
+    }))
+    .expect("ClusterRoleBinding");
+    Api::<ClusterRoleBinding>::all(t.cluster.client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create ClusterRoleBinding");
+    let (code, report) = t.diagnose_with(&t.plane.kubeconfig_file_as("reader"), "5s", &[]);
     assert_eq!(code, 0, "{report:#}");
     let unchecked: Vec<&str> = verdict(&report)["unchecked"]
         .as_array()
@@ -390,7 +412,7 @@ async fn a_bundle_holds_what_was_gathered_and_no_secret() {
 
     // A second bundle into the same directory is refused before anything else: even before
     // the kubeconfig is read.
-    let out = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-kubevirt_leader"))
         .args(["--kubeconfig=/nonexistent/kubeconfig", "diagnose", &bundle])
         .output()
         .expect("run diagnose");

@@ -1,6 +1,7 @@
 //! The documentation against the repository: every file the README and `docs/` name exists,
-//! every alert links a runbook that exists, and every figure the README's Performance section
-//! quotes is one that docs/performance.md records. No network, no tools.
+//! every link to a heading finds it, every alert links a runbook that exists and is documented
+//! with the expression it has, and every performance figure quoted outside docs/performance.md's
+//! measurements is one they record. No network, no tools.
 
 use std::path::{Path, PathBuf};
 
@@ -128,6 +129,151 @@ fn local_target(target: &str) -> Option<&str> {
     Some(target.split('#').next().unwrap_or(target))
 }
 
+/// The anchor GitHub gives a heading: lowercase, spaces to `-`, punctuation but `-` and `_`
+/// dropped; a link's text stands for the link.
+fn anchor(heading: &str) -> String {
+    let mut text = String::new();
+    let mut rest = heading;
+    // `[text](target)` reads as `text`.
+    while let Some(at) = rest.find("](") {
+        let end = rest[at..].find(')').map_or(rest.len(), |e| at + e + 1);
+        text.push_str(&rest[..at]);
+        rest = &rest[end..];
+    }
+    text.push_str(rest);
+    text.trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (outside code blocks), a repeated one numbered
+/// as GitHub numbers it (`x`, `x-1`, `x-2`).
+fn anchors(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, line) in prose(text) {
+        let hashes = line.len() - line.trim_start_matches('#').len();
+        if !(1..=6).contains(&hashes) || !line[hashes..].starts_with(' ') {
+            continue;
+        }
+        let base = anchor(line[hashes..].trim().trim_end_matches('#'));
+        let mut name = base.clone();
+        let mut n = 0;
+        while out.contains(&name) {
+            n += 1;
+            name = format!("{base}-{n}");
+        }
+        out.push(name);
+    }
+    out
+}
+
+/// Whether `fragment` names a heading of the Markdown file at `path`; files that are not
+/// Markdown (or do not exist: the existence check reports those) pass.
+fn heading_exists(path: &Path, fragment: &str) -> bool {
+    if path.extension().is_none_or(|x| x != "md") || !path.is_file() {
+        return true;
+    }
+    anchors(&read(path)).iter().any(|a| a == fragment)
+}
+
+/// Every `page.md#anchor` link and backticked path in README.md and docs/**/*.md, and every
+/// `#anchor` link within a page, names a heading of that page.
+#[test]
+fn links_to_headings_find_them() {
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for file in markdown_files() {
+        let text = read(&file);
+        let name = file
+            .strip_prefix(repo())
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        let dir = file.parent().expect("a file has a folder");
+        for (number, line) in prose(&text) {
+            for (code, part) in spans(line) {
+                let targets: Vec<(PathBuf, &str)> = if code {
+                    repo_path(part)
+                        .and_then(|path| Some((repo().join(path), part.split_once('#')?.1)))
+                        .into_iter()
+                        .collect()
+                } else {
+                    link_targets(part)
+                        .into_iter()
+                        .filter(|t| {
+                            !["http://", "https://", "mailto:"]
+                                .iter()
+                                .any(|p| t.starts_with(p))
+                        })
+                        .filter_map(|t| {
+                            let (path, fragment) = t.split_once('#')?;
+                            let path = if path.is_empty() {
+                                file.clone()
+                            } else {
+                                dir.join(path)
+                            };
+                            Some((path, fragment))
+                        })
+                        .collect()
+                };
+                for (path, fragment) in targets {
+                    checked += 1;
+                    if !heading_exists(&path, fragment) {
+                        missing.push(format!(
+                            "{name}:{number}: #{fragment} in {}",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} anchors found: is the scan broken?"
+    );
+    assert!(
+        missing.is_empty(),
+        "the docs link headings that do not exist:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn anchors_are_made_as_github_makes_them() {
+    assert_eq!(
+        anchor("Status page and `/status.json`"),
+        "status-page-and-statusjson"
+    );
+    assert_eq!(
+        anchor("Next to KubeVirt's own alerts"),
+        "next-to-kubevirts-own-alerts"
+    );
+    assert_eq!(
+        anchor("Heap per tracked pod, measured again (2026-11-30)"),
+        "heap-per-tracked-pod-measured-again-2026-11-30"
+    );
+    assert_eq!(anchor("The `cluster` label"), "the-cluster-label");
+    assert_eq!(
+        anchor("See [the runbook](runbooks/X.md)"),
+        "see-the-runbook"
+    );
+    assert_eq!(
+        anchor("What it does when things break"),
+        "what-it-does-when-things-break"
+    );
+    assert_eq!(
+        anchors("# A\n## B\n```\n# not a heading\n```\n## B\n#nope\n"),
+        ["a", "b", "b-1"]
+    );
+}
+
 /// Every relative link and every backticked repository path in README.md and docs/**/*.md
 /// names a file or folder that exists.
 #[test]
@@ -252,6 +398,88 @@ fn every_alert_links_a_runbook_that_exists() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
+/// An expression as the docs compare it: whitespace collapsed, none just inside brackets.
+fn normalise(expr: &str) -> String {
+    expr.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("( ", "(")
+        .replace(" )", ")")
+}
+
+/// The cells of a Markdown table row; `\|` is a `|` inside a cell.
+fn cells(row: &str) -> Vec<String> {
+    row.replace("\\|", "\u{0}")
+        .split('|')
+        .map(|c| c.trim().replace('\u{0}', "|"))
+        .collect()
+}
+
+/// Every shipped alert is in the README's table, linked to its runbook, and in docs/alerts.md's
+/// table with its `for` (`none` without one) and its expression as the rule file has them.
+#[test]
+fn every_alert_is_documented_with_its_expression() {
+    let readme = read(&repo().join("README.md"));
+    let page = read(&repo().join("docs/alerts.md"));
+    let rules: serde_json::Value = serde_saphyr::from_str(&read(
+        &repo().join("deploy/rules/kubevirt-leader.rules.yml"),
+    ))
+    .expect("valid YAML");
+    let mut wrong = Vec::new();
+    let mut seen = 0;
+    for rule in rules["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
+    {
+        let Some(alert) = rule["alert"].as_str() else {
+            continue;
+        };
+        seen += 1;
+        if !readme.contains(&format!("| [{alert}](docs/runbooks/{alert}.md) |")) {
+            wrong.push(format!("README.md: no row for {alert} linking its runbook"));
+        }
+        let start = format!("| [{alert}](runbooks/{alert}.md) |");
+        let Some(row) = page.lines().find(|l| l.starts_with(&start)) else {
+            wrong.push(format!(
+                "docs/alerts.md: no row for {alert} linking its runbook"
+            ));
+            continue;
+        };
+        // | alert | severity | for | fires when | expression |
+        let row = cells(row);
+        let want_for = rule["for"].as_str().unwrap_or("none");
+        if row.get(3).map(String::as_str) != Some(want_for) {
+            wrong.push(format!(
+                "docs/alerts.md: {alert} has for {:?}, not {want_for}",
+                row.get(3)
+            ));
+        }
+        let want = normalise(rule["expr"].as_str().expect("expr"));
+        let got = row.get(5).map(|c| normalise(c.trim_matches('`')));
+        if got.as_deref() != Some(want.as_str()) {
+            wrong.push(format!(
+                "docs/alerts.md: {alert} shows {got:?}, the rule has {want:?}"
+            ));
+        }
+    }
+    assert!(seen >= 7, "only {seen} alerts found");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn expressions_and_cells_are_read_as_written() {
+    assert_eq!(
+        normalise("max by (a) (\n  increase(x[10m])\n  - y\n) > 3"),
+        "max by (a) (increase(x[10m]) - y) > 3"
+    );
+    assert_eq!(
+        cells("| a | `x{c!~\"p\\|q\"}` |"),
+        ["", "a", "`x{c!~\"p|q\"}`", ""]
+    );
+}
+
 /// Units a quoted figure can carry, each with the form both documents are compared in.
 const UNITS: [(&str, &str); 19] = [
     ("GiB", "GiB"),
@@ -334,30 +562,133 @@ fn figures(text: &str) -> Vec<String> {
     out
 }
 
-/// The README's Performance section, up to the next heading.
-fn performance_section(readme: &str) -> &str {
-    let start = readme
-        .find("\n## Performance\n")
-        .expect("README has a Performance section");
-    let body = &readme[start + 1..];
-    let end = body[3..].find("\n## ").map_or(body.len(), |e| e + 3);
+/// A Markdown section: from its heading line to the next heading of the same or a higher
+/// level, or the end.
+fn section<'a>(text: &'a str, heading: &str) -> &'a str {
+    let level = heading.len() - heading.trim_start_matches('#').len();
+    let start = text
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("no section {heading}"))
+        + 1;
+    let body = &text[start..];
+    let end = body
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .find(|&i| {
+            let line = &body[i..];
+            let hashes = line.len() - line.trim_start_matches('#').len();
+            (1..=level).contains(&hashes) && line[hashes..].starts_with(' ')
+        })
+        .unwrap_or(body.len());
     &body[..end]
 }
 
-/// Every figure the README's Performance section quotes (a number with a unit) appears in
-/// docs/performance.md, where it is said how and when it was measured.
+/// The passages of a text outside code blocks: paragraphs, list items, table rows and
+/// headings, each as one string.
+fn passages(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut last = 0;
+    for (number, line) in prose(text) {
+        let trimmed = line.trim_start();
+        let item = trimmed.starts_with("- ")
+            || trimmed.starts_with("* ")
+            || trimmed.starts_with('|')
+            || trimmed.starts_with('#')
+            || trimmed
+                .split_once(". ")
+                .is_some_and(|(n, _)| n.parse::<u32>().is_ok());
+        let after_row_or_heading = out
+            .last()
+            .is_some_and(|p| p.starts_with('|') || p.starts_with('#'));
+        if trimmed.is_empty() {
+            last = 0;
+            continue;
+        }
+        if number != last + 1 || last == 0 || item || after_row_or_heading {
+            out.push(String::new());
+        }
+        let passage = out.last_mut().expect("a passage");
+        if !passage.is_empty() {
+            passage.push(' ');
+        }
+        passage.push_str(trimmed);
+        last = number;
+    }
+    out
+}
+
+/// Whether a passage cites docs/performance.md: links to it (naming the file in backticks
+/// only mentions it).
+fn cites_performance(passage: &str) -> bool {
+    spans(passage).iter().any(|(code, part)| {
+        !code
+            && link_targets(part)
+                .iter()
+                .any(|t| local_target(t).is_some_and(|p| p.ends_with("performance.md")))
+    })
+}
+
+/// Every performance figure quoted as a summary, in docs/performance.md's "In short" and in
+/// every passage of README.md or docs/ that cites docs/performance.md, is one the page's
+/// measurements record (the page without its "In short"), where it is said how and when it
+/// was measured.
 #[test]
-fn performance_figures_in_the_readme_are_in_docs_performance() {
-    let readme = read(&repo().join("README.md"));
-    let quoted = figures(performance_section(&readme));
-    assert!(quoted.len() >= 5, "too few figures found: {quoted:?}");
-    let recorded = figures(&read(&repo().join("docs/performance.md")));
-    let missing: Vec<&String> = quoted.iter().filter(|f| !recorded.contains(f)).collect();
+fn quoted_performance_figures_are_recorded_in_docs_performance() {
+    let page = read(&repo().join("docs/performance.md"));
+    let summary = section(&page, "## In short");
+    let recorded = figures(&page.replacen(summary, "", 1));
+    let mut quoted: Vec<(String, String)> = figures(summary)
+        .into_iter()
+        .map(|f| ("docs/performance.md, In short".to_owned(), f))
+        .collect();
+    assert!(quoted.len() >= 5, "too few figures in In short: {quoted:?}");
+    for file in markdown_files() {
+        if file.ends_with("docs/performance.md") {
+            continue;
+        }
+        let name = file
+            .strip_prefix(repo())
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        for passage in passages(&read(&file)) {
+            if cites_performance(&passage) {
+                quoted.extend(figures(&passage).into_iter().map(|f| (name.clone(), f)));
+            }
+        }
+    }
+    assert!(
+        quoted.iter().any(|(file, _)| file == "README.md"),
+        "the README quotes no figure of docs/performance.md: is the scan broken? {quoted:?}"
+    );
+    let missing: Vec<&(String, String)> = quoted
+        .iter()
+        .filter(|(_, f)| !recorded.contains(f))
+        .collect();
     assert!(
         missing.is_empty(),
-        "the README's Performance section quotes figures docs/performance.md does not record: \
+        "figures quoted from docs/performance.md that its measurements do not record: \
          {missing:?}"
     );
+}
+
+#[test]
+fn passages_and_sections_are_found() {
+    let text = "# T\n\nOne\ntwo.\n\n- a\n  b\n- c\n\n| x |\n| y |\n\n```\ncode\n```\nafter\n";
+    assert_eq!(
+        passages(text),
+        ["# T", "One two.", "- a b", "- c", "| x |", "| y |", "after"]
+    );
+    let page = "# P\n\n## A\n\ntext\n\n### A1\n\nmore\n\n## B\n\nother\n";
+    assert_eq!(section(page, "## A"), "## A\n\ntext\n\n### A1\n\nmore\n\n");
+    assert!(cites_performance(
+        "Figures: [docs/performance.md](performance.md)."
+    ));
+    assert!(cites_performance(
+        "[the figures](../docs/performance.md#figures)"
+    ));
+    assert!(!cites_performance("checks `docs/performance.md`"));
+    assert!(!cites_performance("see [metrics](metrics.md)"));
 }
 
 #[test]

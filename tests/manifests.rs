@@ -455,7 +455,7 @@ fn cluster_wide_install_renders_and_grants_exactly_what_is_watched() {
         assert!(find(&docs, "Role").is_empty(), "{dir}");
         let args = parsed_args(&container(&docs));
         assert!(
-            args.namespaces.is_empty(),
+            args.scope.namespaces.is_empty(),
             "the cluster-wide install must not restrict namespaces"
         );
     }
@@ -502,7 +502,7 @@ fn scoped_variants_grant_the_same_rules_in_their_namespace_only() {
         }
         assert_eq!(exporter_rights(&docs), want, "{ns}");
         let args = parsed_args(&container(&docs));
-        assert_eq!(args.namespaces, [ns], "{ns}");
+        assert_eq!(args.scope.namespaces, [ns], "{ns}");
     }
 }
 
@@ -791,7 +791,7 @@ fn every_install_serves_https_and_asks_kubernetes_who_may_read() {
         } else {
             Vec::new()
         };
-        assert_eq!(args.presets, presets, "{dir}");
+        assert_eq!(args.scope.presets, presets, "{dir}");
     }
 }
 

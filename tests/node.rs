@@ -1150,7 +1150,7 @@ async fn diagnose_names_what_the_node_did(node: &Node) {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-kubevirt_leader"))
         .arg(format!("--kubeconfig={}", node.kubeconfig.display()))
         .arg(format!("--namespace={BROKEN}"))
         .args([

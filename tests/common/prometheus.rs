@@ -146,3 +146,73 @@ pub async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+impl Prometheus {
+    /// [`Prometheus::from_config`] with `args` added to the command line (say
+    /// `--web.enable-remote-write-receiver`); its log is kept for [`Prometheus::log`].
+    pub fn from_config_with_args(config: &str, args: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "kle-prometheus-{}-{}",
+            std::process::id(),
+            free_addr().port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
+        let listen = free_addr();
+        let log = std::fs::File::create(dir.join("prometheus.log")).expect("log");
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={listen}"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus must be installed (Debian package `prometheus`)");
+        Self {
+            child,
+            url: format!("http://{listen}"),
+            dir,
+        }
+    }
+
+    /// The log of a server started by [`Prometheus::from_config_with_args`]; empty otherwise.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// Every alert, pending or firing, as `/api/v1/alerts` lists it.
+    pub async fn alerts(&self, http: &reqwest::Client) -> Option<Vec<Value>> {
+        let data = self.api(http, "/api/v1/alerts", &[]).await?;
+        data["alerts"].as_array().cloned()
+    }
+
+    /// The values `label` takes in the series that `selector` selects, sorted.
+    pub async fn label_values(
+        &self,
+        http: &reqwest::Client,
+        label: &str,
+        selector: &str,
+    ) -> Option<Vec<String>> {
+        let data = self
+            .api(
+                http,
+                &format!("/api/v1/label/{label}/values"),
+                &[("match[]", selector)],
+            )
+            .await?;
+        let mut values: Vec<String> = data
+            .as_array()?
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        values.sort();
+        Some(values)
+    }
+}

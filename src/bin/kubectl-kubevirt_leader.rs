@@ -1,0 +1,88 @@
+//! `kubectl kubevirt-leader`: the kubectl plugin for people on call. kubectl finds it on the
+//! PATH by its name, `kubectl-kubevirt_leader`.
+
+use std::{io::Write, process::ExitCode};
+
+use anyhow::Context;
+use clap::Parser;
+use kubevirt_leader_exporter::{
+    client_for,
+    diagnose::{self, DiagnoseArgs, Output, bundle},
+    error_chain, kube_config,
+    plugin::{
+        Cli, PluginCommand,
+        status::{self, StatusArgs},
+    },
+};
+use tracing_subscriber::EnvFilter;
+
+/// A report goes to stdout: only warnings and errors go to the log.
+const LOG_FILTER: &str = "warn,kube_client::client::builder=off";
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(LOG_FILTER));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let outcome = match &cli.command {
+        PluginCommand::Version => {
+            write_out(&format!(
+                "kubectl-kubevirt_leader {}\n",
+                env!("CARGO_PKG_VERSION")
+            ));
+            return ExitCode::SUCCESS;
+        }
+        PluginCommand::Diagnose(args) => run_diagnose(&cli, args).await,
+        PluginCommand::Status(args) => run_status(&cli, args).await,
+    };
+    outcome.unwrap_or_else(|error| {
+        // print! and eprintln! panic when the reader has gone (`| head`).
+        let _ = writeln!(std::io::stderr(), "Error: {}", error_chain(error.as_ref()));
+        ExitCode::from(2)
+    })
+}
+
+async fn run_diagnose(cli: &Cli, args: &DiagnoseArgs) -> anyhow::Result<ExitCode> {
+    let settings = cli.settings().context("invalid configuration")?;
+    if let Some(dir) = &args.bundle {
+        bundle::check_target(dir)?;
+    }
+    let client = client_for(kube_config(settings.kubeconfig.as_deref()).await?)?;
+    let report = diagnose::run(&client, &settings, args).await;
+    match args.output {
+        Output::Text => write_out(&diagnose::text(&report)),
+        Output::Json => write_out(&format!("{}\n", serde_json::to_string_pretty(&report)?)),
+    }
+    if let Some(dir) = &args.bundle {
+        let files = bundle::write(dir, &report).context("writing the bundle")?;
+        let _ = writeln!(
+            std::io::stderr(),
+            "bundle: {} files in {}",
+            files.len(),
+            dir.display()
+        );
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+async fn run_status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let config = kube_config(cli.scope.kubeconfig.as_deref()).await?;
+    let token = args
+        .token
+        .clone()
+        .or_else(|| status::kubeconfig_token(&config));
+    let client = client_for(config)?;
+    let (pod, answer) = status::fetch(&client, args, token.as_deref()).await?;
+    match args.output {
+        status::Output::Text => write_out(&status::render(&pod, &answer, args.events)),
+        status::Output::Json => write_out(&format!("{}\n", serde_json::to_string_pretty(&answer)?)),
+    }
+    Ok(ExitCode::from(status::exit_code(&answer)))
+}
+
+fn write_out(text: &str) {
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
