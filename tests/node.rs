@@ -639,6 +639,7 @@ async fn the_shipped_installs_on_a_real_node() {
     let anyone = common::unverified_https(None);
     let refused = anyone.get(exporter().url("/metrics")).send().await;
     assert_eq!(refused.map(|r| r.status().as_u16()).ok(), Some(401));
+    status_through_kubectl(&node, &token, 0, "leader").await;
 
     runs_as_the_manifest_asks(&node).await;
     let (prometheus, discovery) = discovering_prometheus(&node, &token);
@@ -649,7 +650,7 @@ async fn the_shipped_installs_on_a_real_node() {
     the_exporter_restarts_without_a_false_zero(&node, &http).await;
     nothing_fired(&node, &prometheus, &http, started).await;
     discovery.abort();
-    no_pods_no_leader(&node, &http).await;
+    no_pods_no_leader(&node, &http, &token).await;
     diagnose_names_what_the_node_did(&node).await;
 }
 
@@ -871,7 +872,7 @@ async fn the_exporter_restarts_without_a_false_zero(node: &Node, http: &reqwest:
 }
 
 /// Scenario 5: virt-operator scaled to 0 has no leader once its lease has run out.
-async fn no_pods_no_leader(node: &Node, http: &reqwest::Client) {
+async fn no_pods_no_leader(node: &Node, http: &reqwest::Client, token: &str) {
     node.must(&[
         "-n",
         NS,
@@ -882,6 +883,7 @@ async fn no_pods_no_leader(node: &Node, http: &reqwest::Client) {
     .await;
     let s = until(http, "no leader", |s| s.present(NS) == Some(0.0)).await;
     assert_eq!(s.operator("pods", NS), Some(0.0));
+    status_through_kubectl(node, token, 1, "NO LEADER").await;
     let age = s.operator("lease_age_seconds", NS).expect("age");
     assert!(
         age > 25.0,
@@ -897,6 +899,63 @@ async fn no_pods_no_leader(node: &Node, http: &reqwest::Client) {
     .await;
     node.rollout(NS, OPERATOR).await;
     until(http, "a leader again", |s| s.present(NS) == Some(1.0)).await;
+}
+
+/// `kubectl kubevirt-leader status` as an on-call person runs it: a real kubectl finds the
+/// plugin on the PATH, which reaches the exporter's pod through a port-forward (the API
+/// server and the kubelet) and shows it a token: the reader's, or the kubeconfig's own. The
+/// exporter refuses a bad one, and the plugin says how to get a good one.
+async fn status_through_kubectl(node: &Node, token: &str, exit: i32, state: &str) {
+    let plugin = Path::new(env!("CARGO_BIN_EXE_kubectl-kubevirt_leader"));
+    let path = format!(
+        "{}:{}",
+        plugin.parent().expect("folder").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: Vec<String>| {
+        let (kubeconfig, path) = (node.kubeconfig.clone(), path.clone());
+        async move {
+            tokio::process::Command::new("kubectl")
+                .args(&args)
+                .env("KUBECONFIG", kubeconfig)
+                .env("PATH", path)
+                .output()
+                .await
+                .expect("kubectl")
+        }
+    };
+    let token_arg = format!("--token={token}");
+    let out = run(vec!["kubevirt-leader".into(), "status".into(), token_arg]).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("virt-operator ") && l.contains(NS))
+        .unwrap_or_else(|| {
+            panic!(
+                "no virt-operator row: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(line.contains(state), "{line}");
+    assert_eq!(out.status.code(), Some(exit), "{text}");
+    report(&format!("kubectl kubevirt-leader status:\n{text}"));
+    // Without --token the kubeconfig's own token goes along: the node's admin may read.
+    let own = run(vec!["kubevirt-leader".into(), "status".into()]).await;
+    assert_eq!(
+        own.status.code(),
+        Some(exit),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+    let refused = run(vec![
+        "kubevirt-leader".into(),
+        "status".into(),
+        "--token=not-a-token".into(),
+    ])
+    .await;
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("401") && said.contains("--token"), "{said}");
 }
 
 fn unix_now() -> f64 {
