@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod changelog;
 pub mod config;
+#[cfg(feature = "plugin")]
 pub mod diagnose;
 pub mod heap;
 pub mod history;
@@ -18,6 +19,7 @@ pub mod leases;
 pub mod metrics;
 pub mod objects;
 pub mod page;
+#[cfg(feature = "plugin")]
 pub mod plugin;
 pub mod pods;
 pub mod presets;

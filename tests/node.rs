@@ -234,7 +234,7 @@ fn image_binary() -> Option<PathBuf> {
     }
     envtest::not_run(&format!(
         "{} is missing (scripts/test builds it: cargo build --release --locked --target \
-         x86_64-unknown-linux-musl --bin kubevirt-leader-exporter)",
+         x86_64-unknown-linux-musl --no-default-features --bin kubevirt-leader-exporter)",
         path.display()
     ));
     None

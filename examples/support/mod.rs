@@ -22,6 +22,7 @@ pub fn build_release() -> anyhow::Result<PathBuf> {
         "build",
         "--release",
         "--locked",
+        "--no-default-features",
         "--bin",
         "kubevirt-leader-exporter",
     ]);
