@@ -92,7 +92,7 @@ async fn count_requests(
         .find(|p| *p == path)
         .unwrap_or("other");
     let response = next.run(request).await;
-    metrics.http_request(path, response.status().as_u16());
+    metrics.http_request(path, response.status().as_str());
     response
 }
 
@@ -162,8 +162,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use tower::ServiceExt;
+    // Inserting allocates the request's extension map: only for a certificate's user.
     let app = app.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(peer.clone());
+        if peer.0.is_some() {
+            request.extensions_mut().insert(peer.clone());
+        }
         request
     });
     let connection = http1::Builder::new()

@@ -118,10 +118,8 @@ impl Metrics {
     }
 
     /// Counts one answered request; `path` must be one of a fixed set.
-    pub fn http_request(&self, path: &str, code: u16) {
-        self.http_requests
-            .with_label_values(&[path, &code.to_string()])
-            .inc();
+    pub fn http_request(&self, path: &str, code: &str) {
+        self.http_requests.with_label_values(&[path, code]).inc();
     }
 
     /// The counters the authentication gate updates.
