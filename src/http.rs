@@ -154,7 +154,10 @@ where
 /// The user of the client certificate the handshake verified, if the client sent one.
 fn peer_certificate<S>(tls: &tokio_rustls::server::TlsStream<S>) -> PeerCertificate {
     let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
-    PeerCertificate(leaf.and_then(|der| auth::certificate_user(der)))
+    PeerCertificate(
+        leaf.and_then(|der| auth::certificate_user(der))
+            .map(Arc::new),
+    )
 }
 
 async fn serve_connection<S>(stream: S, app: Router, watcher: Watcher, peer: PeerCertificate)
