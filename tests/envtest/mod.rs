@@ -143,8 +143,14 @@ impl Drop for ControlPlane {
     }
 }
 
+/// Writes `text` to `path` whole: a process reading the file at that moment (an elector
+/// starting while the next one's kubeconfig is written) sees the old or the new text, never
+/// an empty file.
 fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    let tmp = path.with_extension(format!("tmp-{}", free_addr().port()));
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 /// The parameters of the test CA: the same each time, so that its key alone can sign more
