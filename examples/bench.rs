@@ -9,7 +9,8 @@
 //!
 //!     cargo run --release --example bench
 //!
-//! Needs `wrk` (Debian package `wrk`) as the load generator. `BENCH_TARGET=x86_64-unknown-linux-musl`
+//! Needs `wrk` (Debian package `wrk`) as the load generator. `BENCH_ONLY=presets` measures only
+//! what the presets cost. `BENCH_TARGET=x86_64-unknown-linux-musl`
 //! measures the static binary the Dockerfile ships instead of the host's glibc build.
 
 #[path = "../tests/common/mod.rs"]
@@ -259,14 +260,29 @@ fn value(body: &str, series: &str) -> Option<f64> {
 
 async fn run() -> anyhow::Result<()> {
     let binary = support::build_release()?;
+    let assets = std::env::var_os("KUBEBUILDER_ASSETS").filter(|v| !v.is_empty());
+    // `BENCH_ONLY=presets` measures what the presets cost, and nothing else.
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "presets") {
+        let assets = assets.context("the presets are measured on a real kube-apiserver")?;
+        return presets_only(&binary, Path::new(&assets)).await;
+    }
     against_the_simulated_api_server(&binary).await?;
-    match std::env::var_os("KUBEBUILDER_ASSETS").filter(|v| !v.is_empty()) {
+    match assets {
         Some(assets) => against_a_real_api_server(&binary, Path::new(&assets)).await,
         None => {
             eprintln!("KUBEBUILDER_ASSETS is not set: no run against a real kube-apiserver");
             Ok(())
         }
     }
+}
+
+async fn presets_only(binary: &Path, assets: &Path) -> anyhow::Result<()> {
+    let plane = ControlPlane::start(assets).await;
+    let admin = plane.client(ADMIN_TOKEN).await;
+    plane.grant_exporter_rbac(&admin).await;
+    let cluster = Cluster { client: admin };
+    let kubeconfig = plane.kubeconfig_file(EXPORTER_TOKEN);
+    stack_cost(binary, &plane, &cluster, &kubeconfig).await
 }
 
 async fn against_the_simulated_api_server(binary: &Path) -> anyhow::Result<()> {

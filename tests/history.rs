@@ -132,12 +132,15 @@ async fn a_takeover_a_release_and_a_blind_spell_are_told_in_order() {
     assert_eq!(card["state"], "leader");
     assert_eq!(card["holder"], POD_A);
     assert_eq!(card["holder_changes"], 4);
-    let times: Vec<&str> = card["events"]
+    // RFC 3339 times with as many fractional digits as they need ("15.7Z", "15.755Z"):
+    // compared as times, not as text.
+    let times: Vec<k8s_openapi::jiff::Timestamp> = card["events"]
         .as_array()
         .expect("events")
         .iter()
-        .filter_map(|e| e["at"].as_str())
+        .filter_map(|e| e["at"].as_str()?.parse().ok())
         .collect();
+    assert_eq!(times.len(), 6, "{card:#}");
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
     let changed = &card["events"][1];
     assert_eq!(
