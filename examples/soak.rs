@@ -216,7 +216,7 @@ async fn other_pods(client: Client) {
 
 /// 10 scrapes a second, each checked.
 async fn scrape(addr: std::net::SocketAddr, counts: Arc<Counts>) {
-    let http = reqwest::Client::new();
+    let http = common::http();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;

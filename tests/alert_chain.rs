@@ -204,7 +204,7 @@ async fn no_leading_virt_operator_reaches_alertmanager_once_and_only_when_true()
         &shortened_rules(&dir),
         Some(alertmanager.addr),
     );
-    let http = reqwest::Client::new();
+    let http = common::http();
     let present =
         format!("kubevirt_leader_present{{namespace=\"{NS}\",component=\"virt-operator\"}}");
 

@@ -295,7 +295,7 @@ async fn only_readers_that_rbac_lets_in_get_the_pages() {
     assert!(refused.is_err(), "{refused:?}");
 
     // Tokens never travel in plain HTTP: there is no plain HTTP to send them on.
-    let plain = reqwest::Client::new()
+    let plain = common::http()
         .get(format!("http://{}/metrics", bed.exporter.addr))
         .bearer_auth(&prometheus)
         .send()

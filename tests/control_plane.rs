@@ -31,7 +31,7 @@ async fn setup() -> Option<Setup> {
     Some(Setup {
         plane,
         cluster: Cluster { client: admin },
-        http: reqwest::Client::new(),
+        http: common::http(),
     })
 }
 

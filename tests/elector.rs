@@ -44,7 +44,7 @@ async fn setup(extra: &[&str]) -> Option<Bed> {
     Some(Bed {
         plane,
         cluster,
-        http: reqwest::Client::new(),
+        http: common::http(),
         exporter,
     })
 }

@@ -253,7 +253,7 @@ async fn unreachable_api_is_blind_then_ready_when_it_comes_up() {
         sim: None,
         store: store.clone(),
         exporter,
-        http: reqwest::Client::new(),
+        http: common::http(),
     };
     bed.seed_operator(NS);
     // Both watches have failed at least once: what follows is the answer of a blind exporter,

@@ -169,7 +169,7 @@ async fn federation_and_remote_write_keep_clusters_apart() {
         &[],
     );
     let centrals = [("federation", &federator), ("remote write", &receiver)];
-    let http = reqwest::Client::new();
+    let http = common::http();
     let present = |cluster: &str| {
         format!(
             "kubevirt_leader_present{{cluster=\"{cluster}\",namespace=\"{NS}\",component=\"virt-operator\"}}"

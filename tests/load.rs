@@ -49,7 +49,7 @@ async fn two_hundred_scrapers_while_the_store_churns() {
     }
     let mut binary = start_binary(&sim);
     let addr = binary.addr;
-    let http = reqwest::Client::new();
+    let http = common::http();
     wait_serving(&http, addr).await;
     until(&http, addr, "leader present", |s| {
         s.present(NS) == Some(1.0)

@@ -23,7 +23,7 @@ async fn prometheus_sees_the_leader_go_and_no_leading_virt_operator_pends() {
         }
     });
     let prometheus = Prometheus::start(&bed.exporter.addr.to_string());
-    let http = reqwest::Client::new();
+    let http = common::http();
     let present = format!("kubevirt_leader_present{{namespace=\"{NS}\",component=\"{OPERATOR}\"}}");
 
     eventually("Prometheus scrapes present = 1", async || {
@@ -95,7 +95,7 @@ async fn a_leader_renewing_every_7s_raises_kubevirt_leader_renewals_slow() {
         }
     });
     let prometheus = Prometheus::start(&bed.exporter.addr.to_string());
-    let http = reqwest::Client::new();
+    let http = common::http();
     let state = eventually("KubevirtLeaderRenewalsSlow in Prometheus", async || {
         prometheus
             .alert_state(&http, "KubevirtLeaderRenewalsSlow", NS)

@@ -218,7 +218,7 @@ async fn sigterm_lets_scrapes_in_flight_complete_and_exits_zero() {
     let store = Store::default();
     let sim = SimServer::start(store).await.expect("sim");
     let mut binary = start_binary(&sim);
-    let http = reqwest::Client::new();
+    let http = common::http();
     wait_serving(&http, binary.addr).await;
     let addr = binary.addr;
     let served = Arc::new(AtomicUsize::new(0));
@@ -270,7 +270,7 @@ async fn sigterm_lets_scrapes_in_flight_complete_and_exits_zero() {
 async fn the_binary_serves_its_live_heap_below_its_resident_memory() {
     let sim = SimServer::start(Store::default()).await.expect("sim");
     let binary = start_binary(&sim);
-    let http = reqwest::Client::new();
+    let http = common::http();
     wait_serving(&http, binary.addr).await;
     let metrics = scrape(&http, binary.addr).await;
     let heap = metrics
@@ -289,7 +289,7 @@ async fn a_second_signal_exits_at_once() {
     let store = Store::default();
     let sim = SimServer::start(store).await.expect("sim");
     let mut binary = start_binary(&sim);
-    wait_serving(&reqwest::Client::new(), binary.addr).await;
+    wait_serving(&common::http(), binary.addr).await;
     // A client in the middle of its request holds the graceful shutdown open.
     let mut slow = TcpStream::connect(binary.addr).await.expect("connect");
     slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
@@ -297,7 +297,7 @@ async fn a_second_signal_exits_at_once() {
         .expect("write");
     // Connections are accepted in order: once a later one is answered, the slow one is
     // being served.
-    wait_serving(&reqwest::Client::new(), binary.addr).await;
+    wait_serving(&common::http(), binary.addr).await;
     signal(&binary.child, "TERM");
     // Shutdown has begun once the listener is gone.
     let start = Instant::now();

@@ -257,7 +257,7 @@ async fn setup(presets: &str) -> Option<Bed> {
     Some(Bed {
         plane,
         cluster,
-        http: reqwest::Client::new(),
+        http: common::http(),
         exporter,
     })
 }

@@ -55,7 +55,7 @@ impl Bed {
             sim: Some(sim),
             store,
             exporter,
-            http: reqwest::Client::new(),
+            http: http(),
         }
     }
 
@@ -107,6 +107,18 @@ pub fn spawn_renewer(store: Store) -> tokio::task::JoinHandle<()> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     })
+}
+
+/// An HTTP client for the tests. reqwest is built without a TLS crypto provider of its own
+/// (the exporter's ring is the only one): it is installed as the process default first.
+pub fn http() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder().build().expect("an HTTP client")
+}
+
+/// Makes ring the process's default TLS crypto provider, once.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Where an exporter serves: a `SocketAddr` is plain HTTP, [`Https`] is HTTPS.

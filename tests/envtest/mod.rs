@@ -693,7 +693,7 @@ impl ControlPlane {
     }
 
     async fn etcd_call(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        let response = reqwest::Client::new()
+        let response = crate::common::http()
             .post(format!("{}{path}", self.etcd_url))
             .json(&body)
             .send()
