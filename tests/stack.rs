@@ -267,6 +267,17 @@ impl Bed {
         until_within(PATIENCE, &self.http, self.exporter.addr, what, check).await
     }
 
+    async fn page(&self) -> String {
+        self.http
+            .get(format!("http://{}/", self.exporter.addr))
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("page text")
+    }
+
     async fn status_json(&self) -> Value {
         self.http
             .get(format!("http://{}/status.json", self.exporter.addr))
@@ -327,15 +338,7 @@ async fn every_component_of_the_stack_and_the_control_plane_has_its_leader_found
         let ns = namespace_status(&status, f.component, f.ns);
         assert_eq!(ns["standbys"], f.replicas - 1, "{}: {ns:#}", f.component);
     }
-    let page = bed
-        .http
-        .get(format!("http://{}/", bed.exporter.addr))
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("page text");
+    let page = bed.page().await;
     for f in &FIXTURES {
         assert!(
             page.contains(f.component),
@@ -457,15 +460,7 @@ async fn kube_scheduler_releases_and_its_standby_takes_over_without_reading_no_l
         .count();
     assert!(released >= 1, "{events:#}");
     // The page's first steps name this component's Lease, pods and runbook.
-    let page = bed
-        .http
-        .get(format!("http://{}/", bed.exporter.addr))
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("page text");
+    let page = bed.page().await;
     for step in [
         "kubectl -n kube-system get lease kube-scheduler -o yaml",
         "kubectl -n kube-system get pods -l component=kube-scheduler -o wide",
