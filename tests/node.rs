@@ -263,6 +263,15 @@ impl Node {
         let out = Command::new(assets.join("node/up.sh"))
             .arg(&run)
             .env("NODE_IMAGES", names.join(" "))
+            // The node shares its disk with the build, which can fill it past the kubelet's
+            // default thresholds: it would then taint itself with disk pressure and collect
+            // the imported images, which nothing can pull again. Disk pressure is the
+            // kubelet's business, not what these tests look at.
+            .env(
+                "KUBELET_EXTRA_FLAGS",
+                "--eviction-hard=memory.available<100Mi,nodefs.available<1%,imagefs.available<1% \
+                 --image-gc-high-threshold=100 --image-gc-low-threshold=99",
+            )
             .stderr(std::fs::File::create(&log).expect("log"))
             .output()
             .expect("up.sh");
@@ -334,15 +343,58 @@ impl Node {
     }
 
     async fn rollout(&self, ns: &str, deployment: &str) {
-        self.must(&[
+        let args = [
             "-n",
             ns,
             "rollout",
             "status",
             &format!("deployment/{deployment}"),
             "--timeout=180s",
-        ])
-        .await;
+        ];
+        let (ok, out) = self.kubectl(&args).await;
+        if !ok {
+            panic!(
+                "kubectl {}: {out}\n{}",
+                args.join(" "),
+                self.why_not_ready(ns).await
+            );
+        }
+    }
+
+    /// What a person would look at when pods do not become Ready: the node's conditions and
+    /// taints, the pods and their events, the host's free space and the kubelet's last words.
+    async fn why_not_ready(&self, ns: &str) -> String {
+        let mut text = String::new();
+        for args in [
+            &[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={range .items[*].status.conditions[*]}{.type}={.status} {.message}{\"\\n\"}{end}{.items[*].spec.taints}",
+            ][..],
+            &["get", "pods", "-A", "-o", "wide"],
+            &["-n", ns, "describe", "pods"],
+            &["get", "events", "-A", "--sort-by=.lastTimestamp"],
+        ] {
+            let (_, out) = self.kubectl(args).await;
+            text.push_str(&format!("--- kubectl {}\n{out}\n", args.join(" ")));
+        }
+        let df = Command::new("df").args(["-h"]).arg(&self.run).output();
+        if let Ok(df) = df {
+            text.push_str(&format!(
+                "--- df -h\n{}\n",
+                String::from_utf8_lossy(&df.stdout)
+            ));
+        }
+        let kubelet =
+            std::fs::read_to_string(self.run.join("logs/kubelet.log")).unwrap_or_default();
+        let tail: Vec<&str> = kubelet.lines().rev().take(60).collect();
+        text.push_str("--- kubelet.log, last lines\n");
+        for line in tail.into_iter().rev() {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
     }
 
     /// The pods of `ns` that `selector` picks, as the API server has them.
