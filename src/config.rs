@@ -81,14 +81,15 @@ pub struct Args {
     )]
     pub auth_token_audiences: Vec<String>,
 
-    /// PEM CA bundle that client certificates must chain to; the certificate's CN is the
-    /// user and its O fields are the groups. Default: client certificates are not asked for.
+    /// PEM CA bundle that client certificates must chain to, read again when the file
+    /// changes; the certificate's CN is the user and its O fields are the groups. Default:
+    /// client certificates are not asked for.
     #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_CLIENT_CA_FILE")]
     pub client_ca_file: Option<PathBuf>,
 
     /// Take the client CA from the API server's own (`client-ca-file` of the ConfigMap
-    /// kube-system/extension-apiserver-authentication), read once at start; needs the
-    /// RoleBinding to `extension-apiserver-authentication-reader`.
+    /// kube-system/extension-apiserver-authentication), watched so that a rotated CA is
+    /// trusted at once; needs the RoleBinding to `extension-apiserver-authentication-reader`.
     #[arg(
         long,
         env = "KUBEVIRT_LEADER_EXPORTER_CLIENT_CA_FROM_CLUSTER",

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod changelog;
+pub mod client_ca;
 pub mod config;
 #[cfg(feature = "plugin")]
 pub mod diagnose;
@@ -30,17 +31,16 @@ pub mod watch;
 
 use std::{future::Future, net::SocketAddr, path::Path, sync::Arc};
 
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
-    Api, Client,
+    Client,
     config::{KubeConfigOptions, Kubeconfig},
 };
-use rustls::{RootCertStore, server::ResolvesServerCert};
+use rustls::server::ResolvesServerCert;
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::{
     auth::Gate,
-    config::{Auth, ClientCa, Settings},
+    config::{Auth, Settings},
     http::AppState,
     metrics::Metrics,
     targets::Targets,
@@ -138,36 +138,11 @@ pub fn client_for(config: kube::Config) -> Result<Client, Error> {
     Ok(Client::try_from(config)?)
 }
 
-/// The ConfigMap in which the API server publishes the CA it verifies client certificates
-/// with, and its key.
-pub const CLUSTER_CLIENT_CA: (&str, &str, &str) = (
-    "kube-system",
-    "extension-apiserver-authentication",
-    "client-ca-file",
-);
-
-async fn load_client_ca(ca: &ClientCa, client: &Client) -> Result<Arc<RootCertStore>, Error> {
-    let (namespace, name, key) = CLUSTER_CLIENT_CA;
-    match ca {
-        ClientCa::File(path) => Ok(tls::client_ca_file(path)?),
-        ClientCa::Cluster => {
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-            let source = format!("ConfigMap {namespace}/{name}, key {key}");
-            let map = api.get(name).await.map_err(|error| Error::ClientCa {
-                origin: source.clone(),
-                error,
-            })?;
-            let pem = map.data.and_then(|mut d| d.remove(key)).unwrap_or_default();
-            Ok(tls::client_ca(pem.as_bytes(), &source)?)
-        }
-    }
-}
-
 /// The TLS configuration to serve with, if any: the given files, else a generated
 /// certificate when authentication is on (tokens never travel in plain HTTP).
 fn server_tls(
     settings: &Settings,
-    client_ca: Option<Arc<RootCertStore>>,
+    client_ca: Option<Arc<tls::ClientCaVerifier>>,
 ) -> Result<Option<Arc<rustls::ServerConfig>>, Error> {
     let cert: Arc<dyn ResolvesServerCert> = match &settings.tls {
         Some((cert, key)) => Arc::new(tls::ReloadingCert::new(cert, key)?),
@@ -213,12 +188,15 @@ impl Exporter {
         client: Client,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Self, Error> {
-        let client_ca = match &settings.auth {
+        let (client_ca, follow_ca) = match &settings.auth {
             Auth::Kubernetes {
                 client_ca: Some(ca),
                 ..
-            } => Some(load_client_ca(ca, &client).await?),
-            _ => None,
+            } => {
+                let (verifier, task) = client_ca::load(ca, &client).await?;
+                (Some(verifier), task)
+            }
+            _ => (None, None),
         };
         let tls = server_tls(settings, client_ca)?;
         let listen = settings.listen;
@@ -249,6 +227,7 @@ impl Exporter {
         };
         let mut tasks = watch::spawn(&client, &targets, &metrics, settings.pod_check_interval);
         tasks.push(tokio::spawn(changelog::run(targets.clone())));
+        tasks.extend(follow_ca);
         let auth = if gate.is_some() { "kubernetes" } else { "none" };
         let app = http::router(AppState {
             targets: targets.clone(),

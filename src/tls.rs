@@ -1,21 +1,26 @@
 //! HTTPS for every endpoint: a certificate and key reloaded when they change on disk
 //! (cert-manager and OpenShift's service CA rotate them in place), or one generated at start
 //! when no files are given; and, when a client CA is given, client certificates verified
-//! during the handshake.
+//! during the handshake against it, as it is now.
 
 use std::{
     fs,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, RwLock},
     time::SystemTime,
 };
 
 use rustls::{
-    RootCertStore, ServerConfig,
-    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+    client::danger::HandshakeSignatureValid,
+    crypto::CryptoProvider,
+    server::{
+        ClientHello, ResolvesServerCert, WebPkiClientVerifier,
+        danger::{ClientCertVerified, ClientCertVerifier},
+    },
     sign::CertifiedKey,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -201,25 +206,146 @@ pub fn client_ca_file(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     client_ca(&text, &path.display().to_string())
 }
 
+/// Verifies client certificates against a CA that may change while the exporter serves:
+/// CAs rotate (OpenShift rotates the API server's client CA, publishing old and new together
+/// for a while), and a certificate from the new CA must get in without a restart.
+#[derive(Debug)]
+pub struct ClientCaVerifier {
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<dyn ClientCertVerifier>>,
+    /// The file to follow, and the version of it in use.
+    file: Option<(PathBuf, Mutex<FileStamp>)>,
+}
+
+impl ClientCaVerifier {
+    pub fn new(roots: Arc<RootCertStore>) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = webpki_verifier(roots, &provider)?;
+        Ok(Self {
+            provider,
+            current: RwLock::new(verifier),
+            file: None,
+        })
+    }
+
+    /// Follows `path`: read now (a bad file is an error at start-up), and again when it
+    /// changes.
+    pub fn from_file(path: &Path) -> Result<Self, TlsError> {
+        let stamp = stamp(path);
+        let mut verifier = Self::new(client_ca_file(path)?)?;
+        verifier.file = Some((path.into(), Mutex::new(stamp)));
+        Ok(verifier)
+    }
+
+    /// Verifies with `roots` from now on.
+    pub fn replace(&self, roots: Arc<RootCertStore>) -> Result<(), TlsError> {
+        let verifier = webpki_verifier(roots, &self.provider)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = verifier;
+        Ok(())
+    }
+
+    /// The verifier to use now, after reading the file again if it changed. A file that
+    /// fails to load (half-written, say) leaves the previous CA in service.
+    fn current(&self) -> Arc<dyn ClientCertVerifier> {
+        if let Some((path, in_use)) = &self.file {
+            let now = stamp(path);
+            let mut in_use = in_use.lock().unwrap_or_else(PoisonError::into_inner);
+            if *in_use != now {
+                *in_use = now;
+                match client_ca_file(path).and_then(|roots| self.replace(roots)) {
+                    Ok(()) => tracing::info!(file = %path.display(), "loaded a new client CA"),
+                    Err(error) => tracing::warn!(%error, "keeping the previous client CA"),
+                }
+            }
+        }
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Clients may connect without a certificate: they may send a token instead.
+fn webpki_verifier(
+    roots: Arc<RootCertStore>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))
+}
+
+impl ClientCertVerifier for ClientCaVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    /// No hints: they would go stale when the CA changes, and with none every client sends
+    /// the certificate it has (Go's TLS, Prometheus' included, skips a certificate whose
+    /// issuer is not among the hints).
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// A rustls server configuration that asks `cert` on every handshake. With `client_ca`,
 /// a client may present a certificate, which must then chain to it; clients without one
 /// still connect (they may send a token instead).
 pub fn server_config(
     cert: Arc<dyn ResolvesServerCert>,
-    client_ca: Option<Arc<RootCertStore>>,
+    client_ca: Option<Arc<ClientCaVerifier>>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone())
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?;
     let builder = match client_ca {
-        Some(roots) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(cert);
@@ -288,5 +414,84 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    use super::*;
+
+    fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let ca = params.self_signed(&key).expect("CA");
+        (ca.pem(), Issuer::new(params, key))
+    }
+
+    fn client_cert(issuer: &Issuer<'_, KeyPair>) -> CertificateDer<'static> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "someone");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("key");
+        params.signed_by(&key, issuer).expect("cert").der().clone()
+    }
+
+    fn trusts(verifier: &ClientCaVerifier, cert: &CertificateDer<'_>) -> bool {
+        verifier
+            .verify_client_cert(cert, &[], UnixTime::now())
+            .is_ok()
+    }
+
+    /// As a Secret or ConfigMap volume swaps files: a whole new file under the old name.
+    fn swap_in(path: &Path, text: &str) {
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, text).expect("write");
+        fs::rename(&tmp, path).expect("rename");
+    }
+
+    #[test]
+    fn a_client_ca_file_is_followed_and_a_broken_one_ignored() {
+        let dir = std::env::temp_dir().join(format!("kle-client-ca-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("ca.crt");
+        let (first_pem, first) = new_ca("first");
+        let (next_pem, next) = new_ca("next");
+        let (first_cert, next_cert) = (client_cert(&first), client_cert(&next));
+        swap_in(&path, &first_pem);
+        let verifier = ClientCaVerifier::from_file(&path).expect("verifier");
+        assert!(trusts(&verifier, &first_cert));
+        assert!(!trusts(&verifier, &next_cert));
+
+        swap_in(&path, &next_pem);
+        assert!(trusts(&verifier, &next_cert));
+        assert!(!trusts(&verifier, &first_cert));
+
+        swap_in(&path, "-----BEGIN CERTIFICATE-----\nnot base64\n");
+        assert!(trusts(&verifier, &next_cert), "the last good CA stays");
+        fs::remove_file(&path).expect("remove");
+        assert!(trusts(&verifier, &next_cert), "the last good CA stays");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_replaced_client_ca_verifies_from_then_on() {
+        let (first_pem, first) = new_ca("first");
+        let (next_pem, next) = new_ca("next");
+        let verifier =
+            ClientCaVerifier::new(client_ca(first_pem.as_bytes(), "test").expect("CA")).expect("v");
+        assert!(trusts(&verifier, &client_cert(&first)));
+        assert!(!trusts(&verifier, &client_cert(&next)));
+        let both = format!("{first_pem}{next_pem}");
+        verifier
+            .replace(client_ca(both.as_bytes(), "test").expect("CA"))
+            .expect("replace");
+        assert!(trusts(&verifier, &client_cert(&first)));
+        assert!(trusts(&verifier, &client_cert(&next)));
     }
 }

@@ -13,10 +13,17 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding, RoleRef, Subject},
+    api::{
+        core::v1::ConfigMap,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding, RoleRef, Subject},
+    },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use kube::{Api, Client, api::PostParams};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+use kubevirt_leader_exporter::client_ca::CLUSTER_CLIENT_CA;
 use reqwest::StatusCode;
 use rustls::{
     ClientConfig, RootCertStore,
@@ -514,4 +521,56 @@ async fn with_the_api_server_down_cached_readers_get_in_until_their_entry_expire
         "{codes:?}"
     );
     assert_eq!(status(&client, &bed.url("/livez"), None).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ca_the_api_server_publishes_later_is_trusted_without_a_restart() {
+    let Some(assets) = envtest::assets() else {
+        return;
+    };
+    let bed = Secured::start(&assets, &["--client-ca-from-cluster"]).await;
+    bed.until_ready().await;
+    bed.plane
+        .service_account(&bed.admin, MONITORING, PROMETHEUS)
+        .await;
+    bind_reader(&bed.admin, MONITORING, PROMETHEUS).await;
+    let user = format!("system:serviceaccount:{MONITORING}:{PROMETHEUS}");
+    let url = bed.url("/metrics");
+    let (ca, issuer) = envtest::new_ca("next client CA");
+    let (cert, key) = envtest::client_certificate_by(&issuer, &user, "system:serviceaccounts");
+    let next = https_client(&bed.serving_ca, Some((&cert, &key)));
+    let refused = next.get(&url).send().await;
+    assert!(
+        refused.is_err(),
+        "trusted before it is published: {refused:?}"
+    );
+
+    // As during a rotation: the ConfigMap holds the old CA and the new one.
+    let (namespace, name, key) = CLUSTER_CLIENT_CA;
+    let maps: Api<ConfigMap> = Api::namespaced(bed.admin.clone(), namespace);
+    let map = maps.get(name).await.expect("client CA ConfigMap");
+    let old = map.data.unwrap_or_default().remove(key).expect("client CA");
+    let both = format!("{}\n{ca}", old.trim_end());
+    let patch = serde_json::json!({ "data": { key: both } });
+    maps.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("publish the next CA");
+
+    let start = Instant::now();
+    let answer = loop {
+        match next.get(&url).send().await {
+            Ok(response) => break response.status(),
+            Err(error) => assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the published CA is never trusted: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(answer, 200);
+    let (cert, key) = bed
+        .plane
+        .client_certificate(&user, "system:serviceaccounts");
+    let current = https_client(&bed.serving_ca, Some((&cert, &key)));
+    assert_eq!(status(&current, &url, None).await, 200, "the old CA still");
 }

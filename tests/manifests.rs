@@ -23,7 +23,7 @@ use k8s_openapi::{
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use kubevirt_leader_exporter::{
-    CLUSTER_CLIENT_CA,
+    client_ca::CLUSTER_CLIENT_CA,
     config::{Args, AuthMode, Preset},
     http,
     watch::API_ACCESS,

@@ -389,17 +389,7 @@ impl ControlPlane {
     pub fn client_certificate(&self, user: &str, group: &str) -> (String, String) {
         let ca_key = std::fs::read_to_string(self.dir.join("ca.key")).expect("CA key");
         let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&ca_key).expect("CA key"));
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, user);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, group);
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &issuer).expect("client cert");
-        (cert.pem(), key.serialize_pem())
+        client_certificate_by(&issuer, user, group)
     }
 
     /// Creates the ServiceAccount `ns/name` (and `ns`); returns its UID.
@@ -827,6 +817,36 @@ impl ExporterProcess {
     pub fn signal(&self, signal: &str) {
         self.process.signal(signal);
     }
+}
+
+/// A new CA named `name`: its certificate (PEM) and what signs with it.
+pub fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+    let key = KeyPair::generate().expect("CA key");
+    let mut params = ca_params();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let ca = params.self_signed(&key).expect("CA");
+    (ca.pem(), Issuer::new(params, key))
+}
+
+/// A client certificate and key (PEM) for `user` in `group`, signed by `issuer`.
+pub fn client_certificate_by(
+    issuer: &Issuer<'_, KeyPair>,
+    user: &str,
+    group: &str,
+) -> (String, String) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, user);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, group);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, issuer).expect("client cert");
+    (cert.pem(), key.serialize_pem())
 }
 
 /// TLS files for a secured exporter on loopback: a CA and a certificate for 127.0.0.1 it
