@@ -287,14 +287,20 @@ async fn a_newer_api_server_is_started_without_the_flags_it_refuses() {
     assert_eq!(envtest::apiserver_version(&wrapper), (1, 31));
     let plane = ControlPlane::start(&newer).await;
     let admin = plane.client(ADMIN_TOKEN).await;
+    // It stores and serves objects. (The namespace `default` is no proof: the API server
+    // creates it a moment after it reports ready.)
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(admin);
-    let list = namespaces
-        .list(&kube::api::ListParams::default())
+    let namespace = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "started-without-insecure-port" }
+    }))
+    .expect("namespace");
+    namespaces
+        .create(&kube::api::PostParams::default(), &namespace)
         .await
-        .expect("the API server answers");
-    assert!(
-        list.items
-            .iter()
-            .any(|n| n.metadata.name.as_deref() == Some("default"))
-    );
+        .expect("the API server stores a namespace");
+    let read = namespaces
+        .get("started-without-insecure-port")
+        .await
+        .expect("the API server serves it");
+    assert!(read.metadata.uid.is_some(), "{read:?}");
 }
