@@ -356,16 +356,24 @@ pub fn server_config(
 /// A client configuration that accepts any server certificate, as `curl -k` does: for the
 /// plugin's requests through a port-forward, where the API server has already authenticated
 /// the tunnel's far end as the exporter's pod and the exporter's certificate is usually
-/// self-signed. Signatures are still checked.
-pub fn unverified_client_config() -> Result<Arc<rustls::ClientConfig>, TlsError> {
+/// self-signed. Signatures are still checked. With `identity` (a certificate chain and its
+/// key), it is presented when the server asks for one.
+pub fn unverified_client_config(
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(AnyServer(provider.clone()));
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let config = match identity {
+        Some((certs, key)) => builder
+            .with_client_auth_cert(certs, key)
+            .map_err(TlsError::Config)?,
+        None => builder.with_no_client_auth(),
+    };
     Ok(Arc::new(config))
 }
 

@@ -23,7 +23,10 @@ use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
 };
-use kubevirt_leader_exporter::client_ca::CLUSTER_CLIENT_CA;
+use kubevirt_leader_exporter::{
+    client_ca::CLUSTER_CLIENT_CA,
+    plugin::status::{Credentials, StatusError, read_status},
+};
 use reqwest::StatusCode;
 use rustls::{
     ClientConfig, RootCertStore,
@@ -573,4 +576,60 @@ async fn a_client_ca_the_api_server_publishes_later_is_trusted_without_a_restart
         .client_certificate(&user, "system:serviceaccounts");
     let current = https_client(&bed.serving_ca, Some((&cert, &key)));
     assert_eq!(status(&current, &url, None).await, 200, "the old CA still");
+}
+
+/// The plugin's `status` shows the exporter what the user's kubeconfig holds: here a client
+/// certificate, over the connection a port-forward would give it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_shows_the_exporter_the_users_client_certificate() {
+    let Some(assets) = envtest::assets() else {
+        return;
+    };
+    let bed = Secured::start(&assets, &[]).await;
+    bed.until_ready().await;
+    bed.plane
+        .service_account(&bed.admin, MONITORING, PROMETHEUS)
+        .await;
+    bind_reader(&bed.admin, MONITORING, PROMETHEUS).await;
+    let addr = bed.exporter.addr;
+    let connect = || async move {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| StatusError::Http(e.to_string()))
+    };
+    let with = |(cert, key): (String, String)| Credentials {
+        token: None,
+        identity: Some((
+            CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("certificate"),
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+        )),
+    };
+    let user = format!("system:serviceaccount:{MONITORING}:{PROMETHEUS}");
+    let reader = with(
+        bed.plane
+            .client_certificate(&user, "system:serviceaccounts"),
+    );
+    let status = read_status(connect, &reader).await.expect("status");
+    assert!(status["components"].is_array(), "{status}");
+
+    let someone = with(bed.plane.client_certificate("someone-else", "people"));
+    let refused = read_status(connect, &someone).await;
+    assert!(
+        matches!(refused, Err(StatusError::Forbidden)),
+        "{refused:?}"
+    );
+    let nobody = read_status(connect, &Credentials::default()).await;
+    assert!(
+        matches!(nobody, Err(StatusError::Unauthorized)),
+        "{nobody:?}"
+    );
+    let (_, issuer) = envtest::new_ca("not the cluster's");
+    let foreign = with(envtest::client_certificate_by(&issuer, &user, "people"));
+    let refused = read_status(connect, &foreign).await;
+    assert!(
+        matches!(&refused, Err(StatusError::Http(e)) if e.contains("refused the TLS handshake")),
+        "{refused:?}"
+    );
 }

@@ -964,8 +964,8 @@ async fn status_through_kubectl(node: &Node, token: &str, exit: i32, state: &str
         plugin.parent().expect("folder").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let run = |args: Vec<String>| {
-        let (kubeconfig, path) = (node.kubeconfig.clone(), path.clone());
+    let run_with = |kubeconfig: PathBuf, args: Vec<String>| {
+        let path = path.clone();
         async move {
             tokio::process::Command::new("kubectl")
                 .args(&args)
@@ -976,6 +976,7 @@ async fn status_through_kubectl(node: &Node, token: &str, exit: i32, state: &str
                 .expect("kubectl")
         }
     };
+    let run = |args: Vec<String>| run_with(node.kubeconfig.clone(), args);
     let token_arg = format!("--token={token}");
     let out = run(vec!["kubevirt-leader".into(), "status".into(), token_arg]).await;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -999,6 +1000,15 @@ async fn status_through_kubectl(node: &Node, token: &str, exit: i32, state: &str
         "{}",
         String::from_utf8_lossy(&own.stderr)
     );
+    // A kubeconfig whose user gets its token from an exec plugin, as on EKS, GKE or AKS.
+    let exec = exec_kubeconfig(node);
+    let from_exec = run_with(exec, vec!["kubevirt-leader".into(), "status".into()]).await;
+    assert_eq!(
+        from_exec.status.code(),
+        Some(exit),
+        "{}",
+        String::from_utf8_lossy(&from_exec.stderr)
+    );
     let refused = run(vec![
         "kubevirt-leader".into(),
         "status".into(),
@@ -1008,6 +1018,32 @@ async fn status_through_kubectl(node: &Node, token: &str, exit: i32, state: &str
     assert_eq!(refused.status.code(), Some(2));
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("401") && said.contains("--token"), "{said}");
+}
+
+/// The node's admin kubeconfig with its token handed out by an exec credential plugin.
+fn exec_kubeconfig(node: &Node) -> PathBuf {
+    let text = std::fs::read_to_string(&node.kubeconfig).expect("kubeconfig");
+    let config: Value = serde_saphyr::from_str(&text).expect("YAML");
+    let token = config["users"][0]["user"]["token"]
+        .as_str()
+        .expect("the admin's token");
+    let credential = serde_json::json!({
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": { "token": token },
+    });
+    let mut config = config.clone();
+    config["users"][0]["user"] = serde_json::json!({
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": "echo",
+            "args": [credential.to_string()],
+            "interactiveMode": "Never",
+        }
+    });
+    let path = node.run.join("exec.kubeconfig");
+    std::fs::write(&path, config.to_string()).expect("write");
+    path
 }
 
 fn unix_now() -> f64 {

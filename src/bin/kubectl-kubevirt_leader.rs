@@ -70,12 +70,9 @@ async fn run_diagnose(cli: &Cli, args: &DiagnoseArgs) -> anyhow::Result<ExitCode
 
 async fn run_status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let config = kube_config(cli.scope.kubeconfig.as_deref()).await?;
-    let token = args
-        .token
-        .clone()
-        .or_else(|| status::kubeconfig_token(&config));
+    let credentials = status::Credentials::of(&config, args.token.clone()).await?;
     let client = client_for(config)?;
-    let (pod, answer) = status::fetch(&client, args, token.as_deref()).await?;
+    let (pod, answer) = status::fetch(&client, args, &credentials).await?;
     match args.output {
         status::Output::Text => write_out(&status::render(&pod, &answer, args.events)),
         status::Output::Json => write_out(&format!("{}\n", serde_json::to_string_pretty(&answer)?)),

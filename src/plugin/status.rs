@@ -2,14 +2,15 @@
 //! port-forward to one of its pods (the API server checks the user's right to forward), with
 //! the user's own bearer token for the exporter's own authorization, printed for a terminal.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, future::Future};
 
 use clap::ValueEnum;
 use http_body_util::{BodyExt, Empty};
-use hyper::{Request, StatusCode, body::Bytes};
+use hyper::{Request, StatusCode, body::Bytes, header::AUTHORIZATION};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client, ResourceExt, api::ListParams};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -35,7 +36,8 @@ pub struct StatusArgs {
 
     /// Bearer token to show the exporter, for an account bound to
     /// kubevirt-leader-exporter-metrics-reader (`$(kubectl create token <sa> -n <ns>)`).
-    /// Default: the kubeconfig's own token, if it has one.
+    /// Default: the kubeconfig user's own (its token, token file or exec plugin's); a client
+    /// certificate from the kubeconfig is presented too.
     #[arg(long, env = "KUBEVIRT_LEADER_STATUS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
@@ -69,8 +71,10 @@ pub enum StatusError {
     #[error("talking to the exporter through the port-forward: {0}")]
     Http(String),
     #[error(
-        "the exporter wants credentials (401): pass --token with the token of an account bound \
-         to the ClusterRole kubevirt-leader-exporter-metrics-reader, e.g. \
+        "the exporter wants credentials (401): it takes bearer tokens, and client certificates \
+         only when started with --client-ca-file or --client-ca-from-cluster; pass --token \
+         with the token of an account bound to the ClusterRole \
+         kubevirt-leader-exporter-metrics-reader, e.g. \
          --token \"$(kubectl create token <serviceaccount> -n <namespace>)\""
     )]
     Unauthorized,
@@ -81,23 +85,107 @@ pub enum StatusError {
     Forbidden,
     #[error("the exporter answered {code}: {body}")]
     Answer { code: StatusCode, body: String },
+    #[error("the kubeconfig's credentials: {0}")]
+    Credentials(String),
     #[error("the exporter's answer is not JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("no answer from the exporter within {0:?}")]
     Timeout(std::time::Duration),
 }
 
-/// The token from the kubeconfig's user, if it authenticates with one (a file's or its own;
-/// credentials from exec plugins are not seen here: use --token).
-pub fn kubeconfig_token(config: &kube::Config) -> Option<String> {
-    use secrecy::ExposeSecret;
-    let auth = &config.auth_info;
-    if let Some(token) = &auth.token {
-        return Some(token.expose_secret().to_owned());
+/// What the plugin shows the exporter: the user's own credentials.
+#[derive(Default)]
+pub struct Credentials {
+    /// A bearer token.
+    pub token: Option<String>,
+    /// A client certificate chain and its key, presented when the exporter asks for one
+    /// (it does with `--client-ca-file` or `--client-ca-from-cluster`).
+    pub identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+}
+
+impl Credentials {
+    /// `token` if given, else the kubeconfig user's own: its token, token file or exec
+    /// plugin's (as EKS, GKE, AKS and OIDC logins give them), and its client certificate.
+    pub async fn of(config: &kube::Config, token: Option<String>) -> Result<Self, StatusError> {
+        let token = match token {
+            Some(token) => Some(token),
+            None => kubeconfig_token(config).await?,
+        };
+        Ok(Self {
+            token,
+            identity: kubeconfig_identity(&config.auth_info)?,
+        })
     }
-    let file = auth.token_file.as_ref()?;
-    let text = std::fs::read_to_string(file).ok()?;
-    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// The bearer token kube would send the API server for this kubeconfig, taken from the
+/// request its own authentication layer prepares (which runs exec plugins and refreshes
+/// tokens as kubectl does).
+async fn kubeconfig_token(config: &kube::Config) -> Result<Option<String>, StatusError> {
+    use kube::client::ConfigExt;
+    use tower::{Layer, ServiceExt, service_fn};
+    let credentials = |e: String| StatusError::Credentials(e);
+    let Some(layer) = config
+        .auth_layer()
+        .map_err(|e| credentials(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    // The layer wraps a service that answers HTTP responses: this one answers with the
+    // header it was handed.
+    let seen = service_fn(|request: Request<Empty<Bytes>>| async move {
+        let header = request.headers().get(AUTHORIZATION).cloned();
+        Ok::<_, tower::BoxError>(hyper::Response::new(header))
+    });
+    let header = layer
+        .layer(seen)
+        .oneshot(Request::new(Empty::new()))
+        .await
+        .map_err(|e| credentials(e.to_string()))?
+        .into_body();
+    Ok(header.and_then(|value| {
+        let value = value.to_str().ok()?;
+        value.strip_prefix("Bearer ").map(str::to_owned)
+    }))
+}
+
+/// The kubeconfig user's client certificate and key, from its data or its files.
+fn kubeconfig_identity(
+    auth: &kube::config::AuthInfo,
+) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, StatusError> {
+    use secrecy::ExposeSecret;
+    let cert = pem(
+        auth.client_certificate_data.as_deref(),
+        auth.client_certificate.as_deref(),
+    )?;
+    let key_data = auth.client_key_data.as_ref().map(|k| k.expose_secret());
+    let key = pem(key_data, auth.client_key.as_deref())?;
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    let bad = |what: &str, e: rustls_pki_types::pem::Error| {
+        StatusError::Credentials(format!("the kubeconfig's client {what}: {e}"))
+    };
+    let certs = CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("certificate", e))?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| bad("key", e))?;
+    Ok(Some((certs, key)))
+}
+
+/// PEM from a kubeconfig's base64 `data`, else from the file at `path`.
+fn pem(data: Option<&str>, path: Option<&str>) -> Result<Option<Vec<u8>>, StatusError> {
+    use base64::Engine;
+    if let Some(data) = data {
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| StatusError::Credentials(format!("the kubeconfig's client data: {e}")))?;
+        return Ok(Some(pem));
+    }
+    let Some(path) = path else { return Ok(None) };
+    std::fs::read(path)
+        .map(Some)
+        .map_err(|e| StatusError::Credentials(format!("reading {path}: {e}")))
 }
 
 /// One Ready exporter pod and the port its `metrics` container port has.
@@ -136,12 +224,12 @@ async fn exporter_pod(client: &Client, args: &StatusArgs) -> Result<(String, u16
 pub async fn fetch(
     client: &Client,
     args: &StatusArgs,
-    token: Option<&str>,
+    credentials: &Credentials,
 ) -> Result<(String, Value), StatusError> {
     let (pod, port) = exporter_pod(client, args).await?;
     let api: Api<Pod> = Api::namespaced(client.clone(), &args.exporter_namespace);
-    let forward = |pod: String| {
-        let api = api.clone();
+    let forward = || {
+        let (api, pod) = (api.clone(), pod.clone());
         async move {
             let mut forwarder =
                 api.portforward(&pod, &[port])
@@ -155,17 +243,62 @@ pub async fn fetch(
                 .ok_or_else(|| StatusError::Http("the port-forward gave no stream".into()))
         }
     };
-    // The shipped installs serve HTTPS; one with --auth=none may serve plain HTTP.
-    let tls =
-        crate::tls::unverified_client_config().map_err(|e| StatusError::Http(e.to_string()))?;
-    let connector = tokio_rustls::TlsConnector::from(tls);
-    let name = rustls_pki_types::ServerName::try_from("localhost")
-        .map_err(|e| StatusError::Http(e.to_string()))?;
-    let answer = match connector.connect(name, forward(pod.clone()).await?).await {
-        Ok(tls) => get(tls, token).await?,
-        Err(_) => get(forward(pod.clone()).await?, None).await?,
-    };
+    let answer = read_status(forward, credentials).await?;
     Ok((pod, answer))
+}
+
+/// GET /status.json over a connection from `connect`: HTTPS, as the shipped installs serve,
+/// showing `credentials`; plain HTTP, without them, when the exporter does not speak TLS (as
+/// one with `--auth=none` and no certificate).
+pub async fn read_status<C, F, S>(
+    connect: C,
+    credentials: &Credentials,
+) -> Result<Value, StatusError>
+where
+    C: Fn() -> F,
+    F: Future<Output = Result<S, StatusError>>,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let http = |e: String| StatusError::Http(e);
+    let identity = credentials
+        .identity
+        .as_ref()
+        .map(|(certs, key)| (certs.clone(), key.clone_key()));
+    let tls = crate::tls::unverified_client_config(identity).map_err(|e| http(e.to_string()))?;
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let name = ServerName::try_from("localhost").map_err(|e| http(e.to_string()))?;
+    match connector.connect(name, connect().await?).await {
+        Ok(tls) => get(tls, credentials.token.as_deref()).await,
+        Err(error) if tls_alert(&error).is_some() => Err(refused(&error)),
+        Err(_) => get(connect().await?, None).await,
+    }
+}
+
+/// The alert a TLS server sent, if `error` or one of its causes is one: the server spoke TLS
+/// and said no (to a client certificate, say).
+fn tls_alert(error: &(dyn std::error::Error + 'static)) -> Option<rustls::AlertDescription> {
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        // An io::Error's source() skips the error it wraps: look inside it too.
+        let inner = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        if let Some(rustls::Error::AlertReceived(alert)) =
+            inner.or_else(|| cause.downcast_ref::<rustls::Error>())
+        {
+            return Some(*alert);
+        }
+        next = cause.source();
+    }
+    None
+}
+
+fn refused(error: &(dyn std::error::Error + 'static)) -> StatusError {
+    StatusError::Http(format!(
+        "the exporter refused the TLS handshake ({}): a client certificate it does not trust?",
+        tls_alert(error).map_or_else(|| error.to_string(), |a| format!("{a:?}"))
+    ))
 }
 
 /// GET /status.json over `stream`.
@@ -173,22 +306,33 @@ async fn get<S>(stream: S, token: Option<&str>) -> Result<Value, StatusError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let http = |e: hyper::Error| StatusError::Http(e.to_string());
+    let http = |e: hyper::Error| StatusError::Http(crate::error_chain(&e));
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(http)?;
-    tokio::spawn(connection);
+    let connection = tokio::spawn(connection);
     let mut request = Request::get(STATUS_JSON_PATH).header(hyper::header::HOST, "localhost");
     if let Some(token) = token {
-        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
     }
     let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|e| StatusError::Http(e.to_string()))?;
     let response = tokio::time::timeout(super::STATUS_TIMEOUT, sender.send_request(request))
         .await
-        .map_err(|_| StatusError::Timeout(super::STATUS_TIMEOUT))?
-        .map_err(http)?;
+        .map_err(|_| StatusError::Timeout(super::STATUS_TIMEOUT))?;
+    let response = match response {
+        Ok(response) => response,
+        // The request only knows it was cancelled; the connection knows why. With TLS 1.3 a
+        // refused client certificate shows here, after the handshake seemed to succeed.
+        Err(error) => {
+            return Err(match connection.await {
+                Ok(Err(cause)) if tls_alert(&cause).is_some() => refused(&cause),
+                Ok(Err(cause)) => http(cause),
+                _ => http(error),
+            });
+        }
+    };
     let code = response.status();
     let body = response
         .into_body()
@@ -397,6 +541,60 @@ fn table(rows: &[[String; 7]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kube configuration whose user is `user` (YAML, indented for its place).
+    async fn config_with_user(user: &str) -> kube::Config {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:1'}}}}]\n\
+             contexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n\
+             users:\n- name: u\n  user:\n{user}"
+        );
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).expect("kubeconfig");
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("config")
+    }
+
+    #[tokio::test]
+    async fn the_users_own_token_goes_along_even_from_an_exec_plugin() {
+        let credential = r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"from-the-plugin"}}"#;
+        let exec = format!(
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      \
+             interactiveMode: Never\n      command: echo\n      args: ['{credential}']\n"
+        );
+        let config = config_with_user(&exec).await;
+        let credentials = Credentials::of(&config, None).await.expect("credentials");
+        assert_eq!(credentials.token.as_deref(), Some("from-the-plugin"));
+        assert!(credentials.identity.is_none());
+
+        let config = config_with_user("    token: own-token\n").await;
+        let credentials = Credentials::of(&config, None).await.expect("credentials");
+        assert_eq!(credentials.token.as_deref(), Some("own-token"));
+        let given = Credentials::of(&config, Some("given".into())).await;
+        assert_eq!(given.expect("credentials").token.as_deref(), Some("given"));
+    }
+
+    #[tokio::test]
+    async fn a_client_certificate_in_the_kubeconfig_is_presented() {
+        use base64::Engine;
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["someone".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let b64 = |pem: String| base64::engine::general_purpose::STANDARD.encode(pem);
+        let user = format!(
+            "    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(cert.pem()),
+            b64(key.serialize_pem())
+        );
+        let config = config_with_user(&user).await;
+        let credentials = Credentials::of(&config, None).await.expect("credentials");
+        let (certs, _) = credentials.identity.expect("identity");
+        assert_eq!(certs, vec![cert.der().clone()]);
+        assert!(credentials.token.is_none());
+    }
 
     fn status(state: &str, ready: bool) -> Value {
         serde_json::json!({

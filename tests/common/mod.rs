@@ -146,7 +146,7 @@ impl Base for Https {
 /// bearer token (when given) and the server's certificate not verified, as with the
 /// self-signed default (the kubelet's HTTPS probes do not verify either).
 pub fn unverified_https(token: Option<&str>) -> reqwest::Client {
-    let config = kubevirt_leader_exporter::tls::unverified_client_config().expect("TLS config");
+    let config = kubevirt_leader_exporter::tls::unverified_client_config(None).expect("TLS config");
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = token {
         headers.insert(
