@@ -148,7 +148,10 @@ impl Target {
 
     /// [`Target::snapshot`] with each lease's timeline and recent renewals, for people.
     pub fn status(&self, now: Instant) -> TargetStatus {
-        let state = self.lock();
+        let mut state = self.lock();
+        // The verdict reads "no leader" from the moment the lease ran out; the watch task
+        // that tells the story wakes a little later. The story must not lag the verdict.
+        state.leases.note_expiries(now);
         let snapshot = self.snapshot_of(&state, now);
         let timelines = snapshot
             .stats
@@ -474,6 +477,37 @@ mod tests {
                 &EventKind::HolderRestarted { restarts: 3 }
             ]
         );
+    }
+
+    #[test]
+    fn the_story_tells_a_lost_leader_as_soon_as_the_verdict_does() {
+        let t0 = Instant::now();
+        let targets = Targets::new(&settings());
+        let target = &targets.handles()[0];
+        list_both(target, t0);
+        let record = LeaseRecord {
+            holder: Some("a".into()),
+            duration_seconds: Some(15),
+            has_spec: true,
+            ..LeaseRecord::default()
+        };
+        target.apply_leases(LeaseChange::Applied("kubevirt".into(), record.clone()), t0);
+        let read = t0 + Duration::from_secs(16);
+        assert_eq!(
+            target.confirm_lease("kubevirt", Some(record), read),
+            Confirmation::Unchanged
+        );
+        // Past duration plus grace, before any deadline wake-up.
+        let later = t0 + Duration::from_secs(15) + settings().lease_grace + Duration::from_millis(1);
+        let status = target.status(later);
+        let (_, verdict) = &status.snapshot.verdicts.as_ref().expect("sighted")[0];
+        assert!(!verdict.present, "{verdict:?}");
+        let told: Vec<&str> = status.timelines["kubevirt"]
+            .events
+            .iter()
+            .map(|e| e.kind.name())
+            .collect();
+        assert_eq!(told, ["acquired", "lost"]);
     }
 
     #[test]

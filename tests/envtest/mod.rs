@@ -937,38 +937,24 @@ impl Cluster {
     /// A Ready pod with `labels`; with `finalizer`, deleting it leaves it terminating until
     /// [`Cluster::release_pod`], as a pod whose containers are still shutting down.
     pub async fn pod_with(&self, ns: &str, name: &str, labels: &[(&str, &str)], finalizer: bool) {
-        let pod = Pod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                        .collect(),
-                ),
-                finalizers: finalizer.then(|| vec!["kubevirt.io/test-shutdown".into()]),
-                ..Default::default()
-            },
-            spec: Some(PodSpec {
-                containers: vec![Container {
-                    name: "main".into(),
-                    image: Some("registry.example/leader:latest".into()),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        Api::<Pod>::namespaced(self.client.clone(), ns)
-            .create(&PostParams::default(), &pod)
-            .await
-            .expect("create pod");
-        self.set_ready(ns, name, true).await;
+        let mut pod = Self::pod_object(name, labels);
+        pod.metadata.finalizers = finalizer.then(|| vec!["kubevirt.io/test-shutdown".into()]);
+        self.create_ready(ns, pod).await;
     }
 
     /// A Ready static pod as the kubelet mirrors it: `name` on `node`, on the host network.
     pub async fn static_pod(&self, ns: &str, name: &str, labels: &[(&str, &str)], node: &str) {
-        let pod = Pod {
+        let mut pod = Self::pod_object(name, labels);
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.node_name = Some(node.into());
+            spec.host_network = Some(true);
+        }
+        self.create_ready(ns, pod).await;
+    }
+
+    /// A pod `name` with `labels` and one container.
+    fn pod_object(name: &str, labels: &[(&str, &str)]) -> Pod {
+        Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 labels: Some(
@@ -980,8 +966,6 @@ impl Cluster {
                 ..Default::default()
             },
             spec: Some(PodSpec {
-                node_name: Some(node.into()),
-                host_network: Some(true),
                 containers: vec![Container {
                     name: "main".into(),
                     image: Some("registry.example/leader:latest".into()),
@@ -990,12 +974,17 @@ impl Cluster {
                 ..Default::default()
             }),
             ..Default::default()
-        };
+        }
+    }
+
+    /// Creates `pod` in `ns` and marks it Ready.
+    async fn create_ready(&self, ns: &str, pod: Pod) {
+        let name = pod.metadata.name.clone().expect("a name");
         Api::<Pod>::namespaced(self.client.clone(), ns)
             .create(&PostParams::default(), &pod)
             .await
-            .expect("create static pod");
-        self.set_ready(ns, name, true).await;
+            .expect("create pod");
+        self.set_ready(ns, &name, true).await;
     }
 
     /// Removes the pod's finalizers, so that a terminating pod goes away.
