@@ -498,7 +498,8 @@ mod tests {
             Confirmation::Unchanged
         );
         // Past duration plus grace, before any deadline wake-up.
-        let later = t0 + Duration::from_secs(15) + settings().lease_grace + Duration::from_millis(1);
+        let later =
+            t0 + Duration::from_secs(15) + settings().lease_grace + Duration::from_millis(1);
         let status = target.status(later);
         let (_, verdict) = &status.snapshot.verdicts.as_ref().expect("sighted")[0];
         assert!(!verdict.present, "{verdict:?}");
