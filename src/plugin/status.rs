@@ -1,6 +1,6 @@
 //! `kubectl kubevirt-leader status`: the exporter's `/status.json`, fetched through a
 //! port-forward to one of its pods (the API server checks the user's right to forward), with
-//! the user's own bearer token for the exporter's own authorization, printed for a terminal.
+//! the user's own credentials for the exporter's own authorization, printed for a terminal.
 
 use std::{fmt::Write as _, future::Future};
 
@@ -124,11 +124,8 @@ impl Credentials {
 async fn kubeconfig_token(config: &kube::Config) -> Result<Option<String>, StatusError> {
     use kube::client::ConfigExt;
     use tower::{Layer, ServiceExt, service_fn};
-    let credentials = |e: String| StatusError::Credentials(e);
-    let Some(layer) = config
-        .auth_layer()
-        .map_err(|e| credentials(e.to_string()))?
-    else {
+    let credentials = |e: &dyn std::fmt::Display| StatusError::Credentials(e.to_string());
+    let Some(layer) = config.auth_layer().map_err(|e| credentials(&e))? else {
         return Ok(None);
     };
     // The layer wraps a service that answers HTTP responses: this one answers with the
@@ -141,7 +138,7 @@ async fn kubeconfig_token(config: &kube::Config) -> Result<Option<String>, Statu
         .layer(seen)
         .oneshot(Request::new(Empty::new()))
         .await
-        .map_err(|e| credentials(e.to_string()))?
+        .map_err(|e| credentials(&e))?
         .into_body();
     Ok(header.and_then(|value| {
         let value = value.to_str().ok()?;
