@@ -431,11 +431,9 @@ mod tests {
         assert_eq!(found[1], ("virt-controller", None));
     }
 
-    #[test]
-    fn a_restart_of_the_holders_pod_is_told_in_its_story() {
-        let t0 = Instant::now();
-        let targets = Targets::new(&settings());
-        let target = &targets.handles()[0];
+    /// Lists both watches, then pod `a` takes the lease in `kubevirt` at `t0` (15 s); returns
+    /// the record.
+    fn held_by_a(target: &Target, t0: Instant) -> LeaseRecord {
         list_both(target, t0);
         let record = LeaseRecord {
             holder: Some("a".into()),
@@ -443,7 +441,16 @@ mod tests {
             has_spec: true,
             ..LeaseRecord::default()
         };
-        target.apply_leases(LeaseChange::Applied("kubevirt".into(), record), t0);
+        target.apply_leases(LeaseChange::Applied("kubevirt".into(), record.clone()), t0);
+        record
+    }
+
+    #[test]
+    fn a_restart_of_the_holders_pod_is_told_in_its_story() {
+        let t0 = Instant::now();
+        let targets = Targets::new(&settings());
+        let target = &targets.handles()[0];
+        held_by_a(target, t0);
         let pod = |name: &str, restarts| {
             PodChange::Applied(
                 PodName {
@@ -484,14 +491,7 @@ mod tests {
         let t0 = Instant::now();
         let targets = Targets::new(&settings());
         let target = &targets.handles()[0];
-        list_both(target, t0);
-        let record = LeaseRecord {
-            holder: Some("a".into()),
-            duration_seconds: Some(15),
-            has_spec: true,
-            ..LeaseRecord::default()
-        };
-        target.apply_leases(LeaseChange::Applied("kubevirt".into(), record.clone()), t0);
+        let record = held_by_a(target, t0);
         let read = t0 + Duration::from_secs(16);
         assert_eq!(
             target.confirm_lease("kubevirt", Some(record), read),
