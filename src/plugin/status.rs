@@ -276,17 +276,17 @@ where
 fn tls_alert(error: &(dyn std::error::Error + 'static)) -> Option<rustls::AlertDescription> {
     let mut next = Some(error);
     while let Some(cause) = next {
-        // An io::Error's source() skips the error it wraps: look inside it too.
-        let inner = cause
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-            .and_then(|e| e.downcast_ref::<rustls::Error>());
-        if let Some(rustls::Error::AlertReceived(alert)) =
-            inner.or_else(|| cause.downcast_ref::<rustls::Error>())
-        {
+        if let Some(rustls::Error::AlertReceived(alert)) = cause.downcast_ref::<rustls::Error>() {
             return Some(*alert);
         }
-        next = cause.source();
+        // An io::Error's source() skips the error it wraps: go inside it instead.
+        next = match cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => cause.source(),
+        };
     }
     None
 }
@@ -322,6 +322,7 @@ where
         Ok(response) => response,
         // The request only knows it was cancelled; the connection knows why. With TLS 1.3 a
         // refused client certificate shows here, after the handshake seemed to succeed.
+        Err(error) if tls_alert(&error).is_some() => return Err(refused(&error)),
         Err(error) => {
             return Err(match connection.await {
                 Ok(Err(cause)) if tls_alert(&cause).is_some() => refused(&cause),
