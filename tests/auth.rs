@@ -98,6 +98,20 @@ impl Secured {
         self.plane.token_for(&self.admin, ns, name).await
     }
 
+    /// Creates Prometheus' ServiceAccount, bound to the shipped reader ClusterRole; its UID
+    /// and its user name.
+    async fn bound_prometheus(&self) -> (String, String) {
+        let uid = self
+            .plane
+            .service_account(&self.admin, MONITORING, PROMETHEUS)
+            .await;
+        bind_reader(&self.admin, MONITORING, PROMETHEUS).await;
+        (
+            uid,
+            format!("system:serviceaccount:{MONITORING}:{PROMETHEUS}"),
+        )
+    }
+
     async fn until_ready(&self) {
         let client = self.client();
         let start = Instant::now();
@@ -158,10 +172,7 @@ fn https_client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
             .with_root_certificates(roots);
     let config = match identity {
         Some((cert, key)) => {
-            let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .expect("certificate");
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+            let (certs, key) = self::identity(cert, key);
             builder
                 .with_client_auth_cert(certs, key)
                 .expect("client auth")
@@ -173,6 +184,17 @@ fn https_client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client")
+}
+
+/// A client certificate chain and key from their PEM text.
+fn identity(cert: &str, key: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificate");
+    (
+        certs,
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+    )
 }
 
 /// Creates the shipped reader ClusterRole (once) and binds the ServiceAccount `ns/name` to it.
@@ -477,18 +499,13 @@ async fn with_the_api_server_down_cached_readers_get_in_until_their_entry_expire
     let mut bed = Secured::start(&assets, &["--client-ca-from-cluster"]).await;
     bed.until_ready().await;
     let client = bed.client();
-    let uid = bed
-        .plane
-        .service_account(&bed.admin, MONITORING, PROMETHEUS)
-        .await;
-    bind_reader(&bed.admin, MONITORING, PROMETHEUS).await;
+    let (uid, user) = bed.bound_prometheus().await;
     // A token that expires in 20 s: cached no longer than that.
     let expires = unix_now() + 20;
     let token = bed.plane.forge_token(MONITORING, PROMETHEUS, &uid, expires);
     let other = bed.reader_token(MONITORING, "other", true).await;
     let url = bed.url("/metrics");
     assert_eq!(status(&client, &url, Some(&token)).await, 200);
-    let user = format!("system:serviceaccount:{MONITORING}:{PROMETHEUS}");
     let (cert, key) = bed
         .plane
         .client_certificate(&user, "system:serviceaccounts");
@@ -533,11 +550,7 @@ async fn a_client_ca_the_api_server_publishes_later_is_trusted_without_a_restart
     };
     let bed = Secured::start(&assets, &["--client-ca-from-cluster"]).await;
     bed.until_ready().await;
-    bed.plane
-        .service_account(&bed.admin, MONITORING, PROMETHEUS)
-        .await;
-    bind_reader(&bed.admin, MONITORING, PROMETHEUS).await;
-    let user = format!("system:serviceaccount:{MONITORING}:{PROMETHEUS}");
+    let (_, user) = bed.bound_prometheus().await;
     let url = bed.url("/metrics");
     let (ca, issuer) = envtest::new_ca("next client CA");
     let (cert, key) = envtest::client_certificate_by(&issuer, &user, "system:serviceaccounts");
@@ -587,10 +600,7 @@ async fn the_plugin_shows_the_exporter_the_users_client_certificate() {
     };
     let bed = Secured::start(&assets, &[]).await;
     bed.until_ready().await;
-    bed.plane
-        .service_account(&bed.admin, MONITORING, PROMETHEUS)
-        .await;
-    bind_reader(&bed.admin, MONITORING, PROMETHEUS).await;
+    let (_, user) = bed.bound_prometheus().await;
     let addr = bed.exporter.addr;
     let connect = || async move {
         tokio::net::TcpStream::connect(addr)
@@ -599,14 +609,8 @@ async fn the_plugin_shows_the_exporter_the_users_client_certificate() {
     };
     let with = |(cert, key): (String, String)| Credentials {
         token: None,
-        identity: Some((
-            CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .expect("certificate"),
-            PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
-        )),
+        identity: Some(identity(&cert, &key)),
     };
-    let user = format!("system:serviceaccount:{MONITORING}:{PROMETHEUS}");
     let reader = with(
         bed.plane
             .client_certificate(&user, "system:serviceaccounts"),
