@@ -13,9 +13,9 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use common::{Scrape, assert_histogram_of, renewals_at_rest, scrape, until_within};
+use common::{Reading, Scrape, assert_histogram_of, renewals_at_rest, scrape, until_within};
 use envtest::{Cluster, ControlPlane, EXPORTER_TOKEN, Elector, ExporterProcess, elector_assets};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::{api::coordination::v1::Lease, apimachinery::pkg::apis::meta::v1::MicroTime};
 
 const NS: &str = "kubevirt";
 const LEASE: &str = "virt-operator";
@@ -100,9 +100,10 @@ fn report(text: &str) {
 /// What one scrape said about virt-operator in `kubevirt`.
 #[derive(Debug)]
 struct Sample {
+    /// When the scrape was sent.
     at: Instant,
     wall: SystemTime,
-    present: Option<f64>,
+    reading: Reading,
     holder: Option<String>,
     holder_ready: Option<f64>,
     age: Option<f64>,
@@ -113,28 +114,39 @@ struct Sampler(common::Sampler<Sample>);
 
 impl Sampler {
     fn start(http: reqwest::Client, addr: SocketAddr) -> Self {
-        Self(common::Sampler::start(http, addr, |s| {
-            let s = s.expect("the exporter answers");
-            Sample {
-                at: Instant::now(),
-                wall: SystemTime::now(),
-                present: op(&s, "present"),
-                holder: s.holder(NS),
-                holder_ready: op(&s, "holder_ready"),
-                age: op(&s, "lease_age_seconds"),
-            }
+        Self(common::Sampler::start(http, addr, |at, s| Sample {
+            at,
+            wall: SystemTime::now(),
+            reading: Reading::of(s.as_ref(), |s| op(s, "present")),
+            holder: s.as_ref().and_then(|s| s.holder(NS)),
+            holder_ready: s.as_ref().and_then(|s| op(s, "holder_ready")),
+            age: s.as_ref().and_then(|s| op(s, "lease_age_seconds")),
         }))
     }
 
+    /// Waits for `n` more samples.
+    async fn more(&mut self, n: usize) {
+        self.0.more(n).await;
+    }
+
     /// Stops after one more sample, so that what the caller last saw is in the samples.
-    async fn finish(self) -> Vec<Sample> {
-        tokio::time::sleep(Duration::from_millis(600)).await;
+    async fn finish(mut self) -> Vec<Sample> {
+        self.0.more(1).await;
         self.0.finish().await
     }
 }
 
-fn no_zero(samples: &[Sample], what: &str) {
-    common::assert_never_zero(samples, |s| s.present, what);
+/// Every sample, at least `min`, was answered and read a live leader.
+fn always_led(samples: &[Sample], min: usize, what: &str) {
+    common::assert_always_led(samples, |s| s.reading, min, what);
+}
+
+/// How many samples were sent between `from` and `to`.
+fn sent_between(samples: &[Sample], from: Instant, to: Instant) -> usize {
+    samples
+        .iter()
+        .filter(|s| s.at >= from && s.at <= to)
+        .count()
 }
 
 fn seconds_between(earlier: &MicroTime, later: &MicroTime) -> f64 {
@@ -156,10 +168,11 @@ async fn one_of_two_electors_leads_and_readiness_does_not_decide() {
     t.cluster.set_ready(NS, A, false).await;
     t.until("holder not ready", |s| op(s, "holder_ready") == Some(0.0))
         .await;
-    let sampler = t.sample();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut sampler = t.sample();
+    // Twenty samples span more than two of the leader's renewals.
+    sampler.more(20).await;
     let samples = sampler.finish().await;
-    no_zero(&samples, "a renewing leader whose pod is not Ready");
+    always_led(&samples, 20, "a renewing leader whose pod is not Ready");
     assert!(
         samples
             .iter()
@@ -178,13 +191,16 @@ async fn repeated_takeovers_never_read_no_leader() {
     t.until("A leads", |s| leads(s, A)).await;
     let sampler = t.sample();
     let mut takeovers = Vec::new();
+    let mut windows = Vec::new();
     for round in 1..=5 {
         // The leader hangs (its lease is not released); the standby must take over.
+        let stopped = Instant::now();
         leader.signal("STOP");
         // A renewal already on its way may still land.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let last_renewal = t.lease_renewed_at().await;
         standby.until_leading().await;
+        windows.push((stopped, Instant::now()));
         let spec = t.cluster.lease_spec(NS, LEASE).await;
         assert_eq!(
             spec.holder_identity.as_deref(),
@@ -208,7 +224,13 @@ async fn repeated_takeovers_never_read_no_leader() {
     })
     .await;
     let samples = sampler.finish().await;
-    no_zero(&samples, "takeovers");
+    // Each takeover lasts at least the lease duration (15 s): the exporter is watched all
+    // through it, not only before and after.
+    for (round, (from, to)) in windows.iter().enumerate() {
+        let seen = sent_between(&samples, *from, *to);
+        assert!(seen >= 10, "takeover {}: only {seen} samples", round + 1);
+    }
+    always_led(&samples, 50, "takeovers");
     let changes = samples
         .windows(2)
         .filter(|w| w[0].holder != w[1].holder)
@@ -236,6 +258,7 @@ async fn rolling_restart_never_reads_no_leader() {
     })
     .await;
     let sampler = t.sample();
+    let deleted = Instant::now();
 
     // The Deployment deletes the leader's pod; it terminates but its elector renews on.
     t.cluster.delete_pod(NS, A).await;
@@ -264,9 +287,13 @@ async fn rolling_restart_never_reads_no_leader() {
         s.holder(NS).as_deref() == Some(B) && op(s, "holder_ready") == Some(1.0)
     })
     .await;
+    let took_over = Instant::now();
     t.cluster.release_pod(NS, A).await;
     let samples = sampler.finish().await;
-    no_zero(&samples, "a rolling restart");
+    // From the deletion to the takeover is at least the lease duration (15 s).
+    let seen = sent_between(&samples, deleted, took_over);
+    assert!(seen >= 10, "only {seen} samples during the rolling restart");
+    always_led(&samples, seen, "a rolling restart");
     assert!(
         samples
             .iter()
@@ -298,10 +325,12 @@ async fn a_killed_lone_leader_is_lost_after_duration_and_grace() {
     let samples = sampler.finish().await;
     let first_zero = samples
         .iter()
-        .position(|s| s.present == Some(0.0))
+        .position(|s| s.reading == Reading::Present(0.0))
         .expect("a sample read 0");
     assert!(
-        samples[..first_zero].iter().all(|s| s.present == Some(1.0)),
+        samples[..first_zero]
+            .iter()
+            .all(|s| s.reading == Reading::Present(1.0)),
         "{samples:?}"
     );
     let lost = &samples[first_zero];
@@ -417,11 +446,22 @@ async fn api_server_outage_while_a_leader_renews() {
     })
     .await;
     let samples = sampler.finish().await;
-    no_zero(&samples, "an API server outage");
+    // The exporter itself keeps answering: blind while the API server is down, never
+    // "no leader".
+    let wrong: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| !matches!(s.reading, Reading::Present(1.0) | Reading::NoSeries))
+        .collect();
     assert!(
-        samples.iter().any(|s| s.present.is_none()),
-        "the exporter never went blind during the outage"
+        wrong.is_empty(),
+        "{} samples, wrong: {wrong:?}",
+        samples.len()
     );
+    let blind = samples
+        .iter()
+        .filter(|s| s.reading == Reading::NoSeries)
+        .count();
+    assert!(blind > 0, "the exporter never went blind during the outage");
     let s = scrape(&t.http, t.exporter.addr).await;
     assert!(
         s.value(
@@ -433,6 +473,91 @@ async fn api_server_outage_while_a_leader_renews() {
         "API server outage of 30s: series back {:.1}s after the API server answered /readyz",
         back.as_secs_f64()
     ));
+}
+
+/// The intervals between one holder's renewals of the Lease `name` in `ns`, as the test's
+/// own watch sees them arrive, by the test's clock: a measurement that shares nothing with
+/// the exporter but the API server.
+struct RenewalWatch {
+    intervals: std::sync::Arc<std::sync::Mutex<Vec<f64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RenewalWatch {
+    fn start(client: kube::Client, ns: &str, name: &str) -> Self {
+        use futures::StreamExt;
+        use kube::runtime::watcher;
+        let api: kube::Api<Lease> = kube::Api::namespaced(client, ns);
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let intervals: std::sync::Arc<std::sync::Mutex<Vec<f64>>> = std::sync::Arc::default();
+        let seen = std::sync::Arc::clone(&intervals);
+        let task = tokio::spawn(async move {
+            let mut last: Option<(String, Option<String>, Instant)> = None;
+            let mut events = std::pin::pin!(watcher(api, config));
+            while let Some(event) = events.next().await {
+                let lease = match event {
+                    Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l)) => l,
+                    Ok(_) => continue,
+                    // The watcher lists again by itself; what it misses meanwhile is not
+                    // measured, and the comparison below would show it.
+                    Err(_) => continue,
+                };
+                let now = Instant::now();
+                let version = lease.metadata.resource_version.unwrap_or_default();
+                let holder = lease.spec.and_then(|s| s.holder_identity);
+                if let Some((v, h, at)) = &last {
+                    if *v == version {
+                        continue;
+                    }
+                    if *h == holder && holder.is_some() {
+                        let interval = now.duration_since(*at).as_secs_f64();
+                        seen.lock().expect("intervals").push(interval);
+                    }
+                }
+                last = Some((version, holder, now));
+            }
+        });
+        Self { intervals, task }
+    }
+
+    fn intervals(&self) -> Vec<f64> {
+        self.intervals.lock().expect("intervals").clone()
+    }
+}
+
+impl Drop for RenewalWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The exporter's histogram of `ns` counts what the test measured itself, each interval in
+/// the buckets its length says. The two clocks read the same watch events a little apart
+/// (more so on a loaded machine), so an interval within `TOLERANCE` of a bucket's bound may
+/// fall on either side, and a renewal may have reached one of the two and not yet the other.
+fn assert_histogram_measures(s: &Scrape, ns: &str, measured: &[f64]) {
+    const TOLERANCE: f64 = 1.0;
+    let labels = [("namespace", ns), ("component", LEASE)];
+    let count = renewal_count(s, ns).expect("count");
+    let n = measured.len() as f64;
+    assert!(
+        (count - n).abs() <= 1.0,
+        "counted {count}, measured {measured:?}"
+    );
+    for le in kubevirt_leader_exporter::history::RENEWAL_BUCKETS {
+        let bucket = s
+            .value(
+                "kubevirt_leader_lease_renewal_interval_seconds_bucket",
+                &[labels[0], labels[1], ("le", &le.to_string())],
+            )
+            .expect("bucket");
+        let surely = measured.iter().filter(|i| **i <= le - TOLERANCE).count() as f64;
+        let maybe = measured.iter().filter(|i| **i <= le + TOLERANCE).count() as f64;
+        assert!(
+            (surely - 1.0..=maybe + 1.0).contains(&bucket),
+            "{ns}: bucket le={le} counts {bucket}, measured {measured:?}"
+        );
+    }
 }
 
 /// How many renewal intervals the histogram has counted for virt-operator in `ns`.
@@ -449,6 +574,9 @@ async fn a_leader_renewing_every_6s_shows_in_the_histogram_beside_one_renewing_e
     let Some(t) = setup(&[]).await else { return };
     t.cluster.namespace(SLOW).await;
     t.plane.grant_elector_rbac(&t.cluster.client, SLOW).await;
+    // The test's own watches start before the electors, as the exporter's did.
+    let healthy_watch = RenewalWatch::start(t.cluster.client.clone(), NS, LEASE);
+    let slow_watch = RenewalWatch::start(t.cluster.client.clone(), SLOW, LEASE);
     let _healthy = t.elector(A);
     let _struggling = t.plane.elector(SLOW, LEASE, B, &["--retry-period=6s"]);
     t.until("five intervals of the struggling leader", |s| {
@@ -460,8 +588,10 @@ async fn a_leader_renewing_every_6s_shows_in_the_histogram_beside_one_renewing_e
     // fewer and typically longer than the 2 s leader's.
     let (s, slow) = renewals_at_rest(&t.http, t.exporter.addr, SLOW, LEASE).await;
     assert_histogram_of(&s, SLOW, LEASE, &slow);
+    assert_histogram_measures(&s, SLOW, &slow_watch.intervals());
     let (s, healthy) = renewals_at_rest(&t.http, t.exporter.addr, NS, LEASE).await;
     assert_histogram_of(&s, NS, LEASE, &healthy);
+    assert_histogram_measures(&s, NS, &healthy_watch.intervals());
     let median = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);

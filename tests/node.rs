@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Base, Https, Sampler, Scrape};
+use common::{Base, Https, Reading, Sampler, Scrape};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
@@ -226,10 +226,35 @@ fn pack(assets: &Path, out: &Path, tag: &str, binary: &Path, path: &str) {
     assert!(status.success(), "mkimage.py {tag}");
 }
 
-/// The static binary the image ships.
+/// The static binary the image ships, built from the sources as they are: a binary older
+/// than any of them would test another exporter than the one in the tree.
 fn image_binary() -> Option<PathBuf> {
     let path = repo().join("target/x86_64-unknown-linux-musl/release/kubevirt-leader-exporter");
     if path.is_file() {
+        let built = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .expect("the binary's mtime");
+        // Cargo's dep-info beside the binary lists every source file it was built from.
+        let deps = std::fs::read_to_string(path.with_extension("d")).expect("dep-info");
+        let sources = deps
+            .split_once(": ")
+            .map(|(_, files)| files.split_whitespace().map(PathBuf::from).collect())
+            .unwrap_or_else(Vec::<PathBuf>::new);
+        assert!(!sources.is_empty(), "no sources in the dep-info:\n{deps}");
+        // A source that is gone counts as changed.
+        let newer: Vec<&PathBuf> = sources
+            .iter()
+            .filter(|f| {
+                std::fs::metadata(f)
+                    .and_then(|m| m.modified())
+                    .map_or(true, |m| m > built)
+            })
+            .collect();
+        assert!(
+            newer.is_empty(),
+            "{} is older than {newer:?}: build it again (scripts/test --test node does)",
+            path.display()
+        );
         return Some(path);
     }
     envtest::not_run(&format!(
@@ -533,8 +558,11 @@ async fn until(http: &reqwest::Client, what: &str, check: impl Fn(&Scrape) -> bo
 /// answer or had no series.
 #[derive(Debug)]
 struct Sample {
+    /// When the scrape was sent.
     at: Instant,
-    present: Option<f64>,
+    /// When its answer, or the lack of one, was known.
+    done: Instant,
+    reading: Reading,
     holder: Option<String>,
     holder_ready: Option<f64>,
     pods_ready: Option<f64>,
@@ -542,11 +570,12 @@ struct Sample {
 
 /// Scrapes every 250 ms in the background until finished.
 fn sampler(http: &reqwest::Client) -> Sampler<Sample> {
-    Sampler::start(http.clone(), exporter(), |s| {
+    Sampler::start(http.clone(), exporter(), |at, s| {
         let op = |name: &str| s.as_ref().and_then(|s| s.operator(name, NS));
         Sample {
-            at: Instant::now(),
-            present: op("present"),
+            at,
+            done: Instant::now(),
+            reading: Reading::of(s.as_ref(), |s| s.present(NS)),
             holder: s.as_ref().and_then(|s| s.holder(NS)),
             holder_ready: op("holder_ready"),
             pods_ready: op("pods_ready"),
@@ -554,9 +583,18 @@ fn sampler(http: &reqwest::Client) -> Sampler<Sample> {
     })
 }
 
-/// No sample said "no leader".
-fn never_zero(samples: &[Sample], what: &str) {
-    common::assert_never_zero(samples, |s| s.present, what);
+/// Every sample, at least `min`, was answered and read a live leader: the exporter keeps
+/// running while virt-operator's pods come and go.
+fn always_led(samples: &[Sample], min: usize, what: &str) {
+    common::assert_always_led(samples, |s| s.reading, min, what);
+}
+
+/// How many samples were sent between `from` and `to`.
+fn sent_between(samples: &[Sample], from: Instant, to: Instant) -> usize {
+    samples
+        .iter()
+        .filter(|s| s.at >= from && s.at <= to)
+        .count()
 }
 
 /// The samples around each holder change, in a line each, for the report.
@@ -568,12 +606,12 @@ fn holder_changes(samples: &[Sample]) -> Vec<String> {
         .map(|w| {
             let t = |s: &Sample| start.map_or(0.0, |t0| s.at.duration_since(t0).as_secs_f64());
             format!(
-                "{:.2}s {:?} -> {:.2}s {:?} (present {:?}, holder_ready {:?}, pods_ready {:?})",
+                "{:.2}s {:?} -> {:.2}s {:?} ({:?}, holder_ready {:?}, pods_ready {:?})",
                 t(&w[0]),
                 w[0].holder,
                 t(&w[1]),
                 w[1].holder,
-                w[1].present,
+                w[1].reading,
                 w[1].holder_ready,
                 w[1].pods_ready
             )
@@ -779,8 +817,10 @@ async fn holder_pod(node: &Node, http: &reqwest::Client) -> (String, String, u64
 async fn rolling_restarts_never_read_no_leader(node: &Node, http: &reqwest::Client) {
     let sampler = sampler(http);
     let mut holders = Vec::new();
+    let mut windows = Vec::new();
     for _ in 0..3 {
         let (before, _, _) = holder_pod(node, http).await;
+        let restarted = Instant::now();
         node.must(&["-n", NS, "rollout", "restart", "deployment/virt-operator"])
             .await;
         node.rollout(NS, OPERATOR).await;
@@ -789,6 +829,7 @@ async fn rolling_restarts_never_read_no_leader(node: &Node, http: &reqwest::Clie
             s.present(NS) == Some(1.0) && s.holder(NS).is_some_and(|h| h != before)
         })
         .await;
+        windows.push((restarted, Instant::now()));
         let pods = node.pods(NS, "kubevirt.io=virt-operator").await;
         let holder = s.holder(NS).expect("holder");
         let ready = pods.iter().any(|p| name(p) == holder && is_ready(p));
@@ -799,7 +840,13 @@ async fn rolling_restarts_never_read_no_leader(node: &Node, http: &reqwest::Clie
         holders.push(holder);
     }
     let samples = sampler.finish().await;
-    never_zero(&samples, "rolling restarts");
+    // A takeover of an unreleased lease takes the lease duration (15 s) at least: each was
+    // watched all through.
+    for (i, (from, to)) in windows.iter().enumerate() {
+        let seen = sent_between(&samples, *from, *to);
+        assert!(seen >= 10, "rolling restart {}: only {seen} samples", i + 1);
+    }
+    always_led(&samples, 30, "rolling restarts");
     report(&format!(
         "3 rolling restarts, {} samples, holders {holders:?}; around each change:\n  {}",
         samples.len(),
@@ -840,12 +887,14 @@ fn story(status: &Value) -> Vec<String> {
 async fn a_deleted_then_killed_leader_never_reads_no_leader(node: &Node, http: &reqwest::Client) {
     let sampler = sampler(http);
     let (deleted, _, _) = holder_pod(node, http).await;
+    let deleting = Instant::now();
     node.must(&["-n", NS, "delete", "pod", &deleted, "--wait=true"])
         .await;
     until(http, "a leader after the deletion", |s| {
         s.present(NS) == Some(1.0) && s.holder(NS).is_some_and(|h| h != deleted)
     })
     .await;
+    let taken_over = Instant::now();
     let (killed, id, restarts) = holder_pod(node, http).await;
     node.kill_container(&id);
     // The kubelet starts the container again.
@@ -866,7 +915,12 @@ async fn a_deleted_then_killed_leader_never_reads_no_leader(node: &Node, http: &
     })
     .await;
     let samples = sampler.finish().await;
-    never_zero(&samples, "a deleted, then a killed leader");
+    let seen = sent_between(&samples, deleting, taken_over);
+    assert!(
+        seen >= 10,
+        "only {seen} samples while the deleted leader's lease ran out"
+    );
+    always_led(&samples, seen, "a deleted, then a killed leader");
     let status = status_json(http).await;
     assert!(
         story(&status).contains(&"holder_restarted".to_owned()),
@@ -882,7 +936,10 @@ async fn a_deleted_then_killed_leader_never_reads_no_leader(node: &Node, http: &
 /// Scenario 4: the exporter's own rollout, then a crash of its container. While it is down
 /// its series are absent; whenever it answers, it is right.
 async fn the_exporter_restarts_without_a_false_zero(node: &Node, http: &reqwest::Client) {
-    let sampler = sampler(http);
+    // A few samples of the steady state before, between and after the restarts.
+    let mut sampler = sampler(http);
+    sampler.more(4).await;
+    let rolling = Instant::now();
     node.must(&[
         "-n",
         EXPORTER_NS,
@@ -893,9 +950,12 @@ async fn the_exporter_restarts_without_a_false_zero(node: &Node, http: &reqwest:
     .await;
     node.rollout(EXPORTER_NS, EXPORTER).await;
     until(http, "the exporter back", |s| s.present(NS) == Some(1.0)).await;
+    let rolled = Instant::now();
+    sampler.more(4).await;
     let pods = exporter_pods(node).await;
     assert_eq!(pods.len(), 1);
     let (id, restarts) = container(&pods[0]).expect("running");
+    let killing = Instant::now();
     node.kill_container(&id);
     let start = Instant::now();
     loop {
@@ -913,9 +973,37 @@ async fn the_exporter_restarts_without_a_false_zero(node: &Node, http: &reqwest:
         s.present(NS) == Some(1.0)
     })
     .await;
+    let back = Instant::now();
+    sampler.more(4).await;
     let samples = sampler.finish().await;
-    never_zero(&samples, "the exporter's restarts");
-    let gone = samples.iter().filter(|s| s.present.is_none()).count();
+    // Gaps (no answer, or no series before the first list) are allowed only in a sample
+    // that was under way while the exporter was being replaced or restarted; every other
+    // sample was answered and read a live leader, and none ever read "no leader".
+    let restarting = |s: &Sample| {
+        [(rolling, rolled), (killing, back)]
+            .iter()
+            .any(|(from, to)| s.done >= *from && s.at <= *to)
+    };
+    let wrong: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| match s.reading {
+            Reading::Present(v) => v != 1.0,
+            Reading::Unanswered | Reading::NoSeries => !restarting(s),
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "the exporter's restarts: {} of {} samples wrong, first: {:?}",
+        wrong.len(),
+        samples.len(),
+        wrong.first()
+    );
+    let steady = samples.iter().filter(|s| !restarting(s)).count();
+    assert!(steady >= 10, "only {steady} samples outside the restarts");
+    let gone = samples
+        .iter()
+        .filter(|s| s.reading != Reading::Present(1.0))
+        .count();
     assert!(gone > 0, "the exporter was never seen down");
     report(&format!(
         "exporter rollout and crash: {gone} of {} samples without series, none said 0",

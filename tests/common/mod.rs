@@ -536,11 +536,15 @@ pub fn memory_cgroup(pid: u32) -> PathBuf {
     PathBuf::from("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'))
 }
 
+/// How long one sample waits for its answer. A scrape that is slow on a loaded machine is
+/// still an answer; an exporter that says nothing for this long is not answering.
+pub const ANSWER_PATIENCE: Duration = Duration::from_secs(30);
+
 /// `/metrics` from the exporter at `addr`, or `None` while it does not answer.
 pub async fn try_scrape(http: &reqwest::Client, addr: impl Base) -> Option<Scrape> {
     let response = http
         .get(addr.url("/metrics"))
-        .timeout(Duration::from_secs(5))
+        .timeout(ANSWER_PATIENCE)
         .send()
         .await
         .ok()?;
@@ -551,9 +555,11 @@ pub async fn try_scrape(http: &reqwest::Client, addr: impl Base) -> Option<Scrap
 }
 
 /// Scrapes every 250 ms in the background until finished, keeping what `read` makes of each
-/// scrape (`None`: the exporter did not answer).
+/// scrape: it is given when the scrape was sent and the answer (`None`: the exporter did not
+/// answer).
 pub struct Sampler<T> {
     stop: tokio::sync::watch::Sender<bool>,
+    taken: tokio::sync::watch::Receiver<usize>,
     task: tokio::task::JoinHandle<Vec<T>>,
 }
 
@@ -561,19 +567,32 @@ impl<T: Send + 'static> Sampler<T> {
     pub fn start(
         http: reqwest::Client,
         addr: impl Base,
-        read: impl Fn(Option<Scrape>) -> T + Send + Sync + 'static,
+        read: impl Fn(Instant, Option<Scrape>) -> T + Send + Sync + 'static,
     ) -> Self {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (count, taken) = tokio::sync::watch::channel(0);
         let task = tokio::spawn(async move {
             let mut samples = Vec::new();
             while !*stopped.borrow_and_update() {
+                let sent = Instant::now();
                 let scrape = try_scrape(&http, addr).await;
-                samples.push(read(scrape));
+                samples.push(read(sent, scrape));
+                count.send_replace(samples.len());
                 let _ = tokio::time::timeout(Duration::from_millis(250), stopped.changed()).await;
             }
             samples
         });
-        Self { stop, task }
+        Self { stop, taken, task }
+    }
+
+    /// Waits until `n` more samples have been taken: a window measured in samples, which a
+    /// slow machine stretches instead of thinning.
+    pub async fn more(&mut self, n: usize) {
+        let target = *self.taken.borrow_and_update() + n;
+        self.taken
+            .wait_for(|taken| *taken >= target)
+            .await
+            .expect("sampler");
     }
 
     /// Stops after the sample in progress, if any.
@@ -583,18 +602,49 @@ impl<T: Send + 'static> Sampler<T> {
     }
 }
 
-/// No sample read "no leader": `present` gives what a sample said, `None` for no series.
-pub fn assert_never_zero<S: std::fmt::Debug>(
+/// What one sample said of a component's leader.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Reading {
+    /// The exporter did not answer.
+    Unanswered,
+    /// It answered without the series: it is blind, or has not listed yet.
+    NoSeries,
+    /// `kubevirt_leader_present` had this value.
+    Present(f64),
+}
+
+impl Reading {
+    pub fn of(scrape: Option<&Scrape>, present: impl Fn(&Scrape) -> Option<f64>) -> Self {
+        match scrape {
+            None => Reading::Unanswered,
+            Some(s) => present(s).map_or(Reading::NoSeries, Reading::Present),
+        }
+    }
+}
+
+/// Every one of at least `min` samples was answered and read a live leader: what the
+/// exporter says while it keeps running and a leader hands over. `reading` gives what a
+/// sample said.
+pub fn assert_always_led<S: std::fmt::Debug>(
     samples: &[S],
-    present: impl Fn(&S) -> Option<f64>,
+    reading: impl Fn(&S) -> Reading,
+    min: usize,
     what: &str,
 ) {
-    let zeros: Vec<&S> = samples.iter().filter(|s| present(s) == Some(0.0)).collect();
     assert!(
-        zeros.is_empty(),
-        "{what}: {} of {} samples read present 0, first: {:?}",
-        zeros.len(),
+        samples.len() >= min,
+        "{what}: {} samples, fewer than {min}",
+        samples.len()
+    );
+    let wrong: Vec<&S> = samples
+        .iter()
+        .filter(|s| reading(s) != Reading::Present(1.0))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: {} of {} samples did not read a live leader, first: {:?}",
+        wrong.len(),
         samples.len(),
-        zeros.first()
+        wrong.first()
     );
 }
