@@ -42,6 +42,9 @@ struct Fixture {
     identity: Identity,
     /// One replica: no standby.
     replicas: usize,
+    /// Where upstream states the Lease, the pod labels, the identity and the replicas:
+    /// repository, file and what to look for there.
+    source: &'static str,
 }
 
 const fn fixture(
@@ -51,6 +54,7 @@ const fn fixture(
     labels: &'static [(&'static str, &'static str)],
     identity: Identity,
     replicas: usize,
+    source: &'static str,
 ) -> Fixture {
     Fixture {
         component,
@@ -59,9 +63,16 @@ const fn fixture(
         labels,
         identity,
         replicas,
+        source,
     }
 }
 
+/// Every component as its own project's source deploys it, written from that source and not
+/// from `src/presets.rs`, so that a wrong preset fails here. Every one elects in its pod's
+/// namespace: for the stack the one namespace OpenShift Virtualization installs it all in.
+/// controller-runtime managers name themselves `os.Hostname() + "_" + uuid`
+/// (sigs.k8s.io/controller-runtime `pkg/leaderelection/leader_election.go`, as each project
+/// vendors it); a pod's hostname is its name.
 const FIXTURES: [Fixture; 15] = [
     fixture(
         "virt-operator",
@@ -70,6 +81,10 @@ const FIXTURES: [Fixture; 15] = [
         &[("kubevirt.io", "virt-operator")],
         Identity::Pod,
         2,
+        "kubevirt/kubevirt: pkg/virt-operator/application.go (leaseName = VirtOperator \
+         \"virt-operator\" in app.operatorNamespace, Identity os.Hostname()); \
+         pkg/virt-operator/resource/generate/components/deployments.go NewOperatorDeployment \
+         (pod label virtv1.AppLabel \"kubevirt.io\" = \"virt-operator\", Replicas 2)",
     ),
     fixture(
         "virt-controller",
@@ -78,6 +93,12 @@ const FIXTURES: [Fixture; 15] = [
         &[("kubevirt.io", "virt-controller")],
         Identity::Pod,
         2,
+        "kubevirt/kubevirt: pkg/virt-controller/leaderelectionconfig/config.go \
+         (DefaultLeaseName \"virt-controller\"); pkg/virt-controller/watch/application.go \
+         (lock in vca.kubevirtNamespace, Identity vca.host = os.Hostname()); \
+         pkg/virt-operator/resource/generate/components/deployments.go NewControllerDeployment \
+         via newBaseDeployment/newPodTemplateSpec (pod label kubevirt.io=<deployment name>, \
+         Replicas 2)",
     ),
     fixture(
         "virt-synchronization-controller",
@@ -86,6 +107,12 @@ const FIXTURES: [Fixture; 15] = [
         &[("kubevirt.io", "virt-synchronization-controller")],
         Identity::Pod,
         2,
+        "kubevirt/kubevirt (from v1.6.0): \
+         cmd/synchronization-controller/synchronization-controller.go (leaseName \
+         \"virt-synchronization-controller\" in app.namespace, Identity os.Hostname()); \
+         pkg/virt-operator/resource/generate/components/deployments.go \
+         NewSynchronizationControllerDeployment via newBaseDeployment (pod label \
+         kubevirt.io=virt-synchronization-controller, Replicas 2)",
     ),
     fixture(
         "cdi-deployment",
@@ -94,6 +121,12 @@ const FIXTURES: [Fixture; 15] = [
         &[("cdi.kubevirt.io", "cdi-deployment")],
         Identity::PodUuid,
         1,
+        "kubevirt/containerized-data-importer: cmd/cdi-controller/controller.go \
+         (controller-runtime, LeaderElectionID \"cdi-controller-leader-election-helper\", \
+         leases, LeaderElectionNamespace its namespace); \
+         pkg/operator/resources/namespaced/controller.go createControllerDeployment \
+         (Deployment cdi-deployment, pod label cdi.kubevirt.io=cdi-deployment, 1 replica \
+         unless the CDI CR's spec.infra sets more)",
     ),
     fixture(
         "cdi-operator",
@@ -102,6 +135,12 @@ const FIXTURES: [Fixture; 15] = [
         &[("name", "cdi-operator")],
         Identity::PodUuid,
         1,
+        "kubevirt/containerized-data-importer: cmd/cdi-operator/operator.go \
+         (controller-runtime, LeaderElectionID \"cdi-operator-leader-election-helper\", \
+         leases); pkg/operator/resources/operator/operator.go createOperatorDeployment \
+         (pod label name=cdi-operator, 1 replica; pkg/operator/resources/utils/common.go adds \
+         cdi.kubevirt.io=cdi-operator); kubevirt/hyperconverged-cluster-operator: \
+         deploy/operator.yaml (Deployment cdi-operator: the same labels, replicas: 1)",
     ),
     fixture(
         "hyperconverged-cluster-operator",
@@ -110,6 +149,11 @@ const FIXTURES: [Fixture; 15] = [
         &[("name", "hyperconverged-cluster-operator")],
         Identity::PodUuid,
         1,
+        "kubevirt/hyperconverged-cluster-operator: cmd/hyperconverged-cluster-operator/main.go \
+         getManagerOptions (controller-runtime, LeaderElectionID \
+         \"hyperconverged-cluster-operator-lock\", leases); tools/manifests/manifests.go \
+         GetDeploymentSpecOperator and the generated deploy/operator.yaml (pod label \
+         name=hyperconverged-cluster-operator, replicas: 1)",
     ),
     fixture(
         "hyperconverged-cluster-webhook",
@@ -118,6 +162,10 @@ const FIXTURES: [Fixture; 15] = [
         &[("name", "hyperconverged-cluster-webhook")],
         Identity::PodUuid,
         1,
+        "kubevirt/hyperconverged-cluster-operator: cmd/hyperconverged-cluster-webhook/main.go \
+         (controller-runtime, LeaderElectionID \"hyperconverged-cluster-webhook-lock\", \
+         leases); tools/manifests/manifests.go GetDeploymentSpecWebhook and the generated \
+         deploy/operator.yaml (pod label name=hyperconverged-cluster-webhook, replicas: 1)",
     ),
     fixture(
         "ssp-operator",
@@ -126,6 +174,12 @@ const FIXTURES: [Fixture; 15] = [
         &[("control-plane", "ssp-operator")],
         Identity::PodUuid,
         1,
+        "kubevirt/ssp-operator: main.go (controller-runtime, leaderElectionID \
+         \"734f7229.kubevirt.io\", on with --leader-elect); \
+         config/manager/manager.template.yaml (pod label control-plane=ssp-operator, \
+         replicas: 1, args --leader-elect); kubevirt/hyperconverged-cluster-operator: \
+         deploy/operator.yaml (Deployment ssp-operator: the same label, replicas: 1, \
+         --leader-elect)",
     ),
     fixture(
         "hostpath-provisioner-operator",
@@ -134,6 +188,11 @@ const FIXTURES: [Fixture; 15] = [
         &[("name", "hostpath-provisioner-operator")],
         Identity::PodUuid,
         1,
+        "kubevirt/hostpath-provisioner-operator: cmd/manager/main.go (controller-runtime, \
+         LeaderElectionID \"hostpath-provisioner-operator-lock\", LeaderElectionNamespace its \
+         namespace, default lock leases); deploy/operator.yaml (pod label \
+         name=hostpath-provisioner-operator, replicas: 1); \
+         kubevirt/hyperconverged-cluster-operator: deploy/operator.yaml (the same)",
     ),
     fixture(
         "aaq-operator",
@@ -142,6 +201,13 @@ const FIXTURES: [Fixture; 15] = [
         &[("aaq.kubevirt.io", "aaq-operator")],
         Identity::PodUuid,
         1,
+        "kubevirt/application-aware-quota: cmd/aaq-operator/aaq-operator.go \
+         (controller-runtime, LeaderElectionID \"aaq-operator-leader-election-helper\", \
+         leases); pkg/aaq-operator/resources/operator/operator.go (CreateOperatorDeployment \
+         name=aaq-operator, 1 replica) with pkg/util/util.go CreateOperatorDeployment (adds \
+         aaq.kubevirt.io=aaq-operator); kubevirt/hyperconverged-cluster-operator: \
+         deploy/operator.yaml (Deployment aaq-operator: aaq.kubevirt.io: aaq-operator, \
+         replicas: 1)",
     ),
     fixture(
         "aaq-controller",
@@ -150,6 +216,11 @@ const FIXTURES: [Fixture; 15] = [
         &[("aaq.kubevirt.io", "aaq-controller")],
         Identity::Pod,
         2,
+        "kubevirt/application-aware-quota: pkg/aaq-controller/application.go \
+         setupLeaderElector (Lease \"aaq-controller\" in mca.aaqNs, Identity mca.host = \
+         os.Hostname()); pkg/aaq-controller/leaderelectionconfig/config.go (leases); \
+         pkg/aaq-operator/resources/namespaced/controller.go createAAQControllerDeployment \
+         (pod label aaq.kubevirt.io=aaq-controller, 2 replicas)",
     ),
     fixture(
         "virt-template-controller",
@@ -161,6 +232,14 @@ const FIXTURES: [Fixture; 15] = [
         ],
         Identity::PodUuid,
         1,
+        "kubevirt/virt-template: cmd/main.go (controller-runtime, LeaderElectionID \
+         \"61e1d0f4.kubevirt.io\", on with --leader-elect); config/manager/manager.yaml (pod \
+         labels control-plane=controller-manager, app.kubernetes.io/name=virt-template, \
+         replicas: 1); kubevirt/kubevirt: \
+         pkg/virt-operator/resource/generate/components/data/virt-template/\
+         install-virt-operator.yaml (Deployment virt-template-controller, the same pod labels, \
+         --leader-elect; virt-template-apiserver's pods have control-plane=apiserver) and \
+         virttemplate.go updateDeployment (exactly 1 replica)",
     ),
     fixture(
         "kubevirt-ipam-controller",
@@ -169,7 +248,15 @@ const FIXTURES: [Fixture; 15] = [
         &[("app", "ipam-virt-workloads"), ("control-plane", "manager")],
         Identity::PodUuid,
         2,
+        "kubevirt/ipam-extensions: cmd/main.go (controller-runtime, LeaderElectionID \
+         \"71d89df3\", on with --leader-elect); config/manager/manager.yaml (pod label \
+         control-plane=manager, replicas: 2), config/default/kustomization.yaml (adds \
+         app=ipam-virt-workloads), dist/install.yaml; \
+         kubevirt/cluster-network-addons-operator: \
+         data/kubevirt-ipam-controller/001-kubevirtipamcontroller.yaml (the Deployment it \
+         installs: the same two labels, replicas: 2, --leader-elect)",
     ),
+    // One static pod per control-plane node; two nodes here, which the handover test needs.
     fixture(
         "kube-scheduler",
         CONTROL_NS,
@@ -177,6 +264,13 @@ const FIXTURES: [Fixture; 15] = [
         &[("component", "kube-scheduler")],
         Identity::NodeUuid,
         2,
+        "kubernetes/kubernetes: cmd/kube-scheduler/app/options/options.go (ResourceName \
+         \"kube-scheduler\", ResourceNamespace \"kube-system\", leases; \
+         makeLeaderElectionConfig: hostname + \"_\" + uuid, ReleaseOnCancel true); \
+         cmd/kubeadm/app/util/staticpod/utils.go ComponentPod (kube-system, labels \
+         component=<container name> and tier=control-plane, HostNetwork: the node's \
+         hostname) called from cmd/kubeadm/app/phases/controlplane/manifests.go (container \
+         kube-scheduler)",
     ),
     fixture(
         "kube-controller-manager",
@@ -185,8 +279,27 @@ const FIXTURES: [Fixture; 15] = [
         &[("component", "kube-controller-manager")],
         Identity::NodeUuid,
         2,
+        "kubernetes/kubernetes: cmd/kube-controller-manager/app/options/options.go \
+         (Generic.LeaderElection.ResourceName \"kube-controller-manager\", ResourceNamespace \
+         \"kube-system\"); cmd/kube-controller-manager/app/controllermanager.go (id = \
+         hostname + \"_\" + uuid; leaderElectAndRun without ReleaseOnCancel); \
+         cmd/kubeadm/app/util/staticpod/utils.go ComponentPod with \
+         cmd/kubeadm/app/phases/controlplane/manifests.go (container kube-controller-manager, \
+         label component=kube-controller-manager, HostNetwork)",
     ),
 ];
+
+// Every fixture says where its facts come from, checked as the test binary compiles.
+const _: () = {
+    let mut i = 0;
+    while i < FIXTURES.len() {
+        assert!(
+            !FIXTURES[i].source.is_empty(),
+            "a fixture without its source"
+        );
+        i += 1;
+    }
+};
 
 /// Written past the test harness's capture, for the figures a run reports.
 fn report(text: &str) {
