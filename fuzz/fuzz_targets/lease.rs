@@ -1,44 +1,7 @@
-//! Lines of a lease watch stream (one event per line, 2 s apart) applied to listed watches
-//! (both watches of every target listed from a baseline of pods and leases); a line that is
-//! a Lease itself changes it on the server unseen by the watch, which the confirming read
-//! then finds. Judged right after and an hour later, once the lease watch task has
-//! confirmed what ran out, and rendered each time. An ERROR line fails every lease watch,
-//! which lists again.
+//! The `lease` fuzz target: see [`kubevirt_leader_exporter_fuzz::lease`], whose `run` the
+//! seed test (`tests/seeds.rs`) also calls with every seed.
 #![no_main]
 
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::core::WatchEvent;
-use kubevirt_leader_exporter_fuzz::{Bed, STEP, baseline};
-use libfuzzer_sys::fuzz_target;
-
-enum Line {
-    Watched(WatchEvent<Lease>),
-    OnServer(Lease),
-}
-
-fuzz_target!(|data: &[u8]| {
-    let lines: Vec<Line> = data
-        .split(|b| *b == b'\n')
-        .filter_map(|line| match serde_json::from_slice(line) {
-            Ok(event) => Some(Line::Watched(event)),
-            Err(_) => serde_json::from_slice(line).ok().map(Line::OnServer),
-        })
-        .collect();
-    if lines.is_empty() {
-        return;
-    }
-    let mut bed = Bed::new();
-    baseline(&mut bed);
-    let mut at = bed.t0;
-    bed.list_all(at);
-    for line in lines {
-        at += STEP;
-        match line {
-            Line::Watched(event) => bed.lease_line(event, at),
-            Line::OnServer(lease) => {
-                bed.put_lease(lease);
-            }
-        }
-    }
-    bed.judge_and_read(at);
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    kubevirt_leader_exporter_fuzz::lease::run(data);
 });

@@ -10,6 +10,17 @@
 //! Events are stamped from two hours before the real clock on, so that a scrape, which
 //! judges at the real `Instant::now()`, sees leases that have run out as well as the
 //! verdicts at the stamped instants.
+//!
+//! Each target's body is a module here (`run`, which the `fuzz_target!` in
+//! `fuzz_targets/<target>.rs` calls), so that `tests/seeds.rs` replays every seed through
+//! the same entry point with plain `cargo test`, and checks that each corpus reaches the
+//! judged, per-component series.
+
+pub mod component_file;
+pub mod http_request;
+pub mod lease;
+pub mod pod_event;
+pub mod pod_list;
 
 use std::{
     collections::BTreeMap,
@@ -21,7 +32,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::{ResourceExt, core::WatchEvent, runtime::watcher::Event};
 use kubevirt_leader_exporter::{
     config::{Component, Settings, default_components},
-    metrics::Metrics,
+    metrics::{Metrics, PREFIX},
     objects::{PodView, lease_record, pod_info, reduce},
     page, status,
     targets::{Target, Targets},
@@ -271,8 +282,9 @@ impl Bed {
     }
 
     /// After the input, ending at `end`: judged then, an hour later once the lease watch
-    /// task has confirmed what ran out, and a scrape in between and after.
-    pub fn judge_and_read(&self, end: Instant) {
+    /// task has confirmed what ran out, and a scrape in between and after. Returns whether
+    /// the last scrape has per-component series ([`has_component_series`]).
+    pub fn judge_and_read(&self, end: Instant) -> bool {
         let later = end + Duration::from_secs(3600);
         let judged = self.read_at(&[end, later]);
         assert!(
@@ -284,7 +296,17 @@ impl Bed {
         // Nothing changed since: the scrape reuses the last rendering.
         let again = self.metrics.render().expect("metrics render");
         std::str::from_utf8(&again).expect("the exposition is UTF-8");
+        has_component_series(&again)
     }
+}
+
+/// Whether `body` (a `/metrics` exposition, or an HTTP answer carrying one) has
+/// per-component series: some target was judged, with a verdict for some namespace. The
+/// seed test asserts it for at least one seed of every corpus, so that a target whose input
+/// no longer reaches the judging function fails there rather than fuzzing nothing.
+pub fn has_component_series(body: &[u8]) -> bool {
+    let sample = format!("\n{PREFIX}_present{{component=\"");
+    String::from_utf8_lossy(body).contains(&sample)
 }
 
 impl Default for Bed {

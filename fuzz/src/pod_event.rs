@@ -1,0 +1,30 @@
+//! Lines of a pod watch stream (one event per line), decoded into the slim pod view and
+//! applied to listed watches (both watches of every target listed from a baseline of pods
+//! and leases), then judged and rendered. An ERROR line fails every pods watch, which lists
+//! again.
+
+use kube::core::WatchEvent;
+use kubevirt_leader_exporter::objects::PodView;
+
+use crate::{Bed, STEP, baseline};
+
+/// Runs one input; returns whether it reached the per-component series
+/// ([`crate::has_component_series`]).
+pub fn run(data: &[u8]) -> bool {
+    let events: Vec<WatchEvent<PodView>> = data
+        .split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice(line).ok())
+        .collect();
+    if events.is_empty() {
+        return false;
+    }
+    let mut bed = Bed::new();
+    baseline(&mut bed);
+    let mut at = bed.t0;
+    bed.list_all(at);
+    for event in events {
+        at += STEP;
+        bed.pod_line(event, at);
+    }
+    bed.judge_and_read(at)
+}
