@@ -236,10 +236,10 @@ fn image_binary() -> Option<PathBuf> {
             .expect("the binary's mtime");
         // Cargo's dep-info beside the binary lists every source file it was built from.
         let deps = std::fs::read_to_string(path.with_extension("d")).expect("dep-info");
-        let sources = deps
+        let sources: Vec<PathBuf> = deps
             .split_once(": ")
             .map(|(_, files)| files.split_whitespace().map(PathBuf::from).collect())
-            .unwrap_or_else(Vec::<PathBuf>::new);
+            .unwrap_or_default();
         assert!(!sources.is_empty(), "no sources in the dep-info:\n{deps}");
         // A source that is gone counts as changed.
         let newer: Vec<&PathBuf> = sources

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Scrape, until_within};
+use common::{Reading, Scrape, until_within};
 use envtest::{Cluster, ControlPlane, EXPORTER_TOKEN, Elector, ExporterProcess, elector_assets};
 use serde_json::Value;
 
@@ -476,6 +476,16 @@ async fn every_component_of_the_stack_and_the_control_plane_has_its_leader_found
     ));
 }
 
+/// The kinds of kube-scheduler's events, oldest first.
+fn event_kinds(status: &Value) -> Vec<String> {
+    namespace_status(status, "kube-scheduler", CONTROL_NS)["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// `identity` holds kube-scheduler's lease, and both static pods are Ready.
 fn scheduler_led_by(s: &Scrape, identity: &str) -> bool {
     s.of("present", CONTROL_NS, "kube-scheduler") == Some(1.0)
@@ -507,9 +517,15 @@ async fn kube_scheduler_releases_and_its_standby_takes_over_without_reading_no_l
     let mut standby_node = 2;
     bed.until("cp-1 leads", |s| scheduler_led_by(s, &leader.identity))
         .await;
-    let sampler = common::Sampler::start(bed.http.clone(), bed.exporter.addr, |s| {
-        s.and_then(|s| s.of("present", CONTROL_NS, "kube-scheduler"))
+    let mut sampler = common::Sampler::start(bed.http.clone(), bed.exporter.addr, |_, s| {
+        let s = s.as_ref();
+        (
+            Reading::of(s, |s| s.of("present", CONTROL_NS, "kube-scheduler")),
+            s.and_then(|s| s.holder_of(CONTROL_NS, "kube-scheduler")),
+        )
     });
+    let mut leaders = vec![leader.identity.clone()];
+    sampler.more(2).await;
     let started = Instant::now();
     for _ in 0..5 {
         // The standby has looked and seen the leader: it takes the lease at a later look.
@@ -528,20 +544,29 @@ async fn kube_scheduler_releases_and_its_standby_takes_over_without_reading_no_l
         let holder = leader.identity.clone();
         bed.until("the standby leads", |s| scheduler_led_by(s, &holder))
             .await;
+        leaders.push(holder);
+        // A sample sent while the new leader holds the lease, before it hands over.
+        sampler.more(2).await;
     }
     let samples = sampler.finish().await;
-    let zeros = samples.iter().filter(|p| **p == Some(0.0)).count();
-    assert_eq!(
-        zeros,
-        0,
-        "{zeros} of {} samples read present 0",
-        samples.len()
-    );
+    // The sampler saw each leader, in order, and every sample before, during and after the
+    // handovers read a live leader.
+    common::assert_always_led(&samples, |s| s.0, leaders.len() * 2, "released handovers");
+    let mut seen: Vec<String> = samples.iter().filter_map(|s| s.1.clone()).collect();
+    seen.dedup();
+    assert_eq!(seen, leaders, "the holders the samples named");
+    // Each handover was a release, taken at the standby's next look: the story counts one
+    // `released` per handover, and never a lease that ran out.
+    let status = bed.status_json().await;
+    let kinds = event_kinds(&status);
+    let count = |kind: &str| kinds.iter().filter(|k| *k == kind).count();
+    assert_eq!(count("released"), 5, "{kinds:?}");
+    assert_eq!(count("lost"), 0, "{kinds:?}");
     let spec = bed.cluster.lease_spec(CONTROL_NS, scheduler.lease).await;
     assert!(spec.lease_transitions >= Some(5), "{spec:?}");
     report(&format!(
-        "kube-scheduler: 5 released handovers in {:.1}s, {} samples every 250 ms, none read \
-         present 0",
+        "kube-scheduler: 5 released handovers in {:.1}s, {} samples every 250 ms, each read \
+         a live leader",
         started.elapsed().as_secs_f64(),
         samples.len()
     ));
@@ -562,16 +587,14 @@ async fn kube_scheduler_releases_and_its_standby_takes_over_without_reading_no_l
         age > 11.0,
         "no leader {age}s after the release, before 1s + 10s"
     );
-    // The history has the releases.
+    // The history has the last release too.
     let status = bed.status_json().await;
-    let events = &namespace_status(&status, "kube-scheduler", CONTROL_NS)["events"];
-    let released = events
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["kind"] == "released")
-        .count();
-    assert!(released >= 1, "{events:#}");
+    let kinds = event_kinds(&status);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "released").count(),
+        6,
+        "{kinds:?}"
+    );
     // The page's first steps name this component's Lease, pods and runbook.
     let page = bed.page().await;
     for step in [
