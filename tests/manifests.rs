@@ -399,7 +399,7 @@ const INSTALLS: [(&str, (&str, &str)); 7] = [
         ("openshift-monitoring", "prometheus-k8s"),
     ),
     (
-        "docs/examples/kube-prometheus-stack",
+        "deploy/kube-prometheus-stack",
         ("monitoring", "kube-prometheus-stack-prometheus"),
     ),
     (
@@ -416,7 +416,7 @@ const INSTALLS: [(&str, (&str, &str)); 7] = [
 const CLUSTER_WIDE: [&str; 5] = [
     "deploy",
     "deploy/plain",
-    "docs/examples/kube-prometheus-stack",
+    "deploy/kube-prometheus-stack",
     "docs/examples/runbook-url",
     "docs/examples/cert-manager",
 ];
@@ -452,7 +452,10 @@ fn cluster_wide_install_renders_and_grants_exactly_what_is_watched() {
             },
             "{dir}"
         );
-        assert!(find(&docs, "Role").is_empty(), "{dir}");
+        // The one Role is Prometheus's, to discover the exporter.
+        for role in find(&docs, "Role") {
+            assert_eq!(role["metadata"]["name"], DISCOVERY, "{dir}");
+        }
         let args = parsed_args(&container(&docs));
         assert!(
             args.scope.namespaces.is_empty(),
@@ -560,6 +563,15 @@ fn every_install_lets_its_prometheus_read_the_protected_paths() {
             !names_account(bindings[0].subjects.as_ref(), &exporter_account(&docs)),
             "{dir}"
         );
+        // The same Prometheus may discover it.
+        let discovery: RoleBinding = named(&docs, "RoleBinding", DISCOVERY);
+        let discovers: Vec<(String, String, Option<String>)> = discovery
+            .subjects
+            .iter()
+            .flatten()
+            .map(|s| (s.kind.clone(), s.name.clone(), s.namespace.clone()))
+            .collect();
+        assert_eq!(discovers, subjects, "{dir}");
     }
 }
 
@@ -1004,40 +1016,38 @@ fn runbook_url_can_be_changed_with_kustomize() {
 /// The Prometheus Operator's kinds, which a cluster without its CRDs rejects.
 const OPERATOR_KINDS: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
 
+/// The Role and RoleBinding that let an install's Prometheus discover the exporter.
+const DISCOVERY: &str = "kubevirt-leader-exporter-discovery";
+
 #[test]
-fn plain_install_needs_no_prometheus_operator_and_is_scraped_by_annotation() {
+fn plain_install_needs_no_prometheus_operator_and_invites_no_annotation_job() {
     let docs = kustomize("deploy/plain");
     for kind in OPERATOR_KINDS {
         assert!(find(&docs, kind).is_empty(), "{kind} in deploy/plain");
     }
     let role: ClusterRole = named(&docs, "ClusterRole", "kubevirt-leader-exporter");
     assert_eq!(granted(role.rules.as_deref().unwrap_or_default()), needed());
-    let args = parsed_args(&container(&docs));
+    // The prometheus-community chart's annotation job sends no token and verifies the
+    // certificate: a Service that invited it would keep a target down for ever beside the
+    // documented job's.
     let service: Service = one(&docs, "Service");
     let annotations = service.metadata.annotations.unwrap_or_default();
-    let annotation = |key: &str| annotations.get(key).map(String::as_str);
-    assert_eq!(annotation("prometheus.io/scrape"), Some("true"));
-    assert_eq!(annotation("prometheus.io/scheme"), Some("https"));
-    assert_eq!(
-        annotation("prometheus.io/port"),
-        Some(args.listen.port().to_string().as_str())
+    assert!(
+        !annotations.keys().any(|k| k.starts_with("prometheus.io/")),
+        "{annotations:?}"
     );
-    assert_eq!(annotation("prometheus.io/path"), Some(http::METRICS_PATH));
-    // Everything else is the cluster-wide install's, but for whom the metrics reader is
-    // bound to (a placeholder here; every_install_lets_its_prometheus_read_the_protected_paths
-    // checks both).
+    // Everything else is the cluster-wide install's, but for whom the metrics reader and the
+    // discovery Role are bound to (a placeholder here;
+    // every_install_lets_its_prometheus_read_the_protected_paths checks both).
     let mut operator = kustomize("deploy");
     operator.retain(|d| !OPERATOR_KINDS.iter().any(|k| d["kind"] == *k));
     let mut plain = docs;
-    for doc in &mut plain {
-        if let Some(meta) = doc["metadata"].as_object_mut() {
-            meta.remove("annotations");
-        }
-    }
     for docs in [&mut plain, &mut operator] {
         for doc in docs.iter_mut() {
-            if doc["kind"] == "ClusterRoleBinding"
-                && doc["metadata"]["name"] == "kubevirt-leader-exporter-metrics-reader"
+            let name = &doc["metadata"]["name"];
+            if (doc["kind"] == "ClusterRoleBinding"
+                && name == "kubevirt-leader-exporter-metrics-reader")
+                || (doc["kind"] == "RoleBinding" && name == DISCOVERY)
             {
                 doc["subjects"] = Value::Null;
             }
@@ -1184,7 +1194,7 @@ fn only_the_openshift_variant_joins_platform_monitoring() {
 
 #[test]
 fn kube_prometheus_stack_example_labels_what_its_prometheus_selects() {
-    let docs = kustomize("docs/examples/kube-prometheus-stack");
+    let docs = kustomize("deploy/kube-prometheus-stack");
     for kind in OPERATOR_KINDS {
         let object = find(&docs, kind)[0];
         assert_eq!(
@@ -1281,7 +1291,7 @@ async fn every_install_applies_to_a_real_api_server() {
         "kubevirt-leader-exporter",
         "servicemonitor/kubevirt-leader-exporter",
         "prometheusrule/kubevirt-leader-exporter",
-        "rolebinding/prometheus-k8s",
+        "rolebinding/kubevirt-leader-exporter-discovery",
         "networkpolicy/kubevirt-leader-exporter",
         "configmap/kubevirt-leader-exporter-service-ca",
         "certificate/kubevirt-leader-exporter",

@@ -209,7 +209,9 @@ async fn install_on(platform: &Platform) {
     ] {
         kubectl(&["create", "namespace", ns]);
     }
-    let grants = repo().join("tests/fixtures/platforms").join(platform.grants);
+    let grants = repo()
+        .join("tests/fixtures/platforms")
+        .join(platform.grants);
     kubectl(&["apply", "-f", grants.to_str().expect("UTF-8")]);
     let (ns, name) = platform.prometheus;
     let prometheus = format!("system:serviceaccount:{ns}:{name}");

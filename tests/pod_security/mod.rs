@@ -125,7 +125,10 @@ impl Restricted {
             || spec.host_pid == Some(true)
             || spec.host_ipc == Some(true)
         {
-            out.push(violation("hostNamespaces", "hostNetwork, hostPID or hostIPC"));
+            out.push(violation(
+                "hostNamespaces",
+                "hostNetwork, hostPID or hostIPC",
+            ));
         }
         for c in &all {
             let s = ctx(c);
@@ -141,8 +144,7 @@ impl Restricted {
             {
                 out.push(violation("capabilities_baseline", &c.name));
             }
-            if c
-                .ports
+            if c.ports
                 .iter()
                 .flatten()
                 .any(|p| p.host_port.is_some_and(|h| h != 0))
@@ -174,12 +176,7 @@ impl Restricted {
                 out.push(violation("seLinuxOptions", format!("{o:?}")));
             }
         }
-        if spec
-            .volumes
-            .iter()
-            .flatten()
-            .any(|v| v.host_path.is_some())
-        {
+        if spec.volumes.iter().flatten().any(|v| v.host_path.is_some()) {
             out.push(violation("hostPathVolumes", "hostPath"));
         }
         if pod
@@ -202,7 +199,10 @@ impl Restricted {
         for v in spec.volumes.iter().flatten() {
             let kind = volume_type(v);
             if !RESTRICTED_VOLUMES.contains(&kind.as_str()) {
-                out.push(violation("restrictedVolumes", format!("{}: {kind}", v.name)));
+                out.push(violation(
+                    "restrictedVolumes",
+                    format!("{}: {kind}", v.name),
+                ));
             }
         }
         for c in &all {
@@ -242,7 +242,9 @@ fn first(spec: &mut PodSpec) -> &mut Container {
 }
 
 fn container_ctx(spec: &mut PodSpec) -> &mut k8s_openapi::api::core::v1::SecurityContext {
-    first(spec).security_context.get_or_insert_with(Default::default)
+    first(spec)
+        .security_context
+        .get_or_insert_with(Default::default)
 }
 
 fn pod_ctx(spec: &mut PodSpec) -> &mut k8s_openapi::api::core::v1::PodSecurityContext {
@@ -283,11 +285,14 @@ pub const RESTRICTED_CASES: &[(&str, Break)] = &[
     }),
     ("capabilities_baseline", |s| add_capability(s, "SYS_ADMIN")),
     ("hostPorts", |s| {
-        first(s).ports.get_or_insert_with(Vec::new).push(ContainerPort {
-            container_port: 9,
-            host_port: Some(9),
-            ..Default::default()
-        })
+        first(s)
+            .ports
+            .get_or_insert_with(Vec::new)
+            .push(ContainerPort {
+                container_port: 9,
+                host_port: Some(9),
+                ..Default::default()
+            })
     }),
     ("procMount", |s| {
         container_ctx(s).proc_mount = Some("Unmasked".into())
@@ -404,8 +409,7 @@ impl RestrictedV2 {
             if added(c).iter().any(|a| a != "NET_BIND_SERVICE") {
                 out.push(violation("allowedCapabilities", &c.name));
             }
-            if c
-                .ports
+            if c.ports
                 .iter()
                 .flatten()
                 .any(|p| p.host_port.is_some_and(|h| h != 0))
