@@ -7,6 +7,8 @@ mod common;
 mod envtest;
 
 use std::{
+    collections::HashMap,
+    ops::RangeInclusive,
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -14,16 +16,17 @@ use std::{
 
 use k8s_openapi::{
     api::{
-        core::v1::ConfigMap,
+        core::v1::{ConfigMap, ResourceQuota, ResourceQuotaSpec},
         rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding, RoleRef, Subject},
     },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
 };
 use kube::{
     Api, Client,
-    api::{Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use kubevirt_leader_exporter::{
+    auth::{ALLOWED_TTL, KNOWN_REVIEWS_PER_SECOND, TOKEN_TTL},
     client_ca::CLUSTER_CLIENT_CA,
     plugin::status::{Credentials, StatusError, read_status},
 };
@@ -32,6 +35,7 @@ use rustls::{
     ClientConfig, RootCertStore,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
 };
+use serde_json::json;
 
 use common::temp_dir;
 use envtest::{
@@ -44,6 +48,24 @@ const PROTECTED: [&str; 3] = ["/metrics", "/", "/status.json"];
 /// The Prometheus service account the shipped binding names.
 const MONITORING: &str = "monitoring";
 const PROMETHEUS: &str = "prometheus-k8s";
+/// Reviews a second for credentials never accepted before: `--auth-reviews-per-second`'s
+/// default, also their burst.
+const NEW_REVIEWS_PER_SECOND: f64 = 10.0;
+/// How far the test's wall clock may be from when the exporter's cache entries run out: they
+/// are kept by the monotonic clock, from the wall-clock expiry of the token.
+const CLOCK_SLACK: f64 = 0.5;
+/// How the flood's made-up tokens begin.
+const MADE_UP: &str = "made-up-";
+/// TokenReviews audited with their request, so that the audit log tells which token each one
+/// reviewed; everything else with its metadata only.
+const AUDIT_REVIEWED_TOKENS: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Request
+  resources: [{group: authentication.k8s.io, resources: [tokenreviews]}]
+- level: Metadata
+";
 
 struct Secured {
     plane: ControlPlane,
@@ -56,7 +78,19 @@ struct Secured {
 
 impl Secured {
     async fn start(assets: &Path, extra: &[&str]) -> Self {
-        let plane = ControlPlane::start(assets).await;
+        Self::start_with(assets, extra, None).await
+    }
+
+    /// [`Secured::start`], with the API server auditing as `audit_policy` says.
+    async fn start_audited(assets: &Path, extra: &[&str], audit_policy: &str) -> Self {
+        Self::start_with(assets, extra, Some(audit_policy)).await
+    }
+
+    async fn start_with(assets: &Path, extra: &[&str], audit_policy: Option<&str>) -> Self {
+        let mut plane = ControlPlane::start(assets).await;
+        if let Some(policy) = audit_policy {
+            plane.restart_with_audit_policy(policy).await;
+        }
         let admin = plane.client(ADMIN_TOKEN).await;
         plane.grant_exporter_rbac(&admin).await;
         if extra.contains(&"--client-ca-from-cluster") {
@@ -242,6 +276,39 @@ async fn status(client: &reqwest::Client, url: &str, token: Option<&str>) -> Sta
     request.send().await.expect("request").status()
 }
 
+/// How many TokenReviews the exporter sent for each token, as the API server's audit log
+/// records them (its policy must record their request: [`AUDIT_REVIEWED_TOKENS`]).
+fn reviewed_tokens(plane: &ControlPlane) -> HashMap<String, usize> {
+    let mut reviewed = HashMap::new();
+    for event in plane.audit_events() {
+        if event["verb"] == "create"
+            && event["user"]["username"] == EXPORTER_USER
+            && event["objectRef"]["resource"] == "tokenreviews"
+            && event["stage"] == "ResponseComplete"
+        {
+            let token = event["requestObject"]["spec"]["token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("the audit log does not record the token: {event}"));
+            *reviewed.entry(token.to_owned()).or_default() += 1;
+        }
+    }
+    reviewed
+}
+
+/// The reviews of one credential that requests made one after the other for `elapsed` cost
+/// when its answer is cached for `ttl`: one, and one more for each time the entry ran out.
+fn reviews_while_cached(elapsed: Duration, ttl: Duration) -> RangeInclusive<usize> {
+    1..=1 + (elapsed.as_secs_f64() / ttl.as_secs_f64()) as usize
+}
+
+/// Seconds since the epoch, with their fraction.
+fn wall_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -365,23 +432,32 @@ async fn reviews_are_cached_and_a_flood_of_made_up_tokens_is_bounded() {
     let Some(assets) = envtest::assets() else {
         return;
     };
-    let bed = Secured::start(&assets, &[]).await;
+    let bed = Secured::start_audited(&assets, &[], AUDIT_REVIEWED_TOKENS).await;
     bed.until_ready().await;
     let client = bed.client();
     let token = bed.reader_token(MONITORING, PROMETHEUS, true).await;
     let url = bed.url("/metrics");
+    // 1,000 scrapes cost one review of each kind: the token is then cached for a minute, the
+    // decision for five. Only a machine so slow that the scrapes outlast an entry would see
+    // one more review of that kind for each time the entry ran out.
+    let started = Instant::now();
     for _ in 0..1000 {
         assert_eq!(status(&client, &url, Some(&token)).await, 200);
     }
+    let elapsed = started.elapsed();
     let token_reviews = bed.plane.creates_by(EXPORTER_USER, "tokenreviews");
     let access_reviews = bed.plane.creates_by(EXPORTER_USER, "subjectaccessreviews");
     assert!(
-        (1..=2).contains(&token_reviews),
-        "{token_reviews} TokenReviews"
+        reviews_while_cached(elapsed, TOKEN_TTL).contains(&token_reviews),
+        "{token_reviews} TokenReviews for 1,000 scrapes in {elapsed:?}"
     );
     assert!(
-        (1..=2).contains(&access_reviews),
-        "{access_reviews} SubjectAccessReviews"
+        reviews_while_cached(elapsed, ALLOWED_TTL).contains(&access_reviews),
+        "{access_reviews} SubjectAccessReviews for 1,000 scrapes in {elapsed:?}"
+    );
+    eprintln!(
+        "cached: 1,000 scrapes in {elapsed:.1?}, {token_reviews} TokenReview, \
+         {access_reviews} SubjectAccessReview"
     );
 
     let uid = bed
@@ -389,11 +465,64 @@ async fn reviews_are_cached_and_a_flood_of_made_up_tokens_is_bounded() {
         .service_account(&bed.admin, MONITORING, "expiring")
         .await;
     bind_reader(&bed.admin, MONITORING, "expiring").await;
+
+    // Credentials accepted before whose cache entry ran out have a budget of their own, and
+    // it is bounded too: a token asked for from four connections at once, as fast as they
+    // are answered, is reviewed at most KNOWN_REVIEWS_PER_SECOND times a second after a
+    // burst of as many; the rest get 429.
+    let exp = unix_now() + 2;
+    let known = bed.plane.forge_token(MONITORING, "expiring", &uid, exp);
+    assert_eq!(status(&client, &url, Some(&known)).await, 200);
+    // The exporter caches the token until `exp`; the API server takes it for a minute more.
+    let ran_out = UNIX_EPOCH + Duration::from_secs(exp) + Duration::from_millis(500);
+    while SystemTime::now() < ran_out {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    let hammering: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url, known) = (client.clone(), url.clone(), known.clone());
+            tokio::spawn(async move {
+                let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+                while started.elapsed() < Duration::from_secs(2) {
+                    let code = status(&client, &url, Some(&known)).await.as_u16();
+                    *answers.entry(code).or_default() += 1;
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+    for task in hammering {
+        for (code, n) in task.await.expect("hammering task") {
+            *answers.entry(code).or_default() += n;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // Its first review, before its entry ran out, came from the budget of new credentials.
+    let reviewed = reviewed_tokens(&bed.plane)[&known] - 1;
+    let known_rate = f64::from(KNOWN_REVIEWS_PER_SECOND);
+    assert!(
+        reviewed as f64 <= known_rate + known_rate * seconds,
+        "{reviewed} TokenReviews of one known token in {seconds:.2} s (answers {answers:?})"
+    );
+    assert_eq!(
+        answers.keys().copied().collect::<Vec<_>>(),
+        [200, 429],
+        "the budget was reached: {answers:?}"
+    );
+    eprintln!(
+        "known: {} requests in {seconds:.1} s, answers {answers:?}, {reviewed} TokenReviews \
+         (the budget allows {:.0})",
+        answers.values().sum::<usize>(),
+        known_rate + known_rate * seconds
+    );
+
     let expiring_token = bed
         .plane
         .forge_token(MONITORING, "expiring", &uid, unix_now() + 3);
     assert_eq!(status(&client, &url, Some(&expiring_token)).await, 200);
-    let token_reviews = bed.plane.creates_by(EXPORTER_USER, "tokenreviews");
+    let before = reviewed_tokens(&bed.plane);
 
     // 10,000 distinct made-up tokens from 32 connections, while Prometheus keeps scraping.
     let started = Instant::now();
@@ -403,7 +532,7 @@ async fn reviews_are_cached_and_a_flood_of_made_up_tokens_is_bounded() {
             tokio::spawn(async move {
                 let mut answers = std::collections::BTreeMap::<u16, usize>::new();
                 for i in 0..(10_000 / 32 + 1) {
-                    let token = format!("made-up-{worker}-{i}-{}", unix_now());
+                    let token = format!("{MADE_UP}{worker}-{i}-{}", unix_now());
                     let code = status(&client, &url, Some(&token)).await.as_u16();
                     *answers.entry(code).or_default() += 1;
                 }
@@ -443,26 +572,48 @@ async fn reviews_are_cached_and_a_flood_of_made_up_tokens_is_bounded() {
             *answers.entry(code).or_default() += n;
         }
     }
-    let elapsed = started.elapsed();
+    let flood_seconds = started.elapsed().as_secs_f64();
     let scraped = scraper.await.expect("scraper");
-    assert!(scraped.iter().all(|c| *c == 200), "{scraped:?}");
     let renewed = expiring.await.expect("expiring scraper");
+    let elapsed = started.elapsed();
+    assert!(scraped.iter().all(|c| *c == 200), "{scraped:?}");
     assert!(renewed.iter().all(|c| *c == 200), "{renewed:?}");
     assert_eq!(
         answers.keys().copied().collect::<Vec<_>>(),
         [401, 429],
         "{answers:?}"
     );
-    // The default limit: 10 a second after a burst of 10 for tokens never seen, and 5 a
-    // second after a burst of 5 for the expiring one, as the API server's audit log counts
-    // them; the exporter's own count shows the made-up ones (all refused) alone.
-    let seconds = elapsed.as_secs_f64().ceil() as usize;
-    let sent = bed.plane.creates_by(EXPORTER_USER, "tokenreviews") - token_reviews;
-    assert!(
-        sent <= 10 + 10 * seconds + 5 + 5 * seconds,
-        "{sent} TokenReviews in {elapsed:?} (answers {answers:?})"
-    );
+    // Each budget on its own, as the API server's audit log counts the reviews by token.
+    // Made-up tokens get the default 10 a second after a burst of 10, while they are sent.
+    // The two known ones (Prometheus', if its minute ran out, and the expiring one) get 5 a
+    // second after a burst of 5, and the expiring one was reviewed again once its entry ran
+    // out.
+    let seconds = elapsed.as_secs_f64();
+    // Read once the last reviews' audit events are surely written: no review is sent after
+    // the last request was answered.
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after = reviewed_tokens(&bed.plane);
+    let during = |token: &str| {
+        after.get(token).copied().unwrap_or_default()
+            - before.get(token).copied().unwrap_or_default()
+    };
+    let made_up: usize = after
+        .iter()
+        .filter(|(token, _)| token.starts_with(MADE_UP))
+        .map(|(_, n)| n)
+        .sum();
+    let (prometheus, renewals) = (during(&token), during(&expiring_token));
+    assert!(
+        made_up as f64 <= NEW_REVIEWS_PER_SECOND + NEW_REVIEWS_PER_SECOND * flood_seconds,
+        "{made_up} TokenReviews of made-up tokens in {flood_seconds:.2} s (answers {answers:?})"
+    );
+    assert!(made_up > 0, "no made-up token was reviewed: {answers:?}");
+    assert!(
+        (prometheus + renewals) as f64 <= known_rate + known_rate * seconds,
+        "{prometheus} TokenReviews of Prometheus' token and {renewals} of the expiring one \
+         in {elapsed:?}"
+    );
+    assert!(renewals >= 1, "the expiring token was never reviewed again");
     let scrape = client
         .get(&url)
         .bearer_auth(&token)
@@ -472,21 +623,23 @@ async fn reviews_are_cached_and_a_flood_of_made_up_tokens_is_bounded() {
         .text()
         .await
         .expect("body");
+    // The exporter's own count of refused tokens (only made-up ones are refused here): no
+    // more than the API server saw.
     let refused = common::Scrape(scrape)
         .value(
             "kubevirt_leader_exporter_auth_reviews_total",
             &[("kind", "tokenreview"), ("result", "unauthenticated")],
         )
         .expect("a count of refused tokens");
-    assert!(
-        refused > 0.0 && refused <= (10 + 10 * seconds) as f64,
-        "{refused}"
-    );
+    assert!(refused > 0.0 && refused <= made_up as f64, "{refused}");
     assert_eq!(status(&client, &bed.url("/livez"), None).await, 200);
     eprintln!(
-        "flood: {} requests in {elapsed:.1?}, answers {answers:?}, {sent} TokenReviews ({:.1}/s)",
+        "flood: {} requests in {flood_seconds:.1} s, answers {answers:?}, {made_up} TokenReviews \
+         of made-up tokens (their budget allows {:.0}); in {seconds:.1} s {renewals} of the \
+         expiring token and {prometheus} of Prometheus' (their budget allows {:.0})",
         answers.values().sum::<usize>(),
-        sent as f64 / elapsed.as_secs_f64()
+        NEW_REVIEWS_PER_SECOND + NEW_REVIEWS_PER_SECOND * flood_seconds,
+        known_rate + known_rate * seconds
     );
 }
 
@@ -500,20 +653,38 @@ async fn with_the_api_server_down_cached_readers_get_in_until_their_entry_expire
     bed.until_ready().await;
     let client = bed.client();
     let (uid, user) = bed.bound_prometheus().await;
-    // A token that expires in 20 s: cached no longer than that.
-    let expires = unix_now() + 20;
-    let token = bed.plane.forge_token(MONITORING, PROMETHEUS, &uid, expires);
     let other = bed.reader_token(MONITORING, "other", true).await;
     let url = bed.url("/metrics");
-    assert_eq!(status(&client, &url, Some(&token)).await, 200);
     let (cert, key) = bed
         .plane
         .client_certificate(&user, "system:serviceaccounts");
     let with_cert = https_client(&bed.serving_ca, Some((&cert, &key)));
     assert_eq!(status(&with_cert, &url, None).await, 200);
 
-    bed.plane.kill_apiserver();
-    assert_eq!(status(&client, &url, Some(&token)).await, 200, "cached");
+    // A token that expires soon, cached no longer than it lives: made just before it is
+    // used. It proves something only if the first request with the API server down is
+    // answered before it expires (a little before, for the exporter's clock); on a machine
+    // too slow for that, the API server is started again and the next token lives twice as
+    // long.
+    let mut lifetime = 10;
+    let (token, expires) = loop {
+        let expires = unix_now() + lifetime;
+        let token = bed.plane.forge_token(MONITORING, PROMETHEUS, &uid, expires);
+        assert_eq!(status(&client, &url, Some(&token)).await, 200);
+        bed.plane.kill_apiserver();
+        let cached = status(&client, &url, Some(&token)).await;
+        if wall_now() < expires as f64 - CLOCK_SLACK {
+            assert_eq!(cached, 200, "cached");
+            break (token, expires);
+        }
+        assert!(
+            lifetime < TOKEN_TTL.as_secs(),
+            "a request with the API server down took longer than the token cache's {TOKEN_TTL:?}"
+        );
+        eprintln!("the {lifetime} s token expired before it could be tried; again, longer");
+        bed.plane.start_apiserver().await;
+        lifetime = (lifetime * 2).min(TOKEN_TTL.as_secs());
+    };
     // A certificate needs no review to authenticate, and its decision is cached.
     assert_eq!(status(&with_cert, &url, None).await, 200);
     assert_eq!(
@@ -527,14 +698,29 @@ async fn with_the_api_server_down_cached_readers_get_in_until_their_entry_expire
         401,
         "no credentials, no API call"
     );
-    let mut codes = Vec::new();
-    while unix_now() <= expires + 1 {
-        codes.push(status(&client, &url, Some(&token)).await.as_u16());
+    // Answered before the token expires: let in; asked for a second after: 500, and once
+    // refused, never let in again while the API server cannot be asked.
+    let mut answers = Vec::new();
+    loop {
+        let sent = wall_now();
+        let code = status(&client, &url, Some(&token)).await.as_u16();
+        answers.push((sent, wall_now(), code));
+        if sent > expires as f64 + 1.0 {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(codes.first(), Some(&200), "{codes:?}");
-    assert_eq!(codes.last(), Some(&500), "{codes:?}");
-    // Once refused, never let in again while the API server cannot be asked.
+    let codes: Vec<_> = answers.iter().map(|(_, _, code)| *code).collect();
+    for (_, answered, code) in &answers {
+        if *answered < expires as f64 - CLOCK_SLACK {
+            assert_eq!(*code, 200, "answered before the token expired: {codes:?}");
+        }
+    }
+    assert_eq!(
+        codes.last(),
+        Some(&500),
+        "asked for a second after the token expired: {codes:?}"
+    );
     let first_refusal = codes.iter().position(|c| *c == 500).expect("a refusal");
     assert!(
         codes[first_refusal..].iter().all(|c| *c == 500),
@@ -589,6 +775,211 @@ async fn a_client_ca_the_api_server_publishes_later_is_trusted_without_a_restart
         .client_certificate(&user, "system:serviceaccounts");
     let current = https_client(&bed.serving_ca, Some((&cert, &key)));
     assert_eq!(status(&current, &url, None).await, 200, "the old CA still");
+}
+
+/// The client CA from the API server's ConfigMap stays in service while the ConfigMap holds
+/// no usable CA, and a CA published after that replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_emptied_or_deleted_cluster_client_ca_leaves_the_last_good_one_in_service() {
+    let Some(assets) = envtest::assets() else {
+        return;
+    };
+    let bed = Secured::start(&assets, &["--client-ca-from-cluster"]).await;
+    bed.until_ready().await;
+    let (_, user) = bed.bound_prometheus().await;
+    let url = bed.url("/metrics");
+    let (cert, key) = bed
+        .plane
+        .client_certificate(&user, "system:serviceaccounts");
+    let with_cert = || with_certificate(&bed.serving_ca, (&cert, &key), &url);
+    let answer = with_cert().await;
+    assert!(matches!(answer, Ok(StatusCode::OK)), "{answer:?}");
+
+    let (namespace, name, ca_key) = CLUSTER_CLIENT_CA;
+    let maps: Api<ConfigMap> = Api::namespaced(bed.admin.clone(), namespace);
+    let held = |map: &ConfigMap| map.data.as_ref().and_then(|data| data.get(ca_key)).cloned();
+    let write = |data: serde_json::Value| {
+        let maps = maps.clone();
+        async move {
+            maps.patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "data": data })),
+            )
+            .await
+            .expect("patch the client CA ConfigMap")
+        }
+    };
+    let kept = "keeping the previous client CA";
+
+    // Not PEM. The API server's own controller, which keeps this ConfigMap, cannot read it
+    // either and leaves it so.
+    let warned = bed.exporter.log_lines(&[kept]).len();
+    write(json!({ ca_key: "garbage" })).await;
+    logged(&bed.exporter, kept, warned + 1).await;
+    let answer = with_cert().await;
+    assert!(
+        matches!(answer, Ok(StatusCode::OK)),
+        "after garbage: {answer:?}"
+    );
+    let map = maps.get(name).await.expect("ConfigMap");
+    assert_eq!(held(&map).as_deref(), Some("garbage"));
+
+    // Emptied. The controller would write its CA back at once; a key it cannot read (its
+    // request-header CA, which the exporter does not use) keeps it off the ConfigMap.
+    let warned = bed.exporter.log_lines(&[kept]).len();
+    write(json!({ ca_key: "", HOLD_OFF_KEY: "garbage" })).await;
+    logged(&bed.exporter, kept, warned + 1).await;
+    let answer = with_cert().await;
+    assert!(
+        matches!(answer, Ok(StatusCode::OK)),
+        "after emptying: {answer:?}"
+    );
+    let map = maps.get(name).await.expect("ConfigMap");
+    assert_eq!(held(&map).as_deref(), Some(""), "written back");
+
+    // Deleted. The controller would create it again at once: a quota of no ConfigMaps in
+    // its namespace keeps it from doing so.
+    let quotas: Api<ResourceQuota> = Api::namespaced(bed.admin.clone(), namespace);
+    hold_off_configmaps(&quotas, &maps).await;
+    maps.delete(name, &DeleteParams::default())
+        .await
+        .expect("delete the client CA ConfigMap");
+    logged(
+        &bed.exporter,
+        "the ConfigMap is gone; keeping the client CA",
+        1,
+    )
+    .await;
+    let answer = with_cert().await;
+    assert!(
+        matches!(answer, Ok(StatusCode::OK)),
+        "after deleting: {answer:?}"
+    );
+    let gone = maps.get_opt(name).await.expect("get ConfigMap");
+    assert!(gone.is_none(), "created again: {gone:?}");
+    let loaded = "loaded a new client CA";
+    assert_eq!(bed.exporter.log_lines(&[loaded]), Vec::<String>::new());
+
+    // Without the quota, the controller creates the ConfigMap again with its CA. A new CA
+    // then replaces that one (the controller kept off as before, or it would add its CA
+    // back): certificates from the new CA get in and those from the old one no longer, so
+    // the exporter followed the ConfigMap all along.
+    quotas
+        .delete(QUOTA, &DeleteParams::default())
+        .await
+        .expect("delete the quota");
+    let start = Instant::now();
+    while maps.get_opt(name).await.expect("get ConfigMap").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the API server never created {namespace}/{name} again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ca, issuer) = envtest::new_ca("replacing client CA");
+    write(json!({ ca_key: ca, HOLD_OFF_KEY: "garbage" })).await;
+    let next = envtest::client_certificate_by(&issuer, &user, "system:serviceaccounts");
+    let start = Instant::now();
+    let answer = loop {
+        match with_certificate(&bed.serving_ca, (&next.0, &next.1), &url).await {
+            Ok(status) => break status,
+            Err(error) => assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the new CA is never trusted: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(answer, 200);
+    let refused = with_cert().await;
+    assert!(
+        refused.is_err(),
+        "the replaced CA is still trusted: {refused:?}"
+    );
+    let map = maps.get(name).await.expect("ConfigMap");
+    assert_eq!(held(&map), Some(ca), "the ConfigMap changed under the test");
+}
+
+/// A key of the API server's authentication ConfigMap that the exporter does not read; when
+/// it does not parse, the API server's controller of the ConfigMap leaves it alone.
+const HOLD_OFF_KEY: &str = "requestheader-client-ca-file";
+/// The quota that keeps ConfigMaps from being created in the API server's namespace.
+const QUOTA: &str = "no-configmaps";
+
+/// Forbids creating ConfigMaps in `quotas`' namespace with a quota of none. No quota
+/// controller runs here, so the test writes the quota's status itself; returns once a
+/// ConfigMap created through `maps` is refused.
+async fn hold_off_configmaps(quotas: &Api<ResourceQuota>, maps: &Api<ConfigMap>) {
+    let quota = ResourceQuota {
+        metadata: ObjectMeta {
+            name: Some(QUOTA.into()),
+            ..Default::default()
+        },
+        spec: Some(ResourceQuotaSpec {
+            hard: Some([("configmaps".to_owned(), Quantity("0".into()))].into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    quotas
+        .create(&PostParams::default(), &quota)
+        .await
+        .expect("create the quota");
+    let status =
+        json!({ "status": { "hard": { "configmaps": "0" }, "used": { "configmaps": "0" } } });
+    quotas
+        .patch_status(QUOTA, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("quota status");
+    let probe = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("quota-probe".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let start = Instant::now();
+    loop {
+        match maps.create(&PostParams::default(), &probe).await {
+            Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("quota") => return,
+            Ok(_) => {
+                maps.delete("quota-probe", &DeleteParams::default())
+                    .await
+                    .expect("delete the probe");
+            }
+            Err(error) => panic!("creating a probe ConfigMap: {error}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the quota never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What `url` answers on a new connection (the certificate is verified in the handshake)
+/// with the client certificate and key `identity`.
+async fn with_certificate(
+    serving_ca: &str,
+    (cert, key): (&str, &str),
+    url: &str,
+) -> reqwest::Result<StatusCode> {
+    let client = https_client(serving_ca, Some((cert, key)));
+    client.get(url).send().await.map(|r| r.status())
+}
+
+/// Waits until the exporter has logged `message` `times` times.
+async fn logged(exporter: &ExporterProcess, message: &str, times: usize) {
+    let start = Instant::now();
+    while exporter.log_lines(&[message]).len() < times {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the exporter never logged {message:?} {times} times:\n{}",
+            exporter.log_lines(&[]).join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The plugin's `status` shows the exporter what the user's kubeconfig holds: here a client

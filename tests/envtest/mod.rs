@@ -335,6 +335,14 @@ impl ControlPlane {
             .collect()
     }
 
+    /// Replaces the audit policy with `policy` (YAML) and restarts kube-apiserver, which reads
+    /// it only at start; etcd keeps the data and the audit log goes on in the same file.
+    pub async fn restart_with_audit_policy(&mut self, policy: &str) {
+        write(&self.dir.join("audit-policy.yaml"), policy);
+        self.kill_apiserver();
+        self.start_apiserver().await;
+    }
+
     /// Starts kube-apiserver and waits until it answers `/readyz`.
     pub async fn start_apiserver(&mut self) {
         let child = self
