@@ -49,7 +49,7 @@ fn report(text: &str) {
 /// is loopback only), the imported image that cannot be pulled, the API server's address
 /// (no kube-proxy routes the Service IP), and, because two host-network pods cannot share
 /// the metrics port, a rollout that stops the old pod before it starts the new one.
-fn overlay(base: &str, api_port: u16) -> String {
+fn overlay(base: &str, api_port: u16, extra: &str) -> String {
     format!(
         r#"apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
@@ -83,7 +83,7 @@ patches:
           rollingUpdate:
             maxSurge: 0
             maxUnavailable: 1
-"#
+{extra}"#
     )
 }
 
@@ -106,11 +106,25 @@ fn kustomize(dir: &Path) -> Vec<Value> {
 /// Renders `base` with the node overlay into `target/node-test/<use>-<base>/`; the rendered
 /// file and its objects.
 fn render_for_node(base: &str, api_port: u16, usage: &str) -> (PathBuf, Vec<Value>) {
+    render_for_node_with(base, api_port, usage, "")
+}
+
+/// [`render_for_node`], with `extra` JSON patch operations on the Deployment.
+fn render_for_node_with(
+    base: &str,
+    api_port: u16,
+    usage: &str,
+    extra: &str,
+) -> (PathBuf, Vec<Value>) {
     let dir = repo()
         .join("target/node-test")
         .join(format!("{usage}-{}", base.replace('/', "-")));
     std::fs::create_dir_all(&dir).expect("overlay dir");
-    std::fs::write(dir.join("kustomization.yaml"), overlay(base, api_port)).expect("write");
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        overlay(base, api_port, extra),
+    )
+    .expect("write");
     let docs = kustomize(&dir);
     let yaml: String = docs
         .iter()
@@ -646,16 +660,16 @@ async fn install(node: &Node, base: &str) -> PathBuf {
     file
 }
 
-/// Removes an install and waits until its pods are gone.
+/// Removes an install as docs/deploying.md says, waits until it is gone, and finds nothing
+/// left of what it created: the Roles and bindings in other namespaces included.
 async fn uninstall(node: &Node, file: &Path) {
-    node.must(&[
-        "delete",
-        "-f",
-        file.to_str().expect("UTF-8"),
-        "--wait=true",
-        "--timeout=180s",
-    ])
-    .await;
+    let file = file.to_str().expect("UTF-8");
+    node.must(&["delete", "-f", file, "--wait=true", "--timeout=180s"])
+        .await;
+    let left = node
+        .must(&["get", "-f", file, "--ignore-not-found", "-o", "name"])
+        .await;
+    assert!(left.trim().is_empty(), "left after removal: {left}");
 }
 
 fn root() -> bool {
@@ -723,6 +737,7 @@ async fn the_shipped_installs_on_a_real_node() {
         .await;
         uninstall(&node, &file).await;
     }
+    openshift_install_runs_as_restricted_v2_assigns(&node).await;
     install(&node, INSTALLS[2]).await;
     let (http, token) = reader(&node).await;
     until(&http, "a leader", |s| s.present(NS) == Some(1.0)).await;
@@ -742,6 +757,86 @@ async fn the_shipped_installs_on_a_real_node() {
     discovery.abort();
     no_pods_no_leader(&node, &http, &token).await;
     diagnose_names_what_the_node_did(&node).await;
+}
+
+/// Where OpenShift's service CA would issue the exporter's serving certificate for.
+const SERVICE_DNS: &str = "kubevirt-leader-exporter.kubevirt-leader-exporter.svc";
+/// A UID from an OpenShift namespace's range, as restricted-v2 assigns it.
+const OPENSHIFT_UID: &str = "1000650000";
+
+/// The OpenShift install as OpenShift runs it: restricted-v2 gives the pod a UID from the
+/// namespace's range and an fsGroup, and the primary group is 0 (the image's passwd file does
+/// not know the UID); the service CA's certificate is mounted from its Secret. It becomes
+/// Ready through the kubelet's probes, serves that certificate, and answers Prometheus.
+async fn openshift_install_runs_as_restricted_v2_assigns(node: &Node) {
+    let base = "deploy/scoped/openshift-cnv";
+    let assigned = format!(
+        r#"      - op: add
+        path: /spec/template/spec/securityContext/fsGroup
+        value: {OPENSHIFT_UID}
+      - op: add
+        path: /spec/template/spec/containers/0/securityContext/runAsUser
+        value: {OPENSHIFT_UID}
+"#
+    );
+    let (file, _) = render_for_node_with(base, node.api_port, "node", &assigned);
+    for ns in [EXPORTER_NS, "openshift-cnv", "openshift-monitoring"] {
+        let _ = node.kubectl(&["create", "namespace", ns]).await;
+    }
+    // What OpenShift's service CA does for the Service's annotation.
+    let (ca, issuer) = envtest::new_ca("openshift-service-serving-signer");
+    let mut params = rcgen::CertificateParams::new(vec![SERVICE_DNS.to_owned()]).expect("params");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params
+        .signed_by(&key, &issuer)
+        .expect("serving certificate");
+    let tls = node.run.join("service-ca");
+    std::fs::create_dir_all(&tls).expect("dir");
+    std::fs::write(tls.join("tls.crt"), cert.pem()).expect("write");
+    std::fs::write(tls.join("tls.key"), key.serialize_pem()).expect("write");
+    let path = |name: &str| tls.join(name).to_str().expect("UTF-8").to_owned();
+    node.must(&[
+        "-n",
+        EXPORTER_NS,
+        "create",
+        "secret",
+        "tls",
+        "kubevirt-leader-exporter-tls",
+        &format!("--cert={}", path("tls.crt")),
+        &format!("--key={}", path("tls.key")),
+    ])
+    .await;
+    node.must(&["apply", "-f", file.to_str().expect("UTF-8")])
+        .await;
+    node.rollout(EXPORTER_NS, EXPORTER).await;
+
+    let pods = exporter_pods(node).await;
+    assert_eq!(pods.len(), 1);
+    assert!(is_ready(&pods[0]), "{:#}", pods[0]);
+    let (id, _) = container(&pods[0]).expect("running");
+    let facts = common::process_facts(node.container_pid(&id));
+    assert_eq!(
+        (facts.uid.as_str(), facts.gid.as_str()),
+        (OPENSHIFT_UID, "0"),
+        "{facts:?}"
+    );
+    // Prometheus verifies the service CA's certificate under the Service's name.
+    let token = reader_token(node).await;
+    let verified = common::verifying_https(&ca, SERVICE_DNS, METRICS.parse().expect("addr"));
+    let response = verified
+        .get(format!("https://{SERVICE_DNS}:8080/metrics"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("a verified scrape");
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response.text().await.expect("body");
+    assert!(
+        body.contains("kubevirt_leader_exporter_build_info"),
+        "{body}"
+    );
+    uninstall(node, &file).await;
 }
 
 /// The exporter's pods, as the API server has them.

@@ -142,6 +142,27 @@ impl Base for Https {
     }
 }
 
+/// An HTTPS client that trusts only `ca` (PEM) and reaches `name` at `addr`, as a client
+/// that resolves the Service's name would.
+pub fn verifying_https(ca: &str, name: &str, addr: SocketAddr) -> reqwest::Client {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(CertificateDer::pem_slice_iter(ca.as_bytes()).flatten());
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .resolve(name, addr)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
 /// A client for a secured exporter as the shipped ServiceMonitor scrapes it: `token` as
 /// bearer token (when given) and the server's certificate not verified, as with the
 /// self-signed default (the kubelet's HTTPS probes do not verify either).
@@ -475,6 +496,8 @@ pub fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
 #[derive(Debug)]
 pub struct ProcessFacts {
     pub uid: String,
+    /// The primary group.
+    pub gid: String,
     /// Effective capabilities, in hex.
     pub cap_eff: String,
     pub no_new_privs: String,
@@ -502,6 +525,7 @@ pub fn process_facts(pid: u32) -> ProcessFacts {
     });
     ProcessFacts {
         uid: field("Uid"),
+        gid: field("Gid"),
         cap_eff: field("CapEff"),
         no_new_privs: field("NoNewPrivs"),
         seccomp: field("Seccomp"),
