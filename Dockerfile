@@ -1,4 +1,6 @@
-# A static (musl) binary on distroless/static: no shell, no libc, runs as uid 65532.
+# A static (musl) binary on distroless/static: no shell, no libc, runs as uid 65532, or as
+# whatever UID the platform assigns (OpenShift's restricted-v2: one from the namespace's
+# range, group 0): the binary is world-readable and executable and nothing is written to disk.
 #   docker build -t REGISTRY/kubevirt-leader-exporter:VERSION .
 FROM docker.io/library/rust:1.95.0-slim-bookworm AS build
 RUN apt-get update \
