@@ -49,10 +49,12 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// For people and scripts that used `kubevirt-leader-exporter diagnose`.
+/// For people and scripts that still run `kubevirt-leader-exporter diagnose`: diagnose is
+/// the kubectl plugin's (`kubectl kubevirt-leader diagnose`), built from this repository.
 const DIAGNOSE_MOVED: &str = "Error: diagnose is not part of the exporter: it is the kubectl plugin \
-    `kubectl kubevirt-leader diagnose` (install it with `cargo install --path . --bin \
-    kubectl-kubevirt_leader`, or put the release's kubectl-kubevirt_leader on your PATH)";
+    `kubectl kubevirt-leader diagnose` (build it from a checkout of this repository with \
+    `cargo install --locked --path . --bin kubectl-kubevirt_leader` and put ~/.cargo/bin on \
+    your PATH; see docs/diagnose.md)";
 
 /// print! and eprintln! panic when the reader has gone (`| head`): a closed pipe is not
 /// worth a panic.
