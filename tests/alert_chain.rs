@@ -2,9 +2,10 @@
 //! KubeVirt configures virt-operator, on a real kube-apiserver → the exporter binary → a real
 //! Prometheus evaluating the shipped rule file → a real Alertmanager → a webhook receiver
 //! here. NoLeadingVirtOperator must reach the receiver once when the leader is really gone,
-//! and nothing may arrive for the disturbances a healthy cluster goes through. Prometheus
-//! scrapes as the shipped installs do: over HTTPS, with the token of the ServiceAccount the
-//! shipped reader binding names, which the exporter checks with the API server.
+//! and nothing may arrive for the disturbances a healthy cluster goes through, which may
+//! not even make it pending. Prometheus scrapes as the shipped installs do: over HTTPS, with
+//! the token of the ServiceAccount the shipped reader binding names, which the exporter
+//! checks with the API server.
 //!
 //! The rule file is the shipped one with every `for:` divided by 20 (10m becomes 30 s), in a
 //! copy this test makes, so that the test takes minutes rather than hours; expressions,
@@ -33,6 +34,12 @@ const A: &str = "virt-operator-6f7d9c5b8-a1b2c";
 const B: &str = "virt-operator-6f7d9c5b8-x9y8z";
 /// How much shorter every `for:` is in the test's copy of the rules.
 const FOR_DIVISOR: u64 = 20;
+/// How long the quiet phase lasts after its last disturbance has reached Prometheus: the
+/// longest shortened `for:` of an alert the disturbances could trip (10m in the shipped
+/// rules), then a margin for Alertmanager's 1 s group wait and a loaded machine.
+const QUIET: Duration = Duration::from_secs(600 / FOR_DIVISOR + 15);
+/// The exporter's start time, as Prometheus scraped it: a new value means a new process.
+const STARTED: &str = "process_start_time_seconds{job=\"kubevirt-leader-exporter\"}";
 
 /// The shipped rules with every `for:` divided by [`FOR_DIVISOR`].
 fn shortened_rules(dir: &Path) -> PathBuf {
@@ -197,7 +204,27 @@ async fn no_leading_virt_operator_reaches_alertmanager_once_and_only_when_true()
     })
     .await;
 
+    // Start-up, before the lease existed, may have made NoLeadingVirtOperator pending: the
+    // quiet phase must begin after that has cleared, so that what it finds is its own.
+    let no_leader = "alertname=\"NoLeadingVirtOperator\"";
+    let alerts_now = format!("ALERTS{{{no_leader}}}");
+    eventually("no NoLeadingVirtOperator left from start-up", async || {
+        let data = prometheus
+            .api(&http, "/api/v1/query", &[("query", &alerts_now)])
+            .await?;
+        data["result"].as_array()?.is_empty().then_some(())
+    })
+    .await;
+    let first_start = eventually("the exporter's start time", async || {
+        prometheus.value(&http, STARTED).await
+    })
+    .await;
+
     // Quiet: a normal failover, with the killed leader's pod back as a standby...
+    // Throughout, Prometheus is asked whether NoLeadingVirtOperator was ever pending: one
+    // that went pending late would fire only after the notifications are checked, grouped
+    // with the loud phase's, and no notification check could tell.
+    let quiet = prometheus.watch_alerts(&http, no_leader);
     a.signal("KILL");
     let start = Instant::now();
     while !b.started_leading() {
@@ -222,13 +249,45 @@ async fn no_leading_virt_operator_reaches_alertmanager_once_and_only_when_true()
     }
     let restarted: Vec<&str> = secured.iter().copied().chain([listen.as_str()]).collect();
     let exporter = ExporterProcess::start(&kubeconfig, &restarted);
-    // Long enough for any of them to have fired: the longest shortened `for:` among the
-    // alerts they could trip is 30 s.
-    tokio::time::sleep(Duration::from_secs(45)).await;
+    // Every disturbance has reached the rules once Prometheus has scraped the restarted
+    // exporter and found the leader.
+    eventually("Prometheus scrapes the restarted exporter", async || {
+        let started = prometheus.value(&http, STARTED).await?;
+        let leads = prometheus.value(&http, &present).await?;
+        (started > first_start && leads == 1.0).then_some(())
+    })
+    .await;
+    // Then long enough for anything they made pending to fire and be notified.
+    tokio::time::sleep(QUIET).await;
+    let asked = quiet.finish().await;
     assert_eq!(
         names(&got),
         Vec::<String>::new(),
         "quiet disturbances notified"
+    );
+    assert!(
+        asked.unanswered.is_empty(),
+        "Prometheus left {} of {} questions about ALERTS unanswered: {:?}",
+        asked.unanswered.len(),
+        asked.unanswered.len() + asked.answered,
+        asked.unanswered
+    );
+    // About one a second; this many shows the questions went on through the whole phase.
+    let enough = usize::try_from(QUIET.as_secs() / 5).expect("small");
+    assert!(
+        asked.answered >= enough,
+        "only {} answers about ALERTS in the quiet phase, fewer than {enough}",
+        asked.answered
+    );
+    println!(
+        "quiet phase: {} answers about ALERTS, none unanswered",
+        asked.answered
+    );
+    assert!(
+        asked.seen.is_empty(),
+        "NoLeadingVirtOperator pending or firing in the quiet phase (seconds into it, \
+         series): {:?}",
+        asked.seen
     );
     assert_eq!(prometheus.value(&http, &present).await, Some(1.0));
 

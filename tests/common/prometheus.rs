@@ -98,14 +98,7 @@ impl Prometheus {
         path: &str,
         query: &[(&str, &str)],
     ) -> Option<Value> {
-        let response = http
-            .get(format!("{}{path}", self.url))
-            .query(query)
-            .send()
-            .await
-            .ok()?;
-        let body: Value = response.json().await.ok()?;
-        (body["status"] == "success").then(|| body["data"].clone())
+        api_at(http, &self.url, path, query).await.ok()
     }
 
     /// The value of an instant query with a single result.
@@ -133,15 +126,25 @@ impl Prometheus {
     }
 }
 
-pub async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+pub async fn eventually<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) -> T {
+    eventually_within(Duration::from_secs(60), what, probe).await
+}
+
+/// [`eventually`], waiting at most `patience`. The probe runs at least once, so a budget
+/// already spent still passes when what it waits for has happened.
+pub async fn eventually_within<T>(
+    patience: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = probe().await {
             return v;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
+            start.elapsed() < patience,
+            "timed out waiting for {what} ({patience:?})"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -246,4 +249,141 @@ pub fn shortened_rules(dir: &Path, divisor: u64) -> PathBuf {
     let path = dir.join("kubevirt-leader.rules.yml");
     std::fs::write(&path, text.join("\n")).expect("write rules");
     path
+}
+
+/// A call to the HTTP API of the Prometheus at `url`: its `data`, or why there is none.
+async fn api_at(
+    http: &reqwest::Client,
+    url: &str,
+    path: &str,
+    query: &[(&str, &str)],
+) -> Result<Value, String> {
+    let response = http
+        .get(format!("{url}{path}"))
+        .query(query)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let body: Value = response.json().await.map_err(|e| e.to_string())?;
+    if body["status"] == "success" {
+        Ok(body["data"].clone())
+    } else {
+        Err(body.to_string())
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+impl Prometheus {
+    /// Waits until the server answers `/-/ready`: it has loaded its configuration and
+    /// storage and runs its scrapes and rules. How long that takes on a loaded machine is
+    /// no part of what a test claims, so the patience is generous; what follows can then
+    /// be timed from the configured intervals.
+    pub async fn until_ready(&self, http: &reqwest::Client) {
+        let start = Instant::now();
+        loop {
+            let ready = http
+                .get(format!("{}/-/ready", self.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "Prometheus at {} never became ready:\n{}",
+                self.url,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts asking, about once a second until [`AlertWatch::finish`], for every `ALERTS`
+    /// series (pending or firing) that `selector` picks at any moment since now. Each
+    /// question covers the whole span since the start, so an alert that came and went
+    /// between two questions is still found.
+    pub fn watch_alerts(&self, http: &reqwest::Client, selector: &str) -> AlertWatch {
+        let (http, url) = (http.clone(), self.url.clone());
+        let selector = selector.to_owned();
+        let since = unix_now();
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut polls = AlertPolls::default();
+            loop {
+                // The last question is asked after the stop, so that the watch covers
+                // everything up to it.
+                let last = *stopped.borrow_and_update();
+                let at = unix_now();
+                let window_ms = (((at - since) * 1000.0).ceil() as u64).max(1);
+                let query = format!("max_over_time(ALERTS{{{selector}}}[{window_ms}ms])");
+                let time = format!("{at:.3}");
+                let asked = api_at(
+                    &http,
+                    &url,
+                    "/api/v1/query",
+                    &[("query", &query), ("time", &time)],
+                )
+                .await;
+                match asked.map(|data| data["result"].clone()) {
+                    Ok(Value::Array(found)) => {
+                        polls.answered += 1;
+                        // Each answer covers the whole span: keep a series' first sighting.
+                        for series in found {
+                            if !polls
+                                .seen
+                                .iter()
+                                .any(|(_, s)| s["metric"] == series["metric"])
+                            {
+                                polls.seen.push((at - since, series));
+                            }
+                        }
+                    }
+                    Ok(other) => polls.unanswered.push(format!("not a vector: {other}")),
+                    Err(e) => polls.unanswered.push(e),
+                }
+                if last {
+                    return polls;
+                }
+                let next = tokio::time::timeout(Duration::from_secs(1), stopped.changed()).await;
+                if let Ok(Err(_)) = next {
+                    // The watch was dropped: nobody will read the answers.
+                    return polls;
+                }
+            }
+        });
+        AlertWatch { stop, task }
+    }
+}
+
+/// Questions about `ALERTS` asked in the background: see [`Prometheus::watch_alerts`].
+pub struct AlertWatch {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<AlertPolls>,
+}
+
+impl AlertWatch {
+    /// Asks once more, covering everything up to now, and stops.
+    pub async fn finish(self) -> AlertPolls {
+        let _ = self.stop.send(true);
+        self.task.await.expect("the ALERTS watch")
+    }
+}
+
+/// What an [`AlertWatch`] found.
+#[derive(Debug, Default)]
+pub struct AlertPolls {
+    /// Questions Prometheus answered.
+    pub answered: usize,
+    /// Questions it did not answer, and why.
+    pub unanswered: Vec<String>,
+    /// Every series an answer held, with how many seconds into the watch it was first
+    /// found.
+    pub seen: Vec<(f64, Value)>,
 }
