@@ -183,6 +183,15 @@ fn demo_serves_and_stops_on_sigterm() {
     assert!(warnings.is_empty(), "{warnings:#?}");
 }
 
+/// The count `name{resource="<resource>"}` has in a scrape.
+fn counted(metrics: &str, name: &str, resource: &str) -> Option<f64> {
+    let series = format!("{name}{{resource=\"{resource}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[test]
 fn unreachable_api_server_is_named_once_and_logged_without_noise() {
     let dir = std::env::temp_dir().join(format!("kle-cli-quiet-{}", std::process::id()));
@@ -200,26 +209,67 @@ fn unreachable_api_server_is_named_once_and_logged_without_noise() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    // Long enough for every watch to fail and retry a few times (retries are at most 4 s
-    // apart).
-    std::thread::sleep(Duration::from_secs(6));
+    let (lines, logged) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    // A pod watch and a lease watch per component the exporter watches by default.
+    let components = kubevirt_leader_exporter::config::Settings::with_defaults(Duration::ZERO)
+        .components
+        .len();
+    let watches = 2 * components;
+    // Generous: how soon a loaded machine starts the binary is not the claim.
+    let patience = Duration::from_secs(60);
+    let start = Instant::now();
+    let warned = |logs: &[String]| logs.iter().filter(|l| l.contains(" WARN ")).count();
+    let mut logs: Vec<String> = Vec::new();
+    let mut addr = None;
+    // Every watch fails at once and says so.
+    while addr.is_none() || warned(&logs) < watches {
+        let line = logged
+            .recv_timeout(patience.saturating_sub(start.elapsed()))
+            .unwrap_or_else(|e| panic!("{e}: not {watches} warnings in {logs:#?}"));
+        if let Some((_, rest)) = line.split_once("serving /metrics addr=") {
+            addr = rest.split_whitespace().next().map(str::to_owned);
+        }
+        logs.push(line);
+    }
+    let addr = addr.expect("address");
+    // Then every watch retries and fails again, by the schedule, again and again: the
+    // exporter's own count of failures reaches three per watch of each resource. Were a
+    // failure warned about at each retry, that would make at least three warnings a watch
+    // by now, less one for a failure counted but not yet logged.
+    let errors = "kubevirt_leader_exporter_watch_errors_total";
+    let enough = (3 * components) as f64;
+    let mut metrics = String::new();
+    while !["pods", "leases"]
+        .iter()
+        .all(|r| counted(&metrics, errors, r).is_some_and(|n| n >= enough))
+    {
+        assert!(
+            start.elapsed() < patience,
+            "fewer than {enough} failures per resource:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        metrics = http_get(&addr, "/metrics").unwrap_or_default();
+    }
     let _ = child.kill();
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut logs)
-        .expect("read logs");
     let _ = child.wait();
+    // The reader ends with the process's stderr: every line is in.
+    reader.join().expect("reader");
+    logs.extend(logged.try_iter());
+    let logs = logs.join("\n");
     let _ = std::fs::remove_dir_all(dir);
     // Text logs written to a pipe carry no colour codes.
     assert!(!logs.contains('\u{1b}'), "{logs}");
     assert!(!logs.contains("ERROR"), "{logs}");
     assert_eq!(logs.matches(server).count(), 1, "{logs}");
-    // One warning per watch (3 components x pods and leases), saying the real cause.
+    // One warning per watch, not one per retry, saying the real cause.
     let warnings: Vec<&str> = logs.lines().filter(|l| l.contains(" WARN ")).collect();
-    assert_eq!(warnings.len(), 6, "{logs}");
+    assert_eq!(warnings.len(), watches, "{logs}");
     assert!(
         warnings.iter().all(|w| w.contains("Connection refused")),
         "{logs}"
@@ -346,11 +396,13 @@ fn the_test_script_names_what_is_missing_or_runs_cargo_test() {
         std::fs::read_to_string(&ran).expect("cargo ran")
     };
     assert_eq!(cargo_ran(&["--test", "cli"]), "test --locked --test cli\n");
-    // The whole suite first builds the image's static binary for the node tests.
+    // The whole suite first builds the image's static binary for the node tests and runs
+    // the fuzz targets' seeds, a workspace of their own.
     assert_eq!(
         cargo_ran(&[]),
         "build --release --locked --target x86_64-unknown-linux-musl --no-default-features \
-         --bin kubevirt-leader-exporter\ntest --locked\n"
+         --bin kubevirt-leader-exporter\ntest --locked --manifest-path fuzz/Cargo.toml\n\
+         test --locked\n"
     );
     let _ = std::fs::remove_dir_all(dir);
 }
