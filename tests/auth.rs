@@ -301,19 +301,9 @@ fn reviews_while_cached(elapsed: Duration, ttl: Duration) -> RangeInclusive<usiz
     1..=1 + (elapsed.as_secs_f64() / ttl.as_secs_f64()) as usize
 }
 
-/// Seconds since the epoch, with their fraction.
-fn wall_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs_f64()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
+/// Whole seconds since the epoch, as a JWT's `exp` counts them.
+fn unix_seconds() -> u64 {
+    common::unix_now() as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +345,7 @@ async fn only_readers_that_rbac_lets_in_get_the_pages() {
     bind_reader(&bed.admin, MONITORING, "late").await;
     let expired = bed
         .plane
-        .forge_token(MONITORING, "late", &uid, unix_now() - 3600);
+        .forge_token(MONITORING, "late", &uid, unix_seconds() - 3600);
     assert_eq!(
         status(&client, &bed.url("/metrics"), Some(&expired)).await,
         401
@@ -363,7 +353,7 @@ async fn only_readers_that_rbac_lets_in_get_the_pages() {
     // The same forgery, still valid: proves the API server takes such tokens at all.
     let valid = bed
         .plane
-        .forge_token(MONITORING, "late", &uid, unix_now() + 600);
+        .forge_token(MONITORING, "late", &uid, unix_seconds() + 600);
     assert_eq!(
         status(&client, &bed.url("/metrics"), Some(&valid)).await,
         200
@@ -470,7 +460,7 @@ async fn reviews_are_cached_and_a_flood_of_made_up_tokens_is_bounded() {
     // it is bounded too: a token asked for from four connections at once, as fast as they
     // are answered, is reviewed at most KNOWN_REVIEWS_PER_SECOND times a second after a
     // burst of as many; the rest get 429.
-    let exp = unix_now() + 2;
+    let exp = unix_seconds() + 2;
     let known = bed.plane.forge_token(MONITORING, "expiring", &uid, exp);
     assert_eq!(status(&client, &url, Some(&known)).await, 200);
     // The exporter caches the token until `exp`; the API server takes it for a minute more.
@@ -520,7 +510,7 @@ async fn reviews_are_cached_and_a_flood_of_made_up_tokens_is_bounded() {
 
     let expiring_token = bed
         .plane
-        .forge_token(MONITORING, "expiring", &uid, unix_now() + 3);
+        .forge_token(MONITORING, "expiring", &uid, unix_seconds() + 3);
     assert_eq!(status(&client, &url, Some(&expiring_token)).await, 200);
     let before = reviewed_tokens(&bed.plane);
 
@@ -532,7 +522,7 @@ async fn reviews_are_cached_and_a_flood_of_made_up_tokens_is_bounded() {
             tokio::spawn(async move {
                 let mut answers = std::collections::BTreeMap::<u16, usize>::new();
                 for i in 0..(10_000 / 32 + 1) {
-                    let token = format!("{MADE_UP}{worker}-{i}-{}", unix_now());
+                    let token = format!("{MADE_UP}{worker}-{i}-{}", unix_seconds());
                     let code = status(&client, &url, Some(&token)).await.as_u16();
                     *answers.entry(code).or_default() += 1;
                 }
@@ -668,12 +658,12 @@ async fn with_the_api_server_down_cached_readers_get_in_until_their_entry_expire
     // long.
     let mut lifetime = 10;
     let (token, expires) = loop {
-        let expires = unix_now() + lifetime;
+        let expires = unix_seconds() + lifetime;
         let token = bed.plane.forge_token(MONITORING, PROMETHEUS, &uid, expires);
         assert_eq!(status(&client, &url, Some(&token)).await, 200);
         bed.plane.kill_apiserver();
         let cached = status(&client, &url, Some(&token)).await;
-        if wall_now() < expires as f64 - CLOCK_SLACK {
+        if common::unix_now() < expires as f64 - CLOCK_SLACK {
             assert_eq!(cached, 200, "cached");
             break (token, expires);
         }
@@ -702,9 +692,9 @@ async fn with_the_api_server_down_cached_readers_get_in_until_their_entry_expire
     // refused, never let in again while the API server cannot be asked.
     let mut answers = Vec::new();
     loop {
-        let sent = wall_now();
+        let sent = common::unix_now();
         let code = status(&client, &url, Some(&token)).await.as_u16();
-        answers.push((sent, wall_now(), code));
+        answers.push((sent, common::unix_now(), code));
         if sent > expires as f64 + 1.0 {
             break;
         }

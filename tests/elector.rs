@@ -8,7 +8,6 @@ mod common;
 mod envtest;
 
 use std::{
-    io::Write,
     net::SocketAddr,
     time::{Duration, Instant, SystemTime},
 };
@@ -90,11 +89,6 @@ fn leads(s: &Scrape, holder: &str) -> bool {
     op(s, "present") == Some(1.0)
         && s.holder(NS).as_deref() == Some(holder)
         && op(s, "pods_ready") == Some(2.0)
-}
-
-/// Written past the test harness's capture, for the figures a run reports.
-fn report(text: &str) {
-    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 /// What one scrape said about virt-operator in `kubevirt`.
@@ -208,7 +202,7 @@ async fn repeated_takeovers_never_read_no_leader() {
         );
         let acquired = spec.acquire_time.expect("acquireTime");
         let took = seconds_between(&last_renewal, &acquired);
-        report(&format!(
+        common::report(&format!(
             "takeover {round}: {took:.1}s from the last renewal to the standby leading"
         ));
         takeovers.push(took);
@@ -240,7 +234,7 @@ async fn repeated_takeovers_never_read_no_leader() {
         takeovers.iter().all(|s| *s >= 15.0),
         "a standby took an unexpired lease: {takeovers:?}"
     );
-    report(&format!(
+    common::report(&format!(
         "takeovers: {} samples every 250 ms, none read present 0",
         samples.len()
     ));
@@ -346,7 +340,7 @@ async fn a_killed_lone_leader_is_lost_after_duration_and_grace() {
         after >= LIMIT_SECONDS,
         "reported lost {after:.1}s after the last renewal"
     );
-    report(&format!(
+    common::report(&format!(
         "killed leader: reported lost {after:.1}s after its last renewal (lease age {age:.1}s), \
          {:.1}s after the kill",
         lost.at.duration_since(samples[0].at).as_secs_f64()
@@ -469,7 +463,7 @@ async fn api_server_outage_while_a_leader_renews() {
             &[("resource", "leases")]
         ) >= Some(1.0)
     );
-    report(&format!(
+    common::report(&format!(
         "API server outage of 30s: series back {:.1}s after the API server answered /readyz",
         back.as_secs_f64()
     ));
@@ -598,7 +592,7 @@ async fn a_leader_renewing_every_6s_shows_in_the_histogram_beside_one_renewing_e
         v[v.len() / 2]
     };
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    report(&format!(
+    common::report(&format!(
         "renewal intervals: retry 2 s -> mean {:.3} s, median {:.3} s over {} intervals; \
          retry 6 s -> mean {:.3} s, median {:.3} s over {} intervals",
         mean(&healthy),

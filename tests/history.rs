@@ -65,19 +65,7 @@ async fn renewals_every_2s_then_every_7s_land_in_their_buckets() {
 
 /// The kinds of the events of virt-operator in `NS`, oldest first.
 fn story(status: &Value) -> Vec<String> {
-    let namespaces = status["components"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["component"] == OPERATOR)
-        .flat_map(|c| c["namespaces"].as_array().into_iter().flatten())
-        .find(|n| n["namespace"] == NS);
-    namespaces
-        .and_then(|n| n["events"].as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
-        .collect()
+    common::event_kinds(status, OPERATOR, NS)
 }
 
 async fn status(bed: &Bed) -> Value {

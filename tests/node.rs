@@ -41,8 +41,7 @@ fn repo() -> &'static Path {
 
 /// Written past the test harness's capture, for the figures a run reports.
 fn report(text: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "node: {text}");
+    common::report(&format!("node: {text}"));
 }
 
 /// The one overlay the node tests add to a shipped install: host networking (the node's CNI
@@ -749,7 +748,7 @@ async fn the_shipped_installs_on_a_real_node() {
     runs_as_the_manifest_asks(&node).await;
     let (prometheus, discovery) = discovering_prometheus(&node, &token);
     scraped_through_the_service(&node, &prometheus, &http).await;
-    let started = unix_now();
+    let started = common::unix_now();
     rolling_restarts_never_read_no_leader(&node, &http).await;
     a_deleted_then_killed_leader_never_reads_no_leader(&node, &http).await;
     the_exporter_restarts_without_a_false_zero(&node, &http).await;
@@ -948,33 +947,14 @@ async fn rolling_restarts_never_read_no_leader(node: &Node, http: &reqwest::Clie
         holder_changes(&samples).join("\n  ")
     ));
     // Nobody released the lease: every holder change was a takeover of a named holder.
-    let status = status_json(http).await;
+    let status = common::status_json(http, exporter()).await;
     let kinds = story(&status);
     assert!(!kinds.contains(&"released".to_owned()), "{kinds:?}");
 }
 
-async fn status_json(http: &reqwest::Client) -> Value {
-    http.get(exporter().url("/status.json"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("JSON")
-}
-
 /// The kinds of the events of virt-operator in `kubevirt`, oldest first.
 fn story(status: &Value) -> Vec<String> {
-    status["components"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["component"] == OPERATOR)
-        .flat_map(|c| c["namespaces"].as_array().into_iter().flatten())
-        .filter(|n| n["namespace"] == NS)
-        .flat_map(|n| n["events"].as_array().into_iter().flatten())
-        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
-        .collect()
+    common::event_kinds(status, OPERATOR, NS)
 }
 
 /// Scenario 3: the leader's pod deleted (graceful), then the new leader's process killed
@@ -1016,7 +996,7 @@ async fn a_deleted_then_killed_leader_never_reads_no_leader(node: &Node, http: &
         "only {seen} samples while the deleted leader's lease ran out"
     );
     always_led(&samples, seen, "a deleted, then a killed leader");
-    let status = status_json(http).await;
+    let status = common::status_json(http, exporter()).await;
     assert!(
         story(&status).contains(&"holder_restarted".to_owned()),
         "{status:#}"
@@ -1229,13 +1209,6 @@ fn exec_kubeconfig(node: &Node) -> PathBuf {
     path
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs_f64()
-}
-
 /// A real Prometheus running the example scrape job of `docs/examples/prometheus` as users
 /// merge it, relabelling, HTTPS and token and all, with the shipped rules. Debian's Prometheus is built without
 /// Kubernetes service discovery, so the job's `kubernetes_sd_configs` (role `endpoints`) is
@@ -1446,7 +1419,7 @@ async fn alerts_since(
     selector: &str,
     since: f64,
 ) -> Value {
-    let window = (unix_now() - since).ceil();
+    let window = (common::unix_now() - since).ceil();
     let query = format!("max_over_time(ALERTS{{{selector}}}[{window}s])");
     let data = prometheus
         .api(http, "/api/v1/query", &[("query", &query)])

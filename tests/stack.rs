@@ -7,10 +7,7 @@
 mod common;
 mod envtest;
 
-use std::{
-    io::Write,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use common::{Reading, Scrape, until_within};
 use envtest::{Cluster, ControlPlane, EXPORTER_TOKEN, Elector, ExporterProcess, elector_assets};
@@ -301,11 +298,6 @@ const _: () = {
     }
 };
 
-/// Written past the test harness's capture, for the figures a run reports.
-fn report(text: &str) {
-    let _ = writeln!(std::io::stderr(), "{text}");
-}
-
 /// A fresh elector identity suffix, as client-go's `uuid.NewUUID()` gives each start.
 fn uuid(n: usize) -> String {
     format!("0c7e4ac3-5d6f-4a8b-9c1d-{n:012x}")
@@ -392,27 +384,8 @@ impl Bed {
     }
 
     async fn status_json(&self) -> Value {
-        self.http
-            .get(format!("http://{}/status.json", self.exporter.addr))
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("JSON")
+        common::status_json(&self.http, self.exporter.addr).await
     }
-}
-
-/// The namespace entry of `component` in `/status.json`.
-fn namespace_status<'a>(status: &'a Value, component: &str, ns: &str) -> &'a Value {
-    status["components"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["component"] == component)
-        .flat_map(|c| c["namespaces"].as_array().into_iter().flatten())
-        .find(|n| n["namespace"] == ns)
-        .unwrap_or_else(|| panic!("no {component} in {ns}: {status:#}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,7 +421,7 @@ async fn every_component_of_the_stack_and_the_control_plane_has_its_leader_found
     // One replica means no standby, and the status says so.
     let status = bed.status_json().await;
     for f in &FIXTURES {
-        let ns = namespace_status(&status, f.component, f.ns);
+        let ns = common::namespace_status(&status, f.component, f.ns);
         assert_eq!(ns["standbys"], f.replicas - 1, "{}: {ns:#}", f.component);
     }
     let page = bed.page().await;
@@ -469,7 +442,7 @@ async fn every_component_of_the_stack_and_the_control_plane_has_its_leader_found
         .lines()
         .filter(|l| l.starts_with("kubevirt_leader_"))
         .count();
-    report(&format!(
+    common::report(&format!(
         "stack and control plane: {} components led, /metrics {} bytes, {series} series",
         FIXTURES.len(),
         scrape.0.len()
@@ -478,12 +451,7 @@ async fn every_component_of_the_stack_and_the_control_plane_has_its_leader_found
 
 /// The kinds of kube-scheduler's events, oldest first.
 fn event_kinds(status: &Value) -> Vec<String> {
-    namespace_status(status, "kube-scheduler", CONTROL_NS)["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
-        .collect()
+    common::event_kinds(status, "kube-scheduler", CONTROL_NS)
 }
 
 /// `identity` holds kube-scheduler's lease, and both static pods are Ready.
@@ -564,7 +532,7 @@ async fn kube_scheduler_releases_and_its_standby_takes_over_without_reading_no_l
     assert_eq!(count("lost"), 0, "{kinds:?}");
     let spec = bed.cluster.lease_spec(CONTROL_NS, scheduler.lease).await;
     assert!(spec.lease_transitions >= Some(5), "{spec:?}");
-    report(&format!(
+    common::report(&format!(
         "kube-scheduler: 5 released handovers in {:.1}s, {} samples every 250 ms, each read \
          a live leader",
         started.elapsed().as_secs_f64(),

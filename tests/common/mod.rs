@@ -672,3 +672,54 @@ pub fn assert_always_led<S: std::fmt::Debug>(
         wrong.first()
     );
 }
+
+/// Written past the test harness's capture, for the figures a run reports.
+pub fn report(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+/// Seconds since the epoch, with their fraction.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// `/status.json` from the exporter at `addr`.
+pub async fn status_json(http: &reqwest::Client, addr: impl Base) -> serde_json::Value {
+    http.get(addr.url("/status.json"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+/// The entry of `component` in `ns` in a `/status.json`.
+pub fn namespace_status<'a>(
+    status: &'a serde_json::Value,
+    component: &str,
+    ns: &str,
+) -> &'a serde_json::Value {
+    status["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["component"] == component)
+        .flat_map(|c| c["namespaces"].as_array().into_iter().flatten())
+        .find(|n| n["namespace"] == ns)
+        .unwrap_or_else(|| panic!("no {component} in {ns}: {status:#}"))
+}
+
+/// The kinds of the events of `component` in `ns`, oldest first.
+pub fn event_kinds(status: &serde_json::Value, component: &str, ns: &str) -> Vec<String> {
+    namespace_status(status, component, ns)["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect()
+}

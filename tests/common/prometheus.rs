@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::free_addr;
+use super::{free_addr, unix_now};
 
 /// A Prometheus server on loopback, killed when dropped.
 pub struct Prometheus {
@@ -270,13 +270,6 @@ async fn api_at(
     } else {
         Err(body.to_string())
     }
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs_f64()
 }
 
 impl Prometheus {
