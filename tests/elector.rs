@@ -137,10 +137,7 @@ fn always_led(samples: &[Sample], min: usize, what: &str) {
 
 /// How many samples were sent between `from` and `to`.
 fn sent_between(samples: &[Sample], from: Instant, to: Instant) -> usize {
-    samples
-        .iter()
-        .filter(|s| s.at >= from && s.at <= to)
-        .count()
+    common::sent_between(samples, |s| s.at, from, to)
 }
 
 fn seconds_between(earlier: &MicroTime, later: &MicroTime) -> f64 {

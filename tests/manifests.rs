@@ -206,17 +206,7 @@ fn every_manifest_parses_as_its_kind() {
 }
 
 fn kustomize(dir: &str) -> Vec<Value> {
-    let out = Command::new("kubectl")
-        .args(["kustomize", dir])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("kubectl must be installed");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {dir}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rendered = docs(&String::from_utf8_lossy(&out.stdout));
+    let rendered = common::kustomize(Path::new(dir));
     for doc in &rendered {
         check_object(doc);
     }

@@ -86,21 +86,7 @@ patches:
     )
 }
 
-/// `kubectl kustomize` of a folder of the repository.
-fn kustomize(dir: &Path) -> Vec<Value> {
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(dir)
-        .output()
-        .expect("kubectl must be installed");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_saphyr::from_str_multiple(&String::from_utf8_lossy(&out.stdout)).expect("YAML")
-}
+use common::kustomize;
 
 /// Renders `base` with the node overlay into `target/node-test/<use>-<base>/`; the rendered
 /// file and its objects.
@@ -604,10 +590,7 @@ fn always_led(samples: &[Sample], min: usize, what: &str) {
 
 /// How many samples were sent between `from` and `to`.
 fn sent_between(samples: &[Sample], from: Instant, to: Instant) -> usize {
-    samples
-        .iter()
-        .filter(|s| s.at >= from && s.at <= to)
-        .count()
+    common::sent_between(samples, |s| s.at, from, to)
 }
 
 /// The samples around each holder change, in a line each, for the report.

@@ -9,7 +9,7 @@ mod common;
 mod envtest;
 mod pod_security;
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::PodSpec};
 use serde_json::Value;
@@ -90,31 +90,19 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `kubectl kustomize dir`, as YAML text.
-fn render(dir: &Path) -> String {
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(dir)
-        .current_dir(repo())
-        .output()
-        .expect("kubectl must be installed");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn objects(yaml: &str) -> Vec<Value> {
-    let docs: Vec<Value> = serde_saphyr::from_str_multiple(yaml).expect("YAML documents");
-    docs.into_iter().filter(|d| !d.is_null()).collect()
+/// The install rendered, as objects and as the YAML text `kubectl` applies and deletes.
+fn render(dir: &Path) -> (Vec<Value>, String) {
+    let docs = common::kustomize(dir);
+    let yaml = docs
+        .iter()
+        .map(|d| format!("---\n{}\n", serde_json::to_string(d).expect("JSON")))
+        .collect();
+    (docs, yaml)
 }
 
 /// The pod template of the install's Deployment.
 fn pod_spec(install: &str) -> PodSpec {
-    let docs = objects(&render(&repo().join(install)));
+    let (docs, _) = render(&repo().join(install));
     let deployment = docs
         .into_iter()
         .find(|d| d["kind"] == "Deployment")
@@ -228,7 +216,7 @@ async fn install_on(platform: &Platform) {
     let dir = tempdir(platform.install);
     let applied = as_applied(platform, &dir);
     let rendered = dir.join("rendered.yaml");
-    std::fs::write(&rendered, render(&applied)).expect("write");
+    std::fs::write(&rendered, render(&applied).1).expect("write");
     let applied = applied.to_str().expect("UTF-8");
     kubectl(&["apply", "-k", applied]);
     let after = refused(&plane, &prometheus);
@@ -337,7 +325,7 @@ fn each_restricted_rule_refuses_what_it_forbids() {
 #[test]
 fn every_install_creates_its_namespace_enforcing_restricted() {
     for install in ALL_INSTALLS {
-        let docs = objects(&render(&repo().join(install)));
+        let (docs, _) = render(&repo().join(install));
         let ns = docs
             .iter()
             .find(|d| d["kind"] == "Namespace")

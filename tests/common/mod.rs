@@ -201,7 +201,6 @@ pub async fn wait_serving(http: &reqwest::Client, addr: impl Base) {
     }
 }
 
-/// One scrape of the exporter at `addr`.
 /// A scrape and the renewal intervals `/status.json` lists for `component` in `ns` (oldest
 /// first), read while no renewal came in between, so that both tell of the same intervals.
 pub async fn renewals_at_rest(
@@ -211,21 +210,8 @@ pub async fn renewals_at_rest(
     component: &str,
 ) -> (Scrape, Vec<f64>) {
     let intervals = || async {
-        let status: serde_json::Value = http
-            .get(format!("http://{addr}/status.json"))
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("JSON");
-        let card = status["components"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| c["component"] == component)
-            .flat_map(|c| c["namespaces"].as_array().into_iter().flatten())
-            .find(|n| n["namespace"] == ns)
+        let status = status_json(http, addr).await;
+        let card = find_namespace_status(&status, component, ns)
             .cloned()
             .unwrap_or_default();
         card["renewals"]["recent"]
@@ -698,12 +684,12 @@ pub async fn status_json(http: &reqwest::Client, addr: impl Base) -> serde_json:
         .expect("JSON")
 }
 
-/// The entry of `component` in `ns` in a `/status.json`.
-pub fn namespace_status<'a>(
+/// The entry of `component` in `ns` in a `/status.json`, if there is one.
+pub fn find_namespace_status<'a>(
     status: &'a serde_json::Value,
     component: &str,
     ns: &str,
-) -> &'a serde_json::Value {
+) -> Option<&'a serde_json::Value> {
     status["components"]
         .as_array()
         .into_iter()
@@ -711,6 +697,15 @@ pub fn namespace_status<'a>(
         .filter(|c| c["component"] == component)
         .flat_map(|c| c["namespaces"].as_array().into_iter().flatten())
         .find(|n| n["namespace"] == ns)
+}
+
+/// The entry of `component` in `ns` in a `/status.json`.
+pub fn namespace_status<'a>(
+    status: &'a serde_json::Value,
+    component: &str,
+    ns: &str,
+) -> &'a serde_json::Value {
+    find_namespace_status(status, component, ns)
         .unwrap_or_else(|| panic!("no {component} in {ns}: {status:#}"))
 }
 
@@ -722,4 +717,38 @@ pub fn event_kinds(status: &serde_json::Value, component: &str, ns: &str) -> Vec
         .flatten()
         .filter_map(|e| e["kind"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// `kubectl kustomize dir` (relative to the repository, or absolute): the objects it
+/// renders, in order.
+pub fn kustomize(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("kubectl must be installed");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_str_multiple(&String::from_utf8_lossy(&out.stdout))
+            .expect("valid YAML documents");
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// How many of `samples`, each sent at `sent(sample)`, were sent between `from` and `to`.
+pub fn sent_between<S>(
+    samples: &[S],
+    sent: impl Fn(&S) -> Instant,
+    from: Instant,
+    to: Instant,
+) -> usize {
+    samples
+        .iter()
+        .filter(|s| (from..=to).contains(&sent(s)))
+        .count()
 }
