@@ -57,10 +57,10 @@ const GRACE: Duration = kubevirt_leader_exporter::config::DEFAULT_GRACE;
 const FOR: Duration = Duration::from_secs(600 / FOR_DIVISOR);
 /// Added to every wait: the intervals above are what the servers aim at, and on two loaded
 /// cores shared by two API servers, two etcds, four Prometheus servers and two exporters
-/// each step can start seconds late. 20 s covers several missed intervals in a row, while
-/// a step that never happens, or one that waits on a longer timer than the ones above,
-/// still fails.
-const MARGIN: Duration = Duration::from_secs(20);
+/// each step can start seconds late. 30 s covers many missed intervals in a row, while
+/// a step that never happens, or one that waits on a timer more than that longer than the
+/// ones above (a grace or a `for:` of a minute), still fails.
+const MARGIN: Duration = Duration::from_secs(30);
 
 /// How long the parts may take to start: no part of the claim, and so generous. The waits
 /// that test the claim begin once everything runs.

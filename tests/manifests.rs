@@ -1183,7 +1183,7 @@ fn only_the_openshift_variant_joins_platform_monitoring() {
 }
 
 #[test]
-fn kube_prometheus_stack_example_labels_what_its_prometheus_selects() {
+fn kube_prometheus_stack_install_labels_what_its_prometheus_selects() {
     let docs = kustomize("deploy/kube-prometheus-stack");
     for kind in OPERATOR_KINDS {
         let object = find(&docs, kind)[0];

@@ -18,12 +18,46 @@ use pod_security::{Restricted, RestrictedV2};
 
 const EXPORTER_NS: &str = "kubevirt-leader-exporter";
 
+/// What a platform's own grants already let its Prometheus do in the exporter's namespace.
+#[derive(Clone, Copy, PartialEq)]
+enum Grants {
+    /// `get` on `/metrics` cluster-wide, service discovery only in namespaces of its own.
+    Metrics,
+    /// That, and discovery of Services, Endpoints and pods everywhere, but not EndpointSlices.
+    MetricsAndDiscoveryButSlices,
+    /// That, and EndpointSlices too.
+    MetricsAndDiscovery,
+}
+
+impl Grants {
+    fn allow(self, verb_and_what: &(String, String)) -> bool {
+        let what = verb_and_what.1.as_str();
+        match self {
+            Grants::Metrics => what == "/metrics",
+            Grants::MetricsAndDiscoveryButSlices => {
+                what == "/metrics" || !(what.starts_with('/') || what.starts_with("endpointslices"))
+            }
+            Grants::MetricsAndDiscovery => !matches!(what, "/" | "/status.json"),
+        }
+    }
+}
+
+/// Which column of the README's install table an install stands in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Scope {
+    ClusterWide,
+    KubevirtNamespace,
+}
+
 /// A monitoring platform, the install the README sends its users to, and the Prometheus it
 /// runs.
 struct Platform {
     /// As the README's install table names it.
     name: &'static str,
     install: &'static str,
+    scope: Scope,
+    /// What the platform's grants allow before the install.
+    already: Grants,
     /// Its grants to its Prometheus, in `tests/fixtures/platforms/`.
     grants: &'static str,
     /// The ServiceAccount its Prometheus runs as, (namespace, name).
@@ -38,6 +72,8 @@ const PLATFORMS: [Platform; 5] = [
     Platform {
         name: "kube-prometheus",
         install: "deploy",
+        scope: Scope::ClusterWide,
+        already: Grants::Metrics,
         grants: "kube-prometheus.yaml",
         prometheus: ("monitoring", "prometheus-k8s"),
         operator: true,
@@ -46,6 +82,8 @@ const PLATFORMS: [Platform; 5] = [
     Platform {
         name: "kube-prometheus",
         install: "deploy/scoped/kubevirt",
+        scope: Scope::KubevirtNamespace,
+        already: Grants::Metrics,
         grants: "kube-prometheus.yaml",
         prometheus: ("monitoring", "prometheus-k8s"),
         operator: true,
@@ -54,6 +92,8 @@ const PLATFORMS: [Platform; 5] = [
     Platform {
         name: "kube-prometheus-stack",
         install: "deploy/kube-prometheus-stack",
+        scope: Scope::ClusterWide,
+        already: Grants::MetricsAndDiscoveryButSlices,
         grants: "kube-prometheus-stack.yaml",
         prometheus: ("monitoring", "kube-prometheus-stack-prometheus"),
         operator: true,
@@ -62,6 +102,8 @@ const PLATFORMS: [Platform; 5] = [
     Platform {
         name: "OpenShift's platform monitoring",
         install: "deploy/scoped/openshift-cnv",
+        scope: Scope::KubevirtNamespace,
+        already: Grants::Metrics,
         grants: "openshift.yaml",
         prometheus: ("openshift-monitoring", "prometheus-k8s"),
         operator: true,
@@ -70,6 +112,8 @@ const PLATFORMS: [Platform; 5] = [
     Platform {
         name: "Prometheus without the Operator",
         install: "deploy/plain",
+        scope: Scope::ClusterWide,
+        already: Grants::MetricsAndDiscovery,
         grants: "prometheus-community.yaml",
         prometheus: ("monitoring", "prometheus-server"),
         operator: false,
@@ -157,28 +201,27 @@ fn as_applied(platform: &Platform, dir: &Path) -> std::path::PathBuf {
     };
     let overlay = dir.join("overlay");
     std::fs::create_dir_all(&overlay).expect("overlay dir");
-    // kustomize takes a relative path to another kustomization, never an absolute one.
+    // kustomize takes a relative path to another kustomization, never an absolute one: up
+    // to the root, then down to the install.
     let up = overlay
-        .strip_prefix(repo())
-        .expect("the overlay is in the repository")
         .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
         .map(|_| "..")
         .collect::<Vec<_>>()
         .join("/");
+    let install = repo().join(platform.install);
+    let down = install.strip_prefix("/").expect("an absolute path");
     std::fs::write(
         overlay.join("kustomization.yaml"),
-        format!(
-            "resources:\n  - {up}/{}\npatches:\n{edit}",
-            platform.install
-        ),
+        format!("resources:\n  - {up}/{}\npatches:\n{edit}", down.display()),
     )
     .expect("write kustomization");
     overlay
 }
 
-/// On a real API server with the platform's grants: its Prometheus may not discover and read
-/// the exporter before the install and may after; the documented removal then leaves none of
-/// the install's objects.
+/// On a real API server with the platform's grants: its Prometheus may do before the install
+/// exactly what those grants say, everything it needs after; the documented removal then
+/// leaves none of the install's objects.
 async fn install_on(platform: &Platform) {
     let Some(assets) = envtest::assets() else {
         return;
@@ -204,16 +247,20 @@ async fn install_on(platform: &Platform) {
     let (ns, name) = platform.prometheus;
     let prometheus = format!("system:serviceaccount:{ns}:{name}");
     let before = refused(&plane, &prometheus);
-    assert!(
-        !before.is_empty(),
-        "{}: the platform alone already grants everything",
-        platform.install
+    let expected: Vec<(String, String)> = needed()
+        .into_iter()
+        .filter(|r| !platform.already.allow(r))
+        .collect();
+    assert_eq!(
+        before, expected,
+        "{} before the install: refused",
+        platform.name
     );
 
     if platform.operator {
         plane.install_operator_crds();
     }
-    let dir = tempdir(platform.install);
+    let dir = common::temp_dir(&format!("platform-{}", platform.install.replace('/', "-")));
     let applied = as_applied(platform, &dir);
     let rendered = dir.join("rendered.yaml");
     std::fs::write(&rendered, render(&applied).1).expect("write");
@@ -252,16 +299,6 @@ async fn install_on(platform: &Platform) {
         .collect();
     assert!(kept.is_empty(), "{} left {kept:?}", platform.install);
     let _ = std::fs::remove_dir_all(dir);
-}
-
-fn tempdir(install: &str) -> std::path::PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "kle-platform-{}-{}",
-        install.replace('/', "-"),
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 #[tokio::test]
@@ -342,6 +379,7 @@ fn the_openshift_install_is_admitted_by_restricted_v2() {
     // A namespace as OpenShift annotates it.
     let scc = RestrictedV2 {
         uids: 1_000_650_000..1_000_660_000,
+        groups: 1_000_650_000..1_000_660_000,
         mcs: "s0:c26,c5",
     };
     let spec = pod_spec("deploy/scoped/openshift-cnv");
@@ -362,8 +400,9 @@ fn the_openshift_install_is_admitted_by_restricted_v2() {
     }
 }
 
-/// The README's install table: each row's platform and the installs it names.
-fn readme_installs() -> Vec<(String, Vec<String>)> {
+/// The README's install table: each row's platform and the installs it names, each with its
+/// column.
+fn readme_installs() -> Vec<(String, Vec<(Scope, String)>)> {
     let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
     let table = readme
         .split("## Install")
@@ -379,12 +418,17 @@ fn readme_installs() -> Vec<(String, Vec<String>)> {
         .iter()
         .map(|row| {
             let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-            let installs = cells[2..]
-                .iter()
-                .flat_map(|c| c.split('`'))
-                .filter_map(|part| {
-                    part.strip_prefix("kubectl apply -k ")
-                        .map(|dir| dir.trim_end_matches('/').to_owned())
+            let columns = [
+                (Scope::ClusterWide, cells[2]),
+                (Scope::KubevirtNamespace, cells[3]),
+            ];
+            let installs = columns
+                .into_iter()
+                .flat_map(|(scope, cell)| {
+                    cell.split('`').filter_map(move |part| {
+                        part.strip_prefix("kubectl apply -k ")
+                            .map(|dir| (scope, dir.trim_end_matches('/').to_owned()))
+                    })
                 })
                 .collect();
             // The platform's name, before what the row says of it in parentheses.
@@ -403,21 +447,22 @@ fn the_readme_sends_each_platform_to_the_installs_tested_for_it() {
             .find(|(name, _)| name == p.name)
             .unwrap_or_else(|| panic!("no README row for {}: {rows:?}", p.name));
         assert!(
-            row.1.iter().any(|i| i == p.install),
-            "{}: the README names {:?}, not {}",
+            row.1.contains(&(p.scope, p.install.to_owned())),
+            "{}: the README names {:?}, not {} as {:?}",
             p.name,
             row.1,
-            p.install
+            p.install,
+            p.scope
         );
     }
     for (name, installs) in &rows {
         assert!(!installs.is_empty(), "{name}: no install");
-        for install in installs {
+        for (scope, install) in installs {
             assert!(
                 PLATFORMS
                     .iter()
-                    .any(|p| p.name == name && p.install == install),
-                "{name}: {install} is not tested for that platform"
+                    .any(|p| p.name == name && p.install == install && p.scope == *scope),
+                "{name}: {install} ({scope:?}) is not tested for that platform"
             );
         }
     }

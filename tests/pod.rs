@@ -43,10 +43,8 @@ fn as_root() -> bool {
 }
 
 /// The rendered objects of a kustomization, and its Deployment's one container.
-fn render(dir: &str, plane: &ControlPlane) -> (Vec<Value>, Deployment) {
-    let (ok, out) = plane.admin_kubectl(&["kustomize", dir]);
-    assert!(ok, "kubectl kustomize {dir}: {out}");
-    let docs: Vec<Value> = serde_saphyr::from_str_multiple(&out).expect("YAML");
+fn render(dir: &str) -> (Vec<Value>, Deployment) {
+    let docs = common::kustomize(std::path::Path::new(dir));
     let deployment = docs
         .iter()
         .find(|d| d["kind"] == "Deployment")
@@ -229,7 +227,7 @@ async fn the_shipped_deployment_runs_as_a_pod() {
     plane.grant_elector_rbac(&cluster.client, NS).await;
     let (ok, out) = plane.admin_kubectl(&["apply", "-k", "deploy"]);
     assert!(ok, "{out}");
-    let (docs, deployment) = render("deploy", &plane);
+    let (docs, deployment) = render("deploy");
     let container = container(&deployment);
     let security = container
         .security_context
@@ -312,7 +310,7 @@ async fn a_scoped_install_bound_in_the_wrong_namespace_is_blind_not_leaderless()
     }
     let (plane, cluster) = kubevirt_with_operator_crds(&assets).await;
     cluster.namespace("openshift-cnv").await;
-    let (docs, deployment) = render("deploy/scoped/kubevirt", &plane);
+    let (docs, deployment) = render("deploy/scoped/kubevirt");
     let container = container(&deployment);
     assert!(
         container
