@@ -15,7 +15,8 @@ enum Line {
     OnServer(Lease),
 }
 
-/// Runs one input; returns whether it reached the per-component series
+/// Runs one input; returns whether it changed what is judged
+/// ([`crate::changed_the_baseline`]) and ended with per-component series
 /// ([`crate::has_component_series`]).
 pub fn run(data: &[u8]) -> bool {
     let lines: Vec<Line> = data
@@ -41,5 +42,6 @@ pub fn run(data: &[u8]) -> bool {
             }
         }
     }
-    bed.judge_and_read(at)
+    let changed = crate::changed_the_baseline(&bed, at);
+    bed.judge_and_read(at) && changed
 }

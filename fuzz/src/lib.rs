@@ -300,6 +300,27 @@ impl Bed {
     }
 }
 
+impl Bed {
+    /// What `/status.json` says at `at`, against a fixed wall clock, so that two beds can be
+    /// compared.
+    pub fn status_at(&self, at: Instant) -> serde_json::Value {
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        serde_json::to_value(status::status(&self.targets.status(at), at, wall, GRACE))
+            .expect("the status serializes")
+    }
+}
+
+/// Whether what is judged at `at` (verdicts, holders, stories) differs from what the
+/// baseline alone gives at the same moment: the input reached the judged state, rather than
+/// being dropped on the way while the baseline kept the series there.
+pub fn changed_the_baseline(bed: &Bed, at: Instant) -> bool {
+    let mut alone = Bed::new();
+    baseline(&mut alone);
+    alone.list_all(alone.t0);
+    let same_moment = alone.t0 + at.duration_since(bed.t0);
+    bed.status_at(at) != alone.status_at(same_moment)
+}
+
 /// Whether `body` (a `/metrics` exposition, or an HTTP answer carrying one) has
 /// per-component series: some target was judged, with a verdict for some namespace. The
 /// seed test asserts it for at least one seed of every corpus, so that a target whose input

@@ -8,7 +8,8 @@ use kubevirt_leader_exporter::objects::PodView;
 
 use crate::{Bed, STEP, baseline};
 
-/// Runs one input; returns whether it reached the per-component series
+/// Runs one input; returns whether it changed what is judged
+/// ([`crate::changed_the_baseline`]) and ended with per-component series
 /// ([`crate::has_component_series`]).
 pub fn run(data: &[u8]) -> bool {
     let events: Vec<WatchEvent<PodView>> = data
@@ -26,5 +27,6 @@ pub fn run(data: &[u8]) -> bool {
         at += STEP;
         bed.pod_line(event, at);
     }
-    bed.judge_and_read(at)
+    let changed = crate::changed_the_baseline(&bed, at);
+    bed.judge_and_read(at) && changed
 }

@@ -1,8 +1,10 @@
 //! Every seed of every fuzz target, run through the target's entry point (the `run` its
 //! `fuzz_target!` calls) with plain `cargo test`, no fuzzer needed: the targets keep
 //! compiling against the exporter's library, no seed panics, and every corpus still reaches
-//! the judging function (at least one seed ends with per-component series in `/metrics`),
-//! so a target that silently stops before the judge fails here instead of fuzzing nothing.
+//! the judging function (at least one seed ends with per-component series in `/metrics`;
+//! for the watch-stream targets, whose baseline has series anyway, one whose lines changed
+//! what is judged), so a target that silently stops before the judge fails here instead of
+//! fuzzing nothing.
 
 use std::{fs, path::PathBuf};
 
@@ -61,11 +63,11 @@ fn replay(target: &str, run: Run) {
             reached.push(seed.as_str());
         }
     }
-    eprintln!("{target}: {reached:?} of {seeds:?} reached the per-component series");
+    eprintln!("{target}: {reached:?} of {seeds:?} reached the judging function");
     assert!(
         !reached.is_empty(),
-        "no seed of fuzz/seeds/{target}/ reached the judging function: \
-         no per-component series in /metrics after any of {seeds:?}"
+        "no seed of fuzz/seeds/{target}/ reached the judging function (per-component series \
+         in /metrics, and for a watch stream a change to what is judged) after any of {seeds:?}"
     );
 }
 
