@@ -46,33 +46,33 @@ struct Checked<'a> {
 }
 
 fn containers(spec: &PodSpec) -> Vec<Checked<'_>> {
+    // Container and EphemeralContainer are two types with the same fields.
+    macro_rules! checked {
+        ($c:expr) => {
+            Checked {
+                name: &$c.name,
+                security_context: $c.security_context.as_ref(),
+                ports: $c.ports.as_ref(),
+                probes: vec![
+                    $c.liveness_probe.as_ref(),
+                    $c.readiness_probe.as_ref(),
+                    $c.startup_probe.as_ref(),
+                ],
+                lifecycle: $c.lifecycle.as_ref(),
+            }
+        };
+    }
     let regular = spec
         .init_containers
         .iter()
         .flatten()
         .chain(spec.containers.iter())
-        .map(|c| Checked {
-            name: &c.name,
-            security_context: c.security_context.as_ref(),
-            ports: c.ports.as_ref(),
-            probes: vec![
-                c.liveness_probe.as_ref(),
-                c.readiness_probe.as_ref(),
-                c.startup_probe.as_ref(),
-            ],
-            lifecycle: c.lifecycle.as_ref(),
-        });
-    let ephemeral = spec.ephemeral_containers.iter().flatten().map(|c| Checked {
-        name: &c.name,
-        security_context: c.security_context.as_ref(),
-        ports: c.ports.as_ref(),
-        probes: vec![
-            c.liveness_probe.as_ref(),
-            c.readiness_probe.as_ref(),
-            c.startup_probe.as_ref(),
-        ],
-        lifecycle: c.lifecycle.as_ref(),
-    });
+        .map(|c| checked!(c));
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|c| checked!(c));
     regular.chain(ephemeral).collect()
 }
 
