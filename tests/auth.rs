@@ -721,15 +721,22 @@ async fn with_the_api_server_down_cached_readers_get_in_until_their_entry_expire
     assert_eq!(status(&client, &bed.url("/livez"), None).await, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_ca_the_api_server_publishes_later_is_trusted_without_a_restart() {
-    let Some(assets) = envtest::assets() else {
-        return;
-    };
+/// A secured exporter that trusts the API server's client CA from its ConfigMap, ready, with
+/// Prometheus' account bound to read it: the bed, that account's user name and `/metrics`.
+async fn with_cluster_client_ca() -> Option<(Secured, String, String)> {
+    let assets = envtest::assets()?;
     let bed = Secured::start(&assets, &["--client-ca-from-cluster"]).await;
     bed.until_ready().await;
     let (_, user) = bed.bound_prometheus().await;
     let url = bed.url("/metrics");
+    Some((bed, user, url))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ca_the_api_server_publishes_later_is_trusted_without_a_restart() {
+    let Some((bed, user, url)) = with_cluster_client_ca().await else {
+        return;
+    };
     let (ca, issuer) = envtest::new_ca("next client CA");
     let (cert, key) = envtest::client_certificate_by(&issuer, &user, "system:serviceaccounts");
     let next = https_client(&bed.serving_ca, Some((&cert, &key)));
@@ -773,13 +780,9 @@ async fn a_client_ca_the_api_server_publishes_later_is_trusted_without_a_restart
 /// no usable CA, and a CA published after that replaces it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_emptied_or_deleted_cluster_client_ca_leaves_the_last_good_one_in_service() {
-    let Some(assets) = envtest::assets() else {
+    let Some((bed, user, url)) = with_cluster_client_ca().await else {
         return;
     };
-    let bed = Secured::start(&assets, &["--client-ca-from-cluster"]).await;
-    bed.until_ready().await;
-    let (_, user) = bed.bound_prometheus().await;
-    let url = bed.url("/metrics");
     let (cert, key) = bed
         .plane
         .client_certificate(&user, "system:serviceaccounts");
