@@ -10,7 +10,6 @@ use std::{
     collections::HashMap,
     ops::RangeInclusive,
     path::{Path, PathBuf},
-    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -31,10 +30,6 @@ use kubevirt_leader_exporter::{
     plugin::status::{Credentials, StatusError, read_status},
 };
 use reqwest::StatusCode;
-use rustls::{
-    ClientConfig, RootCertStore,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-};
 use serde_json::json;
 
 use common::temp_dir;
@@ -197,38 +192,9 @@ async fn read_cluster_client_ca(admin: &Client) {
 /// An HTTPS client that verifies the server with `ca` and presents `identity` (certificate
 /// and key PEM) when given.
 fn https_client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(CertificateDer::pem_slice_iter(ca.as_bytes()).flatten());
-    let builder =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("protocols")
-            .with_root_certificates(roots);
-    let config = match identity {
-        Some((cert, key)) => {
-            let (certs, key) = self::identity(cert, key);
-            builder
-                .with_client_auth_cert(certs, key)
-                .expect("client auth")
-        }
-        None => builder.with_no_client_auth(),
-    };
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .timeout(Duration::from_secs(30))
+    common::verifying_https(ca, identity)
         .build()
         .expect("client")
-}
-
-/// A client certificate chain and key from their PEM text.
-fn identity(cert: &str, key: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .expect("certificate");
-    (
-        certs,
-        PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
-    )
 }
 
 /// Creates the shipped reader ClusterRole (once) and binds the ServiceAccount `ns/name` to it.
@@ -995,7 +961,7 @@ async fn the_plugin_shows_the_exporter_the_users_client_certificate() {
     };
     let with = |(cert, key): (String, String)| Credentials {
         token: None,
-        identity: Some(identity(&cert, &key)),
+        identity: Some(common::identity(&cert, &key)),
     };
     let reader = with(
         bed.plane

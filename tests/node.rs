@@ -110,13 +110,8 @@ fn render_for_node_with(
         overlay(base, api_port, extra),
     )
     .expect("write");
-    let docs = kustomize(&dir);
-    let yaml: String = docs
-        .iter()
-        .map(|d| format!("---\n{}\n", serde_json::to_string(d).expect("JSON")))
-        .collect();
     let file = dir.join("rendered.yaml");
-    std::fs::write(&file, yaml).expect("write");
+    let docs = common::kustomize_to(&dir, &file);
     (file, docs)
 }
 
@@ -805,7 +800,10 @@ async fn openshift_install_runs_as_restricted_v2_assigns(node: &Node) {
     );
     // Prometheus verifies the service CA's certificate under the Service's name.
     let token = reader_token(node).await;
-    let verified = common::verifying_https(&ca, SERVICE_DNS, METRICS.parse().expect("addr"));
+    let verified = common::verifying_https(&ca, None)
+        .resolve(SERVICE_DNS, METRICS.parse().expect("addr"))
+        .build()
+        .expect("client");
     let response = verified
         .get(format!("https://{SERVICE_DNS}:8080/metrics"))
         .bearer_auth(&token)

@@ -134,19 +134,9 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The install rendered, as objects and as the YAML text `kubectl` applies and deletes.
-fn render(dir: &Path) -> (Vec<Value>, String) {
-    let docs = common::kustomize(dir);
-    let yaml = docs
-        .iter()
-        .map(|d| format!("---\n{}\n", serde_json::to_string(d).expect("JSON")))
-        .collect();
-    (docs, yaml)
-}
-
 /// The pod template of the install's Deployment.
 fn pod_spec(install: &str) -> PodSpec {
-    let (docs, _) = render(&repo().join(install));
+    let docs = common::kustomize(&repo().join(install));
     let deployment = docs
         .into_iter()
         .find(|d| d["kind"] == "Deployment")
@@ -263,7 +253,7 @@ async fn install_on(platform: &Platform) {
     let dir = common::temp_dir(&format!("platform-{}", platform.install.replace('/', "-")));
     let applied = as_applied(platform, &dir);
     let rendered = dir.join("rendered.yaml");
-    std::fs::write(&rendered, render(&applied).1).expect("write");
+    common::kustomize_to(&applied, &rendered);
     let applied = applied.to_str().expect("UTF-8");
     kubectl(&["apply", "-k", applied]);
     let after = refused(&plane, &prometheus);
@@ -362,7 +352,7 @@ fn each_restricted_rule_refuses_what_it_forbids() {
 #[test]
 fn every_install_creates_its_namespace_enforcing_restricted() {
     for install in ALL_INSTALLS {
-        let (docs, _) = render(&repo().join(install));
+        let docs = common::kustomize(&repo().join(install));
         let ns = docs
             .iter()
             .find(|d| d["kind"] == "Namespace")

@@ -142,25 +142,48 @@ impl Base for Https {
     }
 }
 
-/// An HTTPS client that trusts only `ca` (PEM) and reaches `name` at `addr`, as a client
-/// that resolves the Service's name would.
-pub fn verifying_https(ca: &str, name: &str, addr: SocketAddr) -> reqwest::Client {
+/// An HTTPS client builder that verifies the server with `ca` alone and presents
+/// `identity` (certificate and key PEM) when given.
+pub fn verifying_https(ca: &str, identity: Option<(&str, &str)>) -> reqwest::ClientBuilder {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(CertificateDer::pem_slice_iter(ca.as_bytes()).flatten());
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("protocols")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => {
+            let (certs, key) = self::identity(cert, key);
+            builder
+                .with_client_auth_cert(certs, key)
+                .expect("client auth")
+        }
+        None => builder.with_no_client_auth(),
+    };
     reqwest::Client::builder()
         .tls_backend_preconfigured(config)
-        .resolve(name, addr)
         .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
+}
+
+/// A client certificate chain and key from their PEM text.
+pub fn identity(
+    cert: &str,
+    key: &str,
+) -> (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificate");
+    (
+        certs,
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+    )
 }
 
 /// A client for a secured exporter as the shipped ServiceMonitor scrapes it: `token` as
@@ -738,6 +761,18 @@ pub fn kustomize(dir: &std::path::Path) -> Vec<serde_json::Value> {
         serde_saphyr::from_str_multiple(&String::from_utf8_lossy(&out.stdout))
             .expect("valid YAML documents");
     docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// [`kustomize`], with the objects also written to `file` as one stream that `kubectl
+/// apply -f`, `get -f` and `delete -f` take (each a JSON document, which is YAML).
+pub fn kustomize_to(dir: &std::path::Path, file: &std::path::Path) -> Vec<serde_json::Value> {
+    let docs = kustomize(dir);
+    let stream: String = docs
+        .iter()
+        .map(|d| format!("---\n{}\n", serde_json::to_string(d).expect("JSON")))
+        .collect();
+    std::fs::write(file, stream).expect("write the rendered objects");
+    docs
 }
 
 /// How many of `samples`, each sent at `sent(sample)`, were sent between `from` and `to`.
