@@ -167,6 +167,37 @@ fn seccomp_type(profile: Option<&SeccompProfile>) -> Option<&str> {
     profile.map(|p| p.type_.as_str())
 }
 
+fn shares_host_namespaces(spec: &PodSpec) -> bool {
+    [spec.host_network, spec.host_pid, spec.host_ipc].contains(&Some(true))
+}
+
+fn opens_a_host_port(c: &Checked) -> bool {
+    c.ports
+        .into_iter()
+        .flatten()
+        .any(|p| p.host_port.is_some_and(|h| h != 0))
+}
+
+/// The SELinux options the pod and each of its containers set.
+fn selinux_options(spec: &PodSpec) -> Vec<SELinuxOptions> {
+    let pod = spec.security_context.as_ref();
+    std::iter::once(pod.and_then(|p| p.se_linux_options.clone()))
+        .chain(containers(spec).iter().map(|c| ctx(c).se_linux_options))
+        .flatten()
+        .collect()
+}
+
+/// Each volume whose type is not one of the restricted ones, as `name: type`.
+fn unrestricted_volumes(spec: &PodSpec) -> Vec<String> {
+    spec.volumes
+        .iter()
+        .flatten()
+        .map(|v| (v, volume_type(v)))
+        .filter(|(_, kind)| !RESTRICTED_VOLUMES.contains(&kind.as_str()))
+        .map(|(v, kind)| format!("{}: {kind}", v.name))
+        .collect()
+}
+
 /// The Pod Security Standards' `restricted` profile: the baseline checks and its own.
 pub struct Restricted;
 
@@ -186,8 +217,7 @@ fn baseline(spec: &PodSpec) -> Vec<Violation> {
     let mut out = Vec::new();
     let pod = spec.security_context.clone().unwrap_or_default();
     let all = containers(spec);
-    if spec.host_network == Some(true) || spec.host_pid == Some(true) || spec.host_ipc == Some(true)
-    {
+    if shares_host_namespaces(spec) {
         out.push(violation(
             "hostNamespaces",
             "hostNetwork, hostPID or hostIPC",
@@ -213,11 +243,7 @@ fn baseline(spec: &PodSpec) -> Vec<Violation> {
         {
             out.push(violation("capabilities_baseline", c.name));
         }
-        if c.ports
-            .into_iter()
-            .flatten()
-            .any(|p| p.host_port.is_some_and(|h| h != 0))
-        {
+        if opens_a_host_port(c) {
             out.push(violation("hostPorts", c.name));
         }
         if s.proc_mount.as_deref().is_some_and(|m| m != "Default") {
@@ -230,10 +256,7 @@ fn baseline(spec: &PodSpec) -> Vec<Violation> {
             out.push(violation("hostProbesAndHostLifecycle", c.name));
         }
     }
-    let selinux = std::iter::once(pod.se_linux_options.clone())
-        .chain(all.iter().map(|c| ctx(c).se_linux_options))
-        .flatten();
-    for o in selinux {
+    for o in selinux_options(spec) {
         let type_ok = matches!(
             o.type_.as_deref(),
             None | Some("")
@@ -269,14 +292,8 @@ fn baseline(spec: &PodSpec) -> Vec<Violation> {
 fn restricted_only(spec: &PodSpec) -> Vec<Violation> {
     let mut out = Vec::new();
     let pod = spec.security_context.clone().unwrap_or_default();
-    for v in spec.volumes.iter().flatten() {
-        let kind = volume_type(v);
-        if !RESTRICTED_VOLUMES.contains(&kind.as_str()) {
-            out.push(violation(
-                "restrictedVolumes",
-                format!("{}: {kind}", v.name),
-            ));
-        }
+    for volume in unrestricted_volumes(spec) {
+        out.push(violation("restrictedVolumes", volume));
     }
     // runAsNonRoot: no level may say false, and where the pod does not say true, every
     // container must.
@@ -503,26 +520,17 @@ impl RestrictedV2 {
             out.push(violation("fsGroup", format!("{gid} is not in the range")));
         }
         // seLinuxContext: MustRunAs the namespace's level.
-        let selinux = std::iter::once(pod.se_linux_options.clone())
-            .chain(all.iter().map(|c| ctx(c).se_linux_options))
-            .flatten();
-        for o in selinux {
+        for o in selinux_options(spec) {
             let level_ok = o.level.as_deref().is_none_or(|l| l == self.mcs);
             if !level_ok || o.user.is_some() || o.role.is_some() || o.type_.is_some() {
                 out.push(violation("seLinuxContext", format!("{o:?}")));
             }
         }
-        if spec.host_network == Some(true)
-            || spec.host_pid == Some(true)
-            || spec.host_ipc == Some(true)
-        {
+        if shares_host_namespaces(spec) {
             out.push(violation("host", "hostNetwork, hostPID or hostIPC"));
         }
-        for v in spec.volumes.iter().flatten() {
-            let kind = volume_type(v);
-            if !RESTRICTED_VOLUMES.contains(&kind.as_str()) {
-                out.push(violation("volumes", format!("{}: {kind}", v.name)));
-            }
+        for volume in unrestricted_volumes(spec) {
+            out.push(violation("volumes", volume));
         }
         for c in &all {
             let s = ctx(c);
@@ -537,11 +545,7 @@ impl RestrictedV2 {
             if added(c).iter().any(|a| a != "NET_BIND_SERVICE") {
                 out.push(violation("allowedCapabilities", c.name));
             }
-            if c.ports
-                .into_iter()
-                .flatten()
-                .any(|p| p.host_port.is_some_and(|h| h != 0))
-            {
+            if opens_a_host_port(c) {
                 out.push(violation("host", c.name));
             }
             let seccomp = seccomp_type(s.seccomp_profile.as_ref())
