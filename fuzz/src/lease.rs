@@ -8,8 +8,6 @@
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::core::WatchEvent;
 
-use crate::{Bed, STEP, baseline};
-
 enum Line {
     Watched(WatchEvent<Lease>),
     OnServer(Lease),
@@ -26,22 +24,10 @@ pub fn run(data: &[u8]) -> bool {
             Err(_) => serde_json::from_slice(line).ok().map(Line::OnServer),
         })
         .collect();
-    if lines.is_empty() {
-        return false;
-    }
-    let mut bed = Bed::new();
-    baseline(&mut bed);
-    let mut at = bed.t0;
-    bed.list_all(at);
-    for line in lines {
-        at += STEP;
-        match line {
-            Line::Watched(event) => bed.lease_line(event, at),
-            Line::OnServer(lease) => {
-                bed.put_lease(lease);
-            }
+    crate::play_stream(lines, |bed, line, at| match line {
+        Line::Watched(event) => bed.lease_line(event, at),
+        Line::OnServer(lease) => {
+            bed.put_lease(lease);
         }
-    }
-    let changed = crate::changed_the_baseline(&bed, at);
-    bed.judge_and_read(at) && changed
+    })
 }

@@ -310,6 +310,26 @@ impl Bed {
     }
 }
 
+/// Plays the lines of a watch stream, one every [`STEP`], on listed watches of the baseline
+/// (`apply` feeds one line to the bed), then judges and reads. Returns whether the lines
+/// changed what is judged ([`changed_the_baseline`]) and the last scrape has per-component
+/// series ([`has_component_series`]); false for no lines.
+pub fn play_stream<L>(lines: Vec<L>, mut apply: impl FnMut(&mut Bed, L, Instant)) -> bool {
+    if lines.is_empty() {
+        return false;
+    }
+    let mut bed = Bed::new();
+    baseline(&mut bed);
+    let mut at = bed.t0;
+    bed.list_all(at);
+    for line in lines {
+        at += STEP;
+        apply(&mut bed, line, at);
+    }
+    let changed = changed_the_baseline(&bed, at);
+    bed.judge_and_read(at) && changed
+}
+
 /// Whether what is judged at `at` (verdicts, holders, stories) differs from what the
 /// baseline alone gives at the same moment: the input reached the judged state, rather than
 /// being dropped on the way while the baseline kept the series there.

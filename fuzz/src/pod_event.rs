@@ -6,8 +6,6 @@
 use kube::core::WatchEvent;
 use kubevirt_leader_exporter::objects::PodView;
 
-use crate::{Bed, STEP, baseline};
-
 /// Runs one input; returns whether it changed what is judged
 /// ([`crate::changed_the_baseline`]) and ended with per-component series
 /// ([`crate::has_component_series`]).
@@ -16,17 +14,5 @@ pub fn run(data: &[u8]) -> bool {
         .split(|b| *b == b'\n')
         .filter_map(|line| serde_json::from_slice(line).ok())
         .collect();
-    if events.is_empty() {
-        return false;
-    }
-    let mut bed = Bed::new();
-    baseline(&mut bed);
-    let mut at = bed.t0;
-    bed.list_all(at);
-    for event in events {
-        at += STEP;
-        bed.pod_line(event, at);
-    }
-    let changed = crate::changed_the_baseline(&bed, at);
-    bed.judge_and_read(at) && changed
+    crate::play_stream(events, |bed, event, at| bed.pod_line(event, at))
 }
