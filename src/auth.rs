@@ -5,6 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    future::Future,
     hash::Hash,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -12,37 +13,66 @@ use std::{
 
 use axum::{
     extract::{Request, State},
-    http::{HeaderValue, Method, StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use base64::Engine;
 use k8s_openapi::api::{
-    authentication::v1::{TokenReview, TokenReviewSpec},
+    authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus},
     authorization::v1::{NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
 };
 use kube::{Api, Client, api::PostParams};
 use prometheus::IntCounterVec;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 
 /// How long an authenticated token is trusted without asking again (controller-runtime's
 /// token cache), never beyond the token's own expiry.
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
 /// How long an allowed request's decision is kept (controller-runtime's authorization cache).
 pub const ALLOWED_TTL: Duration = Duration::from_secs(300);
-/// How long a denied request's decision is kept: short, so that a new RoleBinding works soon.
+/// How long a denied request's decision, or a refused token, is kept: short, so that a new
+/// RoleBinding works soon.
 pub const DENIED_TTL: Duration = Duration::from_secs(30);
 /// Entries each cache holds at most: Prometheus replicas and a few people need a handful.
 pub const CACHE_ENTRIES: usize = 1024;
+/// How long a credential that was let in counts as known: its reviews come from the known
+/// budget for this long after its last allowed request, longer than any scrape interval.
+pub const KNOWN_TTL: Duration = Duration::from_secs(3600);
 /// Reviews waiting for the API server at once; more are refused rather than queued.
 pub const MAX_REVIEWS_IN_FLIGHT: usize = 4;
-/// Reviews a second, and at once, for credentials accepted before whose cache entry ran out:
-/// a budget of their own, which made-up credentials never reach, so that a flood cannot
+/// Reviews a second, and at once, for credentials let in before whose cache entry ran out:
+/// a budget of their own, which other credentials never reach, so that a flood cannot
 /// lock Prometheus out when its entry expires.
 pub const KNOWN_REVIEWS_PER_SECOND: u32 = 5;
 pub const MAX_KNOWN_REVIEWS_IN_FLIGHT: usize = 2;
 /// How long a review may take before the request gets 500.
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long answers are kept, and how many of each kind: controller-runtime's lifetimes by
+/// default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// An authenticated token, never beyond its own expiry.
+    pub token_ttl: Duration,
+    /// An allowed decision.
+    pub allowed_ttl: Duration,
+    /// A denied decision or a refused token.
+    pub denied_ttl: Duration,
+    /// Entries each cache holds at most.
+    pub entries: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            token_ttl: TOKEN_TTL,
+            allowed_ttl: ALLOWED_TTL,
+            denied_ttl: DENIED_TTL,
+            entries: CACHE_ENTRIES,
+        }
+    }
+}
 
 /// A user as Kubernetes authenticated them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,12 +84,16 @@ pub struct User {
 }
 
 /// The user a verified client certificate names: the subject's CN is the user name and its
-/// O fields are the groups, as the API server reads client certificates. `None` when the
-/// certificate has no CN.
+/// O fields are the groups, as the API server reads client certificates. With several CNs
+/// the last one counts, as Go's `pkix.Name` (and so the API server) reads them. `None` when
+/// the certificate has no CN or an empty one, which the API server refuses too.
 pub fn certificate_user(der: &[u8]) -> Option<User> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
-    let name = subject.iter_common_name().next()?.as_str().ok()?;
+    let name = subject.iter_common_name().last()?.as_str().ok()?;
+    if name.is_empty() {
+        return None;
+    }
     let groups = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok())
@@ -87,8 +121,9 @@ pub enum Decision {
     Forbidden,
     /// The limit on reviews is reached: 429, try again.
     Busy,
-    /// The API server could not be asked: 500, and nothing is cached.
-    Failed(String),
+    /// The API server could not be asked: 500, and nothing is cached. What went wrong is
+    /// logged, never told to the caller.
+    Failed,
 }
 
 /// A map whose entries expire, bounded in size: when full, expired entries go first, then
@@ -112,11 +147,6 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
             .get(key)
             .filter(|(_, expires)| *expires > now)
             .map(|(value, _)| value.clone())
-    }
-
-    /// The value even once it has expired, until it is evicted or replaced.
-    pub fn get_stale(&self, key: &K) -> Option<V> {
-        self.entries.get(key).map(|(value, _)| value.clone())
     }
 
     pub fn insert(&mut self, key: K, value: V, expires: Instant, now: Instant) {
@@ -196,15 +226,20 @@ pub fn token_expiry(token: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(claims.exp?))
 }
 
-/// Until when a token authenticated now may be cached: [`TOKEN_TTL`], or less when the
-/// token expires sooner.
-pub fn token_cached_until(token: &str, now: Instant, wall: SystemTime) -> Instant {
+/// Until when a token authenticated now may be cached: the settings' token lifetime, or
+/// less when the token expires sooner.
+pub fn token_cached_until(
+    token: &str,
+    now: Instant,
+    wall: SystemTime,
+    settings: &CacheSettings,
+) -> Instant {
     let ttl = match token_expiry(token) {
         Some(expiry) => expiry
             .duration_since(wall)
             .unwrap_or(Duration::ZERO)
-            .min(TOKEN_TTL),
-        None => TOKEN_TTL,
+            .min(settings.token_ttl),
+        None => settings.token_ttl,
     };
     now + ttl
 }
@@ -259,16 +294,30 @@ pub struct AuthMetrics {
     pub reviews: IntCounterVec,
 }
 
+/// The verb every request is authorized for: only GET and HEAD get this far (the router
+/// answers anything else with 405), and reading is `get` whether or not the body is wanted.
+pub const VERB: &str = "get";
+
 /// Checks every request to a protected path. Owns its caches and limits.
 pub struct Gate {
     client: Client,
     audiences: Vec<String>,
-    tokens: Mutex<Cache<Digest, Option<Arc<User>>>>,
-    decisions: Mutex<Cache<Digest, bool>>,
-    /// For credentials never accepted before.
-    new: Budget,
-    /// For credentials accepted before, whose cache entry ran out.
-    known: Budget,
+    settings: CacheSettings,
+    /// Tokens the API server accepted, and those it refused, kept apart: refusals can never
+    /// evict an accepted token. Likewise allowed and denied decisions.
+    accepted: Mutex<Cache<Digest, Arc<User>>>,
+    refused: Mutex<Cache<Digest, ()>>,
+    allowed: Mutex<Cache<Digest, ()>>,
+    denied: Mutex<Cache<Digest, ()>>,
+    /// Credentials let in before: a token's digest, or a certificate user's decision. Only
+    /// an allowed request adds one, so only they are reviewed from the known budget.
+    known: Mutex<Cache<Digest, ()>>,
+    token_reviews: Flights<Result<Option<Arc<User>>, ReviewError>>,
+    access_reviews: Flights<Result<bool, ReviewError>>,
+    /// For credentials not let in before.
+    new_budget: Budget,
+    /// For credentials let in before whose cache entry ran out.
+    known_budget: Budget,
     metrics: AuthMetrics,
 }
 
@@ -287,19 +336,121 @@ impl Budget {
     }
 }
 
+/// Reviews under way, by key: a request whose key is already being reviewed waits for that
+/// review's answer instead of sending one of its own.
+struct Flights<T> {
+    under_way: Mutex<HashMap<Digest, Arc<OnceCell<T>>>>,
+}
+
+impl<T: Clone> Flights<T> {
+    fn new() -> Self {
+        Self {
+            under_way: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The answer of the review of `key` under way, or of `review` when none is. Should the
+    /// request running the review go away, one of those waiting runs its own.
+    async fn join<F, Fut>(&self, key: Digest, review: F) -> T
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let cell = Arc::clone(lock(&self.under_way).entry(key).or_default());
+        let seat = Seat {
+            flights: self,
+            key,
+            cell: Some(cell),
+        };
+        match &seat.cell {
+            Some(cell) => cell.get_or_init(review).await.clone(),
+            None => review().await,
+        }
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.under_way).len()
+    }
+}
+
+/// One request's place in a review under way: the last to leave, answered or cancelled,
+/// removes the review, so that the next request asks afresh.
+struct Seat<'a, T> {
+    flights: &'a Flights<T>,
+    key: Digest,
+    cell: Option<Arc<OnceCell<T>>>,
+}
+
+impl<T> Drop for Seat<'_, T> {
+    fn drop(&mut self) {
+        let mut under_way = lock(&self.flights.under_way);
+        // Let go while the lock is held, so that the count below is exact.
+        drop(self.cell.take());
+        if under_way
+            .get(&self.key)
+            .is_some_and(|cell| Arc::strong_count(cell) == 1)
+        {
+            under_way.remove(&self.key);
+        }
+    }
+}
+
 /// Why a review could not be had.
+#[derive(Clone, Debug)]
 enum ReviewError {
     Busy,
-    Failed(String),
+    Failed,
 }
 
 impl From<ReviewError> for Decision {
     fn from(error: ReviewError) -> Self {
         match error {
             ReviewError::Busy => Decision::Busy,
-            ReviewError::Failed(why) => Decision::Failed(why),
+            ReviewError::Failed => Decision::Failed,
         }
     }
+}
+
+/// What a TokenReview's answer says of the token.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenVerdict {
+    Accepted(User),
+    /// Refused, and worth remembering as refused.
+    Refused,
+    /// Refused with an error: not remembered, as client-go's authenticators do not cache
+    /// errors. The API server sets one on nearly every refusal ("invalid bearer token"),
+    /// so these are the usual case; the review budget bounds what they cost.
+    Error(String),
+}
+
+/// Reads a TokenReview's answer. A token accepted for none of the `audiences` asked for is
+/// refused, as client-go checks them: an API server that does not know about audiences
+/// would otherwise accept any of its own tokens.
+pub fn token_verdict(status: TokenReviewStatus, audiences: &[String]) -> TokenVerdict {
+    let refusal = || match status.error.as_deref().filter(|e| !e.is_empty()) {
+        Some(error) => TokenVerdict::Error(error.to_owned()),
+        None => TokenVerdict::Refused,
+    };
+    if status.authenticated != Some(true) {
+        return refusal();
+    }
+    let answered = status.audiences.as_deref().unwrap_or_default();
+    if !audiences.is_empty() && !audiences.iter().any(|a| answered.contains(a)) {
+        return TokenVerdict::Refused;
+    }
+    let Some(info) = status.user.clone() else {
+        return refusal();
+    };
+    let user = User {
+        name: info.username.unwrap_or_default(),
+        uid: info.uid.unwrap_or_default(),
+        groups: info.groups.unwrap_or_default(),
+        extra: info.extra.unwrap_or_default(),
+    };
+    if user.name.is_empty() {
+        return refusal();
+    }
+    TokenVerdict::Accepted(user)
 }
 
 impl Gate {
@@ -307,54 +458,109 @@ impl Gate {
         client: Client,
         audiences: Vec<String>,
         reviews_per_second: u32,
+        settings: CacheSettings,
         metrics: AuthMetrics,
     ) -> Self {
+        let entries = settings.entries;
         Self {
             client,
             audiences,
-            tokens: Mutex::new(Cache::new(CACHE_ENTRIES)),
-            decisions: Mutex::new(Cache::new(CACHE_ENTRIES)),
-            new: Budget::new(reviews_per_second, MAX_REVIEWS_IN_FLIGHT),
-            known: Budget::new(KNOWN_REVIEWS_PER_SECOND, MAX_KNOWN_REVIEWS_IN_FLIGHT),
+            accepted: Mutex::new(Cache::new(entries)),
+            refused: Mutex::new(Cache::new(entries)),
+            allowed: Mutex::new(Cache::new(entries)),
+            denied: Mutex::new(Cache::new(entries)),
+            known: Mutex::new(Cache::new(entries)),
+            settings,
+            token_reviews: Flights::new(),
+            access_reviews: Flights::new(),
+            new_budget: Budget::new(reviews_per_second, MAX_REVIEWS_IN_FLIGHT),
+            known_budget: Budget::new(KNOWN_REVIEWS_PER_SECOND, MAX_KNOWN_REVIEWS_IN_FLIGHT),
             metrics,
         }
     }
 
     /// Decides whether the bearer `token` (from the Authorization header) or the verified
-    /// client certificate's user may `verb` the `path`. A request without either costs no
-    /// API call.
+    /// client certificate's user may get the `path`. A request without either costs no API
+    /// call.
     pub async fn decide(
         &self,
         token: Option<&str>,
         peer: Option<&Arc<User>>,
         path: &str,
-        verb: &str,
     ) -> Decision {
-        let user = match (peer, token) {
-            (Some(user), _) => Arc::clone(user),
-            (None, Some(token)) if !token.is_empty() => match self.authenticate(token).await {
-                Ok(Some(user)) => user,
-                Ok(None) => return Decision::Unauthenticated,
-                Err(error) => return error.into(),
-            },
+        let (user, credential) = match (peer, token) {
+            (Some(user), _) => (Arc::clone(user), None),
+            (None, Some(token)) if !token.is_empty() => {
+                let digest = sha256(&[token.as_bytes()]);
+                match self.authenticate(token, digest).await {
+                    Ok(Some(user)) => (user, Some(digest)),
+                    Ok(None) => return Decision::Unauthenticated,
+                    Err(error) => return error.into(),
+                }
+            }
             _ => return Decision::Unauthenticated,
         };
-        match self.authorize(&user, path, verb).await {
-            Ok(true) => Decision::Allowed,
+        let key = decision_key(&user, path, VERB);
+        // A certificate is its user: its decision is what is known of it.
+        let credential = credential.unwrap_or(key);
+        match self.authorize(&user, path, key, credential).await {
+            Ok(true) => {
+                let now = Instant::now();
+                lock(&self.known).insert(credential, (), now + KNOWN_TTL, now);
+                Decision::Allowed
+            }
             Ok(false) => Decision::Forbidden,
             Err(error) => error.into(),
         }
     }
 
-    async fn authenticate(&self, token: &str) -> Result<Option<Arc<User>>, ReviewError> {
-        let key = sha256(&[token.as_bytes()]);
-        let known = {
-            let tokens = lock(&self.tokens);
-            if let Some(user) = tokens.get(&key, Instant::now()) {
-                return Ok(user);
-            }
-            matches!(tokens.get_stale(&key), Some(Some(_)))
-        };
+    /// Reviews waiting for the API server or for another request's review, for tests.
+    pub fn reviews_under_way(&self) -> usize {
+        self.token_reviews.len() + self.access_reviews.len()
+    }
+
+    fn is_known(&self, credential: &Digest) -> bool {
+        lock(&self.known).get(credential, Instant::now()).is_some()
+    }
+
+    fn cached_token(&self, digest: &Digest) -> Option<Option<Arc<User>>> {
+        let now = Instant::now();
+        if let Some(user) = lock(&self.accepted).get(digest, now) {
+            return Some(Some(user));
+        }
+        lock(&self.refused).get(digest, now).map(|()| None)
+    }
+
+    fn cached_decision(&self, key: &Digest) -> Option<bool> {
+        let now = Instant::now();
+        if lock(&self.allowed).get(key, now).is_some() {
+            return Some(true);
+        }
+        lock(&self.denied).get(key, now).map(|()| false)
+    }
+
+    async fn authenticate(
+        &self,
+        token: &str,
+        digest: Digest,
+    ) -> Result<Option<Arc<User>>, ReviewError> {
+        if let Some(cached) = self.cached_token(&digest) {
+            return Ok(cached);
+        }
+        self.token_reviews
+            .join(digest, || self.review_token(token, digest))
+            .await
+    }
+
+    async fn review_token(
+        &self,
+        token: &str,
+        digest: Digest,
+    ) -> Result<Option<Arc<User>>, ReviewError> {
+        // The review that ran before this one may have just answered.
+        if let Some(cached) = self.cached_token(&digest) {
+            return Ok(cached);
+        }
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_owned(),
@@ -363,47 +569,57 @@ impl Gate {
             ..TokenReview::default()
         };
         let api = Api::<TokenReview>::all(self.client.clone());
+        let known = self.is_known(&digest);
         let answer = self.review("tokenreview", api, review, known).await?;
-        let status = answer.status.unwrap_or_default();
-        let user = status
-            .user
-            .filter(|_| status.authenticated == Some(true))
-            .map(|info| User {
-                name: info.username.unwrap_or_default(),
-                uid: info.uid.unwrap_or_default(),
-                groups: info.groups.unwrap_or_default(),
-                extra: info.extra.unwrap_or_default(),
-            })
-            .filter(|user| !user.name.is_empty())
-            .map(Arc::new);
-        self.count(
-            "tokenreview",
-            if user.is_some() {
-                "authenticated"
-            } else {
-                "unauthenticated"
-            },
-        );
-        // Refusals are cached as briefly as denials: a scraper with a wrong token costs one
-        // review per DENIED_TTL, not one per scrape.
+        let verdict = token_verdict(answer.status.unwrap_or_default(), &self.audiences);
         let now = Instant::now();
-        let until = match &user {
-            Some(_) => token_cached_until(token, now, SystemTime::now()),
-            None => now + DENIED_TTL,
-        };
-        lock(&self.tokens).insert(key, user.clone(), until, now);
-        Ok(user)
+        match verdict {
+            TokenVerdict::Accepted(user) => {
+                self.count("tokenreview", "authenticated");
+                let user = Arc::new(user);
+                let until = token_cached_until(token, now, SystemTime::now(), &self.settings);
+                lock(&self.accepted).insert(digest, Arc::clone(&user), until, now);
+                Ok(Some(user))
+            }
+            TokenVerdict::Refused => {
+                self.count("tokenreview", "unauthenticated");
+                let until = now + self.settings.denied_ttl;
+                lock(&self.refused).insert(digest, (), until, now);
+                Ok(None)
+            }
+            TokenVerdict::Error(error) => {
+                self.count("tokenreview", "unauthenticated");
+                tracing::debug!(%error, "token refused");
+                Ok(None)
+            }
+        }
     }
 
-    async fn authorize(&self, user: &User, path: &str, verb: &str) -> Result<bool, ReviewError> {
-        let key = decision_key(user, path, verb);
-        let known = {
-            let decisions = lock(&self.decisions);
-            if let Some(allowed) = decisions.get(&key, Instant::now()) {
-                return Ok(allowed);
-            }
-            decisions.get_stale(&key) == Some(true)
-        };
+    async fn authorize(
+        &self,
+        user: &User,
+        path: &str,
+        key: Digest,
+        credential: Digest,
+    ) -> Result<bool, ReviewError> {
+        if let Some(allowed) = self.cached_decision(&key) {
+            return Ok(allowed);
+        }
+        self.access_reviews
+            .join(key, || self.review_access(user, path, key, credential))
+            .await
+    }
+
+    async fn review_access(
+        &self,
+        user: &User,
+        path: &str,
+        key: Digest,
+        credential: Digest,
+    ) -> Result<bool, ReviewError> {
+        if let Some(allowed) = self.cached_decision(&key) {
+            return Ok(allowed);
+        }
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(user.name.clone()),
@@ -412,24 +628,28 @@ impl Gate {
                 extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
                 non_resource_attributes: Some(NonResourceAttributes {
                     path: Some(path.to_owned()),
-                    verb: Some(verb.to_owned()),
+                    verb: Some(VERB.to_owned()),
                 }),
                 ..SubjectAccessReviewSpec::default()
             },
             ..SubjectAccessReview::default()
         };
         let api = Api::<SubjectAccessReview>::all(self.client.clone());
+        let known = self.is_known(&credential);
         let answer = self
             .review("subjectaccessreview", api, review, known)
             .await?;
         let allowed = answer.status.is_some_and(|s| s.allowed);
-        self.count(
-            "subjectaccessreview",
-            if allowed { "allowed" } else { "denied" },
-        );
         let now = Instant::now();
-        let ttl = if allowed { ALLOWED_TTL } else { DENIED_TTL };
-        lock(&self.decisions).insert(key, allowed, now + ttl, now);
+        if allowed {
+            self.count("subjectaccessreview", "allowed");
+            let until = now + self.settings.allowed_ttl;
+            lock(&self.allowed).insert(key, (), until, now);
+        } else {
+            self.count("subjectaccessreview", "denied");
+            let until = now + self.settings.denied_ttl;
+            lock(&self.denied).insert(key, (), until, now);
+        }
         Ok(allowed)
     }
 
@@ -449,7 +669,11 @@ impl Gate {
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        let budget = if known { &self.known } else { &self.new };
+        let budget = if known {
+            &self.known_budget
+        } else {
+            &self.new_budget
+        };
         let Ok(_permit) = budget.in_flight.try_acquire() else {
             self.count(kind, "throttled");
             return Err(ReviewError::Busy);
@@ -465,12 +689,12 @@ impl Gate {
             Ok(Err(error)) => {
                 self.count(kind, "error");
                 tracing::warn!(%error, kind, "review failed");
-                Err(ReviewError::Failed(error.to_string()))
+                Err(ReviewError::Failed)
             }
             Err(_) => {
                 self.count(kind, "error");
                 tracing::warn!(kind, "review timed out");
-                Err(ReviewError::Failed(format!("{kind} timed out")))
+                Err(ReviewError::Failed)
             }
         }
     }
@@ -498,15 +722,6 @@ fn bearer_token(request: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// The verb a request is authorized for: reading is `get` whether or not the body is wanted.
-fn verb(method: &Method) -> std::borrow::Cow<'static, str> {
-    if method == Method::GET || method == Method::HEAD {
-        "get".into()
-    } else {
-        method.as_str().to_ascii_lowercase().into()
-    }
-}
-
 /// Middleware for the protected routes.
 pub async fn require(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
     let peer = request
@@ -514,12 +729,7 @@ pub async fn require(State(gate): State<Arc<Gate>>, request: Request, next: Next
         .get::<PeerCertificate>()
         .and_then(|p| p.0.clone());
     let decision = gate
-        .decide(
-            bearer_token(&request),
-            peer.as_ref(),
-            request.uri().path(),
-            &verb(request.method()),
-        )
+        .decide(bearer_token(&request), peer.as_ref(), request.uri().path())
         .await;
     match decision {
         Decision::Allowed => next.run(request).await,
@@ -540,9 +750,10 @@ pub async fn require(State(gate): State<Arc<Gate>>, request: Request, next: Next
             "Too many new credentials to review: try again\n",
         )
             .into_response(),
-        Decision::Failed(why) => (
+        // What went wrong is in the exporter's log: the caller is not authenticated yet.
+        Decision::Failed => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("Cannot ask the Kubernetes API server: {why}\n"),
+            "Internal Server Error: the Kubernetes API server could not check the credentials\n",
         )
             .into_response(),
     }
@@ -561,17 +772,24 @@ mod tests {
     fn a_token_is_cached_no_longer_than_it_lives() {
         let now = Instant::now();
         let wall = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let settings = CacheSettings::default();
+        let until = |token: &str| token_cached_until(token, now, wall, &settings);
         let soon = jwt(r#"{"exp":1000020}"#);
-        assert_eq!(
-            token_cached_until(&soon, now, wall),
-            now + Duration::from_secs(20)
-        );
+        assert_eq!(until(&soon), now + Duration::from_secs(20));
         let later = jwt(r#"{"exp":2000000}"#);
-        assert_eq!(token_cached_until(&later, now, wall), now + TOKEN_TTL);
+        assert_eq!(until(&later), now + TOKEN_TTL);
         let expired = jwt(r#"{"exp":999000}"#);
-        assert_eq!(token_cached_until(&expired, now, wall), now);
-        assert_eq!(token_cached_until("opaque", now, wall), now + TOKEN_TTL);
-        assert_eq!(token_cached_until("a.!!!.c", now, wall), now + TOKEN_TTL);
+        assert_eq!(until(&expired), now);
+        assert_eq!(until("opaque"), now + TOKEN_TTL);
+        assert_eq!(until("a.!!!.c"), now + TOKEN_TTL);
+        let short = CacheSettings {
+            token_ttl: Duration::from_secs(5),
+            ..CacheSettings::default()
+        };
+        assert_eq!(
+            token_cached_until(&later, now, wall, &short),
+            now + Duration::from_secs(5)
+        );
     }
 
     #[test]
@@ -598,23 +816,6 @@ mod tests {
         assert_eq!(cache.get(&1, later), None);
         assert_eq!(cache.get(&4, later), Some("d"));
         assert_eq!(cache.get(&5, later), Some("e"));
-    }
-
-    #[test]
-    fn an_expired_entry_is_still_known_until_evicted() {
-        let now = Instant::now();
-        let mut cache = Cache::new(2);
-        cache.insert(1, true, now + Duration::from_secs(1), now);
-        let later = now + Duration::from_secs(2);
-        assert_eq!(cache.get(&1, later), None);
-        assert_eq!(cache.get_stale(&1), Some(true));
-        cache.insert(2, false, later + Duration::from_secs(1), later);
-        cache.insert(3, false, later + Duration::from_secs(1), later);
-        assert_eq!(
-            cache.get_stale(&1),
-            None,
-            "evicted first when room is needed"
-        );
     }
 
     #[test]
@@ -663,8 +864,6 @@ mod tests {
         assert_eq!(bearer_token(&with("bearer  abc ")), Some("abc"));
         assert_eq!(bearer_token(&with("Basic abc")), None);
         assert_eq!(bearer_token(&with("Bearer")), None);
-        assert_eq!(verb(&Method::HEAD), "get");
-        assert_eq!(verb(&Method::POST), "post");
     }
 
     #[test]
@@ -682,5 +881,149 @@ mod tests {
         assert_eq!(user.name, "system:serviceaccount:mon:prom");
         assert_eq!(user.groups, ["readers"]);
         assert_eq!(certificate_user(b"not a certificate"), None);
+    }
+
+    fn certificate_named(parts: &[(rcgen::DnType, &str)]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        // rcgen keeps one value per attribute type: build the subject by hand for repeats.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (kind, value) in parts {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("cert").der().to_vec()
+    }
+
+    #[test]
+    fn a_certificate_without_a_common_name_names_nobody() {
+        use rcgen::DnType::{CommonName, OrganizationName};
+        let masters = certificate_named(&[(OrganizationName, "system:masters")]);
+        assert_eq!(certificate_user(&masters), None);
+        let empty = certificate_named(&[(CommonName, ""), (OrganizationName, "system:masters")]);
+        assert_eq!(certificate_user(&empty), None);
+    }
+
+    #[test]
+    fn of_several_common_names_the_last_counts_as_for_the_api_server() {
+        use rcgen::DnType::{CommonName, CustomDnType, OrganizationName};
+        // The CN's OID under another name, so that rcgen writes a second CN.
+        let also_common_name = CustomDnType(vec![2, 5, 4, 3]);
+        let der = certificate_named(&[
+            (CommonName, "first"),
+            (OrganizationName, "readers"),
+            (also_common_name, "last"),
+        ]);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("parse");
+        assert_eq!(cert.subject().iter_common_name().count(), 2, "two CNs");
+        let user = certificate_user(&der).expect("a user");
+        assert_eq!(user.name, "last");
+        assert_eq!(user.groups, ["readers"]);
+    }
+
+    fn status(authenticated: bool, audiences: &[&str], error: Option<&str>) -> TokenReviewStatus {
+        use k8s_openapi::api::authentication::v1::UserInfo;
+        TokenReviewStatus {
+            authenticated: Some(authenticated),
+            audiences: Some(audiences.iter().map(|a| (*a).to_owned()).collect()),
+            error: error.map(str::to_owned),
+            user: Some(UserInfo {
+                username: Some("system:serviceaccount:mon:prom".into()),
+                groups: Some(vec!["system:serviceaccounts".into()]),
+                ..UserInfo::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_token_review_is_read_as_client_go_reads_it() {
+        let accepted = token_verdict(status(true, &["api"], None), &[]);
+        assert!(matches!(accepted, TokenVerdict::Accepted(ref u) if u.groups.len() == 1));
+        let wanted = ["exporter".to_owned()];
+        assert!(matches!(
+            token_verdict(status(true, &["exporter", "api"], None), &wanted),
+            TokenVerdict::Accepted(_)
+        ));
+        assert_eq!(
+            token_verdict(status(true, &["api"], None), &wanted),
+            TokenVerdict::Refused,
+            "accepted for another audience only"
+        );
+        assert_eq!(
+            token_verdict(status(true, &[], None), &wanted),
+            TokenVerdict::Refused,
+            "an API server that does not speak of audiences"
+        );
+        assert_eq!(
+            token_verdict(status(false, &[], None), &[]),
+            TokenVerdict::Refused
+        );
+        assert_eq!(
+            token_verdict(status(false, &[], Some("invalid bearer token")), &[]),
+            TokenVerdict::Error("invalid bearer token".into()),
+        );
+        let mut nameless = status(true, &[], None);
+        nameless.user = None;
+        assert_eq!(token_verdict(nameless, &[]), TokenVerdict::Refused);
+        assert_eq!(
+            token_verdict(TokenReviewStatus::default(), &[]),
+            TokenVerdict::Refused
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_for_one_key_share_one_review() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let flights = Flights::<u32>::new();
+        let runs = AtomicUsize::new(0);
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let review = || {
+            let mut gate = gate.clone();
+            let runs = &runs;
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let _ = gate.wait_for(|open| *open).await;
+                7
+            }
+        };
+        let waiting = futures::future::join_all((0..10).map(|_| flights.join([1; 32], review)));
+        let opener = async {
+            // Let every request join before the review answers.
+            while flights.len() == 0 || runs.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            open.send_replace(true);
+        };
+        let (answers, ()) = tokio::join!(waiting, opener);
+        assert_eq!(answers, vec![7; 10]);
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "one review for ten requests"
+        );
+        assert_eq!(flights.len(), 0, "nothing left under way");
+        assert_eq!(
+            flights.join([1; 32], || async { 8 }).await,
+            8,
+            "asked afresh"
+        );
+    }
+
+    #[tokio::test]
+    async fn when_the_request_reviewing_goes_away_another_reviews() {
+        let flights = Flights::<u32>::new();
+        let pending = flights.join([2; 32], futures::future::pending::<u32>);
+        // Polled once, so that it runs the review, then dropped as a client that went away.
+        assert!(futures::poll!(Box::pin(pending)).is_pending());
+        assert_eq!(flights.len(), 0, "a review nobody waits for is gone");
+        let first = flights.join([2; 32], futures::future::pending::<u32>);
+        let mut first = Box::pin(first);
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        let second = flights.join([2; 32], || async { 9 });
+        drop(first);
+        assert_eq!(second.await, 9, "the one left ran its own review");
+        assert_eq!(flights.len(), 0);
     }
 }

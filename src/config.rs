@@ -7,6 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::Selector;
 use serde::Deserialize;
 
+use crate::auth::CacheSettings;
+
 pub use crate::presets::Preset;
 
 /// Prometheus exporter that tells whether KubeVirt's leader-elected components
@@ -101,6 +103,26 @@ pub struct Args {
     /// beyond that new credentials get 429 while cached ones keep being answered.
     #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_AUTH_REVIEWS_PER_SECOND", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub auth_reviews_per_second: u32,
+
+    /// How long an authenticated token is trusted without a new TokenReview (never beyond
+    /// the token's own expiry), from 1s to 1h.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_AUTH_TOKEN_CACHE_TTL", default_value = "1m", value_parser = parse_cache_ttl)]
+    pub auth_token_cache_ttl: Duration,
+
+    /// How long an allowed SubjectAccessReview is kept, from 1s to 1h: a removed
+    /// RoleBinding takes effect within it.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_AUTH_ALLOWED_CACHE_TTL", default_value = "5m", value_parser = parse_cache_ttl)]
+    pub auth_allowed_cache_ttl: Duration,
+
+    /// How long a denied SubjectAccessReview, or a token refused without an error, is
+    /// kept, from 1s to 1h: a new RoleBinding takes effect within it.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_AUTH_DENIED_CACHE_TTL", default_value = "30s", value_parser = parse_cache_ttl)]
+    pub auth_denied_cache_ttl: Duration,
+
+    /// Entries each of the authentication caches holds at most (accepted tokens, refused
+    /// tokens, allowed and denied decisions, callers let in before), from 16 to 1000000.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_AUTH_CACHE_ENTRIES", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    pub auth_cache_entries: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -124,6 +146,7 @@ pub enum Auth {
         audiences: Vec<String>,
         client_ca: Option<ClientCa>,
         reviews_per_second: u32,
+        cache: CacheSettings,
     },
 }
 
@@ -240,6 +263,22 @@ fn parse_check_interval(text: &str) -> Result<Duration, String> {
     Ok(interval)
 }
 
+/// The longest lifetime of an authentication cache entry: a revoked credential or a removed
+/// RoleBinding must stop working within it.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
+
+fn parse_cache_ttl(text: &str) -> Result<Duration, String> {
+    let ttl =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (write it as 1m, 30s, ...)"))?;
+    if ttl < Duration::from_secs(1) || ttl > MAX_CACHE_TTL {
+        return Err(format!(
+            "from 1s to {}",
+            humantime::format_duration(MAX_CACHE_TTL)
+        ));
+    }
+    Ok(ttl)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -285,6 +324,12 @@ fn auth(args: &Args) -> Result<Auth, ConfigError> {
             audiences,
             client_ca,
             reviews_per_second: args.auth_reviews_per_second,
+            cache: CacheSettings {
+                token_ttl: args.auth_token_cache_ttl,
+                allowed_ttl: args.auth_allowed_cache_ttl,
+                denied_ttl: args.auth_denied_cache_ttl,
+                entries: args.auth_cache_entries as usize,
+            },
         }),
         AuthMode::None if client_ca.is_some() => Err(ConfigError::NeedsAuth(
             "a client CA (--client-ca-file, --client-ca-from-cluster)",

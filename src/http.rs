@@ -9,7 +9,7 @@ use std::{
 use axum::{
     Router,
     extract::{Request, State},
-    http::{StatusCode, header},
+    http::{Method, StatusCode, header},
     middleware::{self, Next},
     response::{Html, IntoResponse, Response},
     routing::get,
@@ -74,11 +74,26 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .route(LIVEZ_PATH, get(|| async { "ok\n" }))
         .route(READYZ_PATH, get(readyz))
+        .layer(middleware::from_fn(only_reads))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             count_requests,
         ))
         .with_state(state)
+}
+
+/// Answers every method but GET and HEAD with 405 before anything else looks at the
+/// request: a made-up method must not cost a review of its credentials.
+async fn only_reads(request: Request, next: Next) -> Response {
+    if request.method() == Method::GET || request.method() == Method::HEAD {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET, HEAD")],
+        "Method Not Allowed: every page is read with GET\n",
+    )
+        .into_response()
 }
 
 async fn count_requests(

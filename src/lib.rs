@@ -217,11 +217,13 @@ impl Exporter {
             Auth::Kubernetes {
                 audiences,
                 reviews_per_second,
+                cache,
                 ..
             } => Some(Arc::new(Gate::new(
                 client.clone(),
                 audiences.clone(),
                 *reviews_per_second,
+                cache.clone(),
                 metrics.auth_metrics(),
             ))),
         };

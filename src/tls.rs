@@ -344,12 +344,20 @@ pub fn server_config(
     let builder = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?;
+    let verifies_clients = client_ca.is_some();
     let builder = match client_ca {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if verifies_clients {
+        // A resumed session brings back the client certificate verified when it began,
+        // without verifying it again: it would outlive the certificate's expiry and the
+        // removal of its CA. Every handshake verifies instead.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(Arc::new(config))
 }
 
@@ -485,6 +493,109 @@ mod tests {
         fs::remove_file(&path).expect("remove");
         assert!(trusts(&verifier, &next_cert), "the last good CA stays");
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A server certificate for `localhost` from its own CA, and that CA for clients.
+    fn server_identity() -> (Arc<CertifiedKey>, RootCertStore) {
+        let (ca_pem, ca) = new_ca("server CA");
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("cert");
+        let der = PrivateKeyDer::try_from(key.serialize_der()).expect("key DER");
+        let signer = rustls::crypto::ring::default_provider()
+            .key_provider
+            .load_private_key(der)
+            .expect("signing key");
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA"))
+            .expect("root");
+        (
+            Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)),
+            roots,
+        )
+    }
+
+    #[derive(Debug)]
+    struct Fixed(Arc<CertifiedKey>);
+
+    impl ResolvesServerCert for Fixed {
+        fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+
+    /// One connection: handshake, a byte each way (so that the client reads any session
+    /// tickets), then close. Whether the server took the client.
+    async fn connect(
+        server: &Arc<ServerConfig>,
+        client: &Arc<rustls::ClientConfig>,
+    ) -> Result<(), String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server.clone());
+        let served = tokio::spawn(async move {
+            let mut tls = acceptor.accept(far).await.map_err(|e| e.to_string())?;
+            let mut byte = [0; 1];
+            tls.read_exact(&mut byte).await.map_err(|e| e.to_string())?;
+            tls.write_all(&byte).await.map_err(|e| e.to_string())?;
+            tls.shutdown().await.map_err(|e| e.to_string())
+        });
+        let connector = tokio_rustls::TlsConnector::from(client.clone());
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        if let Ok(mut tls) = connector.connect(name, near).await {
+            let mut byte = [0; 1];
+            let _ = tls.write_all(b"x").await;
+            let _ = tls.read_exact(&mut byte).await;
+        }
+        served.await.expect("server task")
+    }
+
+    #[tokio::test]
+    async fn a_client_certificate_is_verified_on_every_connection_not_resumed() {
+        let (first_pem, first) = new_ca("first");
+        let (next_pem, _) = new_ca("next");
+        let verifier = Arc::new(
+            ClientCaVerifier::new(client_ca(first_pem.as_bytes(), "test").expect("CA"))
+                .expect("verifier"),
+        );
+        let (served, roots) = server_identity();
+        let server =
+            server_config(Arc::new(Fixed(served)), Some(verifier.clone())).expect("config");
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "someone");
+        let cert = params.signed_by(&key, &first).expect("cert");
+        let identity = PrivateKeyDer::try_from(key.serialize_der()).expect("key DER");
+        // rustls's client keeps sessions and resumes them by default, as Go's does when asked.
+        let client = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![cert.der().clone()], identity)
+            .expect("client config"),
+        );
+        connect(&server, &client)
+            .await
+            .expect("the first CA's client");
+        connect(&server, &client)
+            .await
+            .expect("again, while trusted");
+        verifier
+            .replace(client_ca(next_pem.as_bytes(), "test").expect("CA"))
+            .expect("replace");
+        let after = connect(&server, &client).await;
+        assert!(
+            after.is_err(),
+            "a client of a CA no longer trusted got in: {after:?}"
+        );
     }
 
     #[test]
