@@ -62,6 +62,19 @@ rules:
 - level: Metadata
 ";
 
+/// TokenReviews and SubjectAccessReviews audited with their request, so that the audit log
+/// tells whose credentials each one reviewed; everything else with its metadata only.
+const AUDIT_REVIEWS: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Request
+  resources:
+  - {group: authentication.k8s.io, resources: [tokenreviews]}
+  - {group: authorization.k8s.io, resources: [subjectaccessreviews]}
+- level: Metadata
+";
+
 struct Secured {
     plane: ControlPlane,
     admin: Client,
@@ -234,6 +247,46 @@ async fn bind_reader(admin: &Client, ns: &str, name: &str) {
         .expect("create ClusterRoleBinding");
 }
 
+/// Who the API server itself takes a client certificate with `subject` for (its
+/// SelfSubjectReview); `None` when it takes it for nobody.
+async fn api_server_user(
+    plane: &ControlPlane,
+    subject: &[(rcgen::DnType, &str)],
+) -> Option<String> {
+    use base64::Engine;
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let (cert, key) = plane.client_certificate_for(subject);
+    let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+    let yaml = plane.kubeconfig_yaml("unused").replace(
+        "{token: 'unused'}",
+        &format!(
+            "{{client-certificate-data: '{}', client-key-data: '{}'}}",
+            b64(&cert),
+            b64(&key)
+        ),
+    );
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).expect("kubeconfig");
+    let client = kubevirt_leader_exporter::client_from_kubeconfig(kubeconfig)
+        .await
+        .expect("client");
+    let review = Api::<SelfSubjectReview>::all(client)
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await;
+    // Where RBAC does not let the user ask, the refusal names whom it refused.
+    let user = match review {
+        Ok(review) => review.status?.user_info?.username?,
+        Err(kube::Error::Api(status)) if status.code == 401 => return None,
+        Err(kube::Error::Api(status)) if status.code == 403 => status
+            .message
+            .split_once("User \"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(user, _)| user.to_owned())
+            .unwrap_or_else(|| panic!("whom? {}", status.message)),
+        Err(error) => panic!("SelfSubjectReview: {error}"),
+    };
+    (user != "system:anonymous").then_some(user)
+}
+
 async fn status(client: &reqwest::Client, url: &str, token: Option<&str>) -> StatusCode {
     let mut request = client.get(url);
     if let Some(token) = token {
@@ -259,6 +312,35 @@ fn reviewed_tokens(plane: &ControlPlane) -> HashMap<String, usize> {
         }
     }
     reviewed
+}
+
+/// The SubjectAccessReviews the exporter sent, as (user, path, verb), as the API server's
+/// audit log records them (its policy must record their request: [`AUDIT_REVIEWS`]).
+fn reviewed_access(plane: &ControlPlane) -> Vec<(String, String, String)> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    plane
+        .audit_events()
+        .iter()
+        .filter(|e| {
+            e["verb"] == "create"
+                && e["user"]["username"] == EXPORTER_USER
+                && e["objectRef"]["resource"] == "subjectaccessreviews"
+                && e["stage"] == "ResponseComplete"
+        })
+        .map(|e| {
+            let spec = &e["requestObject"]["spec"];
+            assert!(
+                spec.is_object(),
+                "the audit log does not record the review: {e}"
+            );
+            let attributes = &spec["nonResourceAttributes"];
+            (
+                text(&spec["user"]),
+                text(&attributes["path"]),
+                text(&attributes["verb"]),
+            )
+        })
+        .collect()
 }
 
 /// The reviews of one credential that requests made one after the other for `elapsed` cost
@@ -341,6 +423,33 @@ async fn only_readers_that_rbac_lets_in_get_the_pages() {
     let (cert, key) = bed.plane.client_certificate("someone-else", "people");
     let unbound = https_client(&bed.serving_ca, Some((&cert, &key)));
     assert_eq!(status(&unbound, &bed.url("/metrics"), None).await, 403);
+    // Read as the API server reads them: no CN is nobody, even in system:masters; of two
+    // CNs, the last is the user.
+    use rcgen::DnType::{CommonName, CustomDnType, OrganizationName};
+    let with_subject = |subject: &[(rcgen::DnType, &str)]| {
+        let (cert, key) = bed.plane.client_certificate_for(subject);
+        https_client(&bed.serving_ca, Some((&cert, &key)))
+    };
+    let nameless = [(OrganizationName, "system:masters")];
+    assert_eq!(
+        status(&with_subject(&nameless), &bed.url("/metrics"), None).await,
+        401
+    );
+    assert_eq!(api_server_user(&bed.plane, &nameless).await, None);
+    // The CN's OID under another name, so that rcgen writes a second CN after the first.
+    let second_cn = || CustomDnType(vec![2, 5, 4, 3]);
+    let last_bound = [(CommonName, "someone-else"), (second_cn(), user.as_str())];
+    assert_eq!(
+        status(&with_subject(&last_bound), &bed.url("/metrics"), None).await,
+        200
+    );
+    let user_of_last = api_server_user(&bed.plane, &last_bound).await;
+    assert_eq!(user_of_last.as_deref(), Some(user.as_str()));
+    let first_bound = [(CommonName, user.as_str()), (second_cn(), "someone-else")];
+    assert_eq!(
+        status(&with_subject(&first_bound), &bed.url("/metrics"), None).await,
+        403
+    );
     // A certificate from another CA is refused in the handshake.
     let other = ServingCert::new(&temp_dir("auth-other-ca"));
     let cert = std::fs::read_to_string(&other.cert).expect("cert");
@@ -602,6 +711,254 @@ async fn reviews_are_cached_and_a_flood_of_made_up_tokens_is_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_at_once_share_one_review_and_other_methods_cost_none() {
+    let Some(assets) = envtest::assets() else {
+        return;
+    };
+    let bed = Secured::start_audited(&assets, &[], AUDIT_REVIEWS).await;
+    bed.until_ready().await;
+    let client = bed.client();
+    let prometheus = bed.reader_token(MONITORING, PROMETHEUS, true).await;
+    let stranger = bed.reader_token(MONITORING, "stranger", false).await;
+    // Any method but GET and HEAD is answered before credentials are looked at, with or
+    // without them, on every path.
+    for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "A1", "A2"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        for path in PROTECTED {
+            for token in [None, Some(&prometheus), Some(&stranger)] {
+                let mut request = client.request(method.clone(), bed.url(path));
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                let answer = request.send().await.expect("request");
+                assert_eq!(answer.status(), 405, "{method} {path}");
+                let allow = answer.headers().get("allow").map(|v| v.to_str().ok());
+                assert_eq!(allow, Some(Some("GET, HEAD")), "{method} {path}");
+            }
+        }
+    }
+    // Read once the last reviews' audit events are surely written.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(bed.plane.creates_by(EXPORTER_USER, "tokenreviews"), 0);
+    assert_eq!(
+        bed.plane.creates_by(EXPORTER_USER, "subjectaccessreviews"),
+        0
+    );
+
+    // 16 requests at once, each on a connection of its own opened beforehand, with a token
+    // never seen: one review of each kind between them, for the reader and for the stranger.
+    for (token, code) in [(&prometheus, 200), (&stranger, 403)] {
+        let mut connections = Vec::new();
+        for _ in 0..16 {
+            let connection = bed.client();
+            assert_eq!(status(&connection, &bed.url("/livez"), None).await, 200);
+            connections.push(connection);
+        }
+        let url = bed.url("/metrics");
+        let answers = futures::future::join_all(
+            connections
+                .iter()
+                .map(|connection| status(connection, &url, Some(token))),
+        )
+        .await;
+        assert!(answers.iter().all(|a| *a == code), "{answers:?}");
+        let head = client.head(&url).bearer_auth(token).send().await;
+        assert_eq!(
+            head.expect("HEAD").status(),
+            code,
+            "HEAD is reviewed as GET"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let tokens = reviewed_tokens(&bed.plane);
+    assert_eq!(tokens.get(&prometheus), Some(&1), "{:?}", tokens.values());
+    assert_eq!(tokens.get(&stranger), Some(&1), "{:?}", tokens.values());
+    let access = reviewed_access(&bed.plane);
+    assert_eq!(access.len(), 2, "{access:?}");
+    assert!(
+        access
+            .iter()
+            .all(|(_, path, verb)| path == "/metrics" && verb == "get")
+    );
+}
+
+/// A flood of made-up tokens, of valid tokens RBAC does not let in (more than the caches
+/// hold) and of made-up methods, for two minutes, while two Prometheus scrape at their
+/// usual intervals with their cache entries running out between scrapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_flood_never_locks_out_scrapers_whose_entries_run_out_between_scrapes() {
+    let Some(assets) = envtest::assets() else {
+        return;
+    };
+    const ENTRIES: usize = 16;
+    // Lifetimes shorter than the scrape intervals, so that every scrape needs reviews anew;
+    // caches small enough for the flood to fill them many times over.
+    let args = [
+        &format!("--auth-cache-entries={ENTRIES}") as &str,
+        "--auth-token-cache-ttl=20s",
+        "--auth-allowed-cache-ttl=20s",
+        "--auth-denied-cache-ttl=5s",
+    ];
+    let bed = Secured::start_audited(&assets, &args, AUDIT_REVIEWS).await;
+    bed.until_ready().await;
+    let client = bed.client();
+    let url = bed.url("/metrics");
+    let every_30s = bed.reader_token(MONITORING, "prometheus-30s", true).await;
+    let every_minute = bed.reader_token(MONITORING, "prometheus-1m", true).await;
+    let mut strangers = Vec::new();
+    for i in 0..24 {
+        let name = format!("stranger-{i}");
+        strangers.push(bed.reader_token(MONITORING, &name, false).await);
+        strangers.push(bed.plane.token_for(&bed.admin, MONITORING, &name).await);
+    }
+    // Both are let in once before the flood, as a running Prometheus is.
+    assert_eq!(status(&client, &url, Some(&every_30s)).await, 200);
+    assert_eq!(status(&client, &url, Some(&every_minute)).await, 200);
+
+    let started = Instant::now();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let flooder = |worker: usize, kind: Flood| {
+        let (client, bed_url, strangers, stopped) = (
+            bed.client(),
+            bed.url(""),
+            strangers.clone(),
+            stopped.clone(),
+        );
+        tokio::spawn(async move {
+            let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+            let mut i = 0;
+            while !*stopped.borrow() {
+                i += 1;
+                let stranger = &strangers[(worker * 7 + i) % strangers.len()];
+                let path = PROTECTED[i % PROTECTED.len()];
+                let request = match kind {
+                    Flood::MadeUpTokens => client
+                        .get(format!("{bed_url}{path}"))
+                        .bearer_auth(format!("{MADE_UP}{worker}-{i}")),
+                    Flood::Strangers => {
+                        client.get(format!("{bed_url}{path}")).bearer_auth(stranger)
+                    }
+                    Flood::MadeUpMethods => {
+                        let method = reqwest::Method::from_bytes(format!("A{i}").as_bytes())
+                            .expect("method");
+                        client
+                            .request(method, format!("{bed_url}{path}"))
+                            .bearer_auth(stranger)
+                    }
+                };
+                let code = request.send().await.map_or(0, |r| r.status().as_u16());
+                *answers.entry(code).or_default() += 1;
+                // Paced, so that the machine's other tests keep running: still many times
+                // what the review budget takes.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            answers
+        })
+    };
+    let floods: Vec<_> = [
+        (0, Flood::MadeUpTokens),
+        (1, Flood::MadeUpTokens),
+        (2, Flood::Strangers),
+        (3, Flood::Strangers),
+        (4, Flood::MadeUpMethods),
+    ]
+    .into_iter()
+    .map(|(worker, kind)| (kind, flooder(worker, kind)))
+    .collect();
+    let scraper = |token: String, interval: Duration, scrapes: u32| {
+        let (client, url) = (bed.client(), url.clone());
+        tokio::spawn(async move {
+            let mut codes = Vec::new();
+            for k in 1..=scrapes {
+                tokio::time::sleep_until((started + interval * k).into()).await;
+                codes.push(status(&client, &url, Some(&token)).await.as_u16());
+            }
+            codes
+        })
+    };
+    let scraped_30s = scraper(every_30s.clone(), Duration::from_secs(30), 4);
+    let scraped_1m = scraper(every_minute.clone(), Duration::from_secs(60), 2);
+    let (scraped_30s, scraped_1m) = (
+        scraped_30s.await.expect("scraper"),
+        scraped_1m.await.expect("scraper"),
+    );
+    stop.send_replace(true);
+    let mut answers = HashMap::<Flood, std::collections::BTreeMap<u16, usize>>::new();
+    for (kind, flood) in floods {
+        for (code, n) in flood.await.expect("flood") {
+            *answers.entry(kind).or_default().entry(code).or_default() += n;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(scraped_30s, [200; 4], "every 30 s: {answers:?}");
+    assert_eq!(scraped_1m, [200; 2], "every minute: {answers:?}");
+    let codes = |kind: Flood| answers[&kind].keys().copied().collect::<Vec<_>>();
+    assert_eq!(codes(Flood::MadeUpTokens), [401, 429], "{answers:?}");
+    assert_eq!(codes(Flood::Strangers), [403, 429], "{answers:?}");
+    assert_eq!(codes(Flood::MadeUpMethods), [405], "{answers:?}");
+    assert_eq!(status(&client, &bed.url("/livez"), None).await, 200);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let tokens = reviewed_tokens(&bed.plane);
+    let access = reviewed_access(&bed.plane);
+    let scrapers = [every_30s.as_str(), every_minute.as_str()];
+    let scraper_users = ["prometheus-30s", "prometheus-1m"]
+        .map(|name| format!("system:serviceaccount:{MONITORING}:{name}"));
+    // Each scrape found its entries run out: a review of each kind per scrape, no more.
+    assert_eq!(tokens.get(&every_30s), Some(&5), "every 30 s");
+    assert_eq!(tokens.get(&every_minute), Some(&3), "every minute");
+    let access_of = |user: &str| access.iter().filter(|(u, _, _)| u == user).count();
+    assert_eq!(access_of(&scraper_users[0]), 5, "every 30 s");
+    assert_eq!(access_of(&scraper_users[1]), 3, "every minute");
+    assert!(
+        access.iter().all(|(_, _, verb)| verb == "get"),
+        "only `get` is reviewed"
+    );
+    // The flood filled the caches over and over: more strangers' tokens accepted, and more
+    // of their decisions denied, than a cache holds.
+    let strangers_reviewed = strangers.iter().filter(|t| tokens.contains_key(*t)).count();
+    let decisions: std::collections::HashSet<_> = access
+        .iter()
+        .filter(|(user, _, _)| !scraper_users.contains(user))
+        .map(|(user, path, _)| (user, path))
+        .collect();
+    assert!(
+        strangers_reviewed > ENTRIES,
+        "{strangers_reviewed} strangers' tokens"
+    );
+    assert!(decisions.len() > ENTRIES, "{} decisions", decisions.len());
+    // Each budget on its own: the scrapers' reviews, and everyone else's.
+    let others = tokens
+        .iter()
+        .filter(|(token, _)| !scrapers.contains(&token.as_str()))
+        .map(|(_, n)| n)
+        .sum::<usize>()
+        + access.len()
+        - access_of(&scraper_users[0])
+        - access_of(&scraper_users[1]);
+    let new_budget = NEW_REVIEWS_PER_SECOND + NEW_REVIEWS_PER_SECOND * seconds;
+    assert!(
+        others as f64 <= new_budget,
+        "{others} reviews of made-up tokens and strangers in {seconds:.0} s"
+    );
+    eprintln!(
+        "long flood: {seconds:.0} s, answers {answers:?}; {others} reviews of made-up tokens \
+         and strangers (their budget allows {new_budget:.0}), {strangers_reviewed} strangers' \
+         tokens and {} of their decisions reviewed; scrapes every 30 s {scraped_30s:?}, every \
+         minute {scraped_1m:?}",
+        decisions.len()
+    );
+}
+
+/// What a flood worker sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Flood {
+    MadeUpTokens,
+    Strangers,
+    MadeUpMethods,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_api_server_down_cached_readers_get_in_until_their_entry_expires() {
     let Some(assets) = envtest::assets() else {
         return;
@@ -651,6 +1008,19 @@ async fn with_the_api_server_down_cached_readers_get_in_until_their_entry_expire
         "never reviewed"
     );
     assert_eq!(status(&client, &url, Some("made-up")).await, 500);
+    // What went wrong stays in the exporter's log: callers not yet authenticated learn
+    // nothing of the API server (its address, its errors).
+    let answer = client
+        .get(&url)
+        .bearer_auth("made-up")
+        .send()
+        .await
+        .expect("request");
+    let body = answer.text().await.expect("body");
+    assert_eq!(
+        body,
+        "Internal Server Error: the Kubernetes API server could not check the credentials\n"
+    );
     assert_eq!(
         status(&client, &url, None).await,
         401,

@@ -565,7 +565,26 @@ fn every_install_lets_its_prometheus_read_the_protected_paths() {
     }
 }
 
-/// Admits ingress to the exporter's port from `namespace` only.
+/// The labels of the Prometheus pods each install's NetworkPolicy admits: those the
+/// Prometheus Operator gives the pods of a Prometheus object (`app.kubernetes.io/instance` is
+/// the object's name: kube-prometheus's and OpenShift's `k8s`, kube-prometheus-stack's
+/// `<release>-prometheus`), or the prometheus-community chart's server pods.
+fn prometheus_pod_labels(dir: &str) -> BTreeMap<String, String> {
+    let instance = match dir {
+        "deploy/plain" => None,
+        "deploy/kube-prometheus-stack" => Some("kube-prometheus-stack-prometheus"),
+        _ => Some("k8s"),
+    };
+    let mut labels =
+        BTreeMap::from([("app.kubernetes.io/name".to_owned(), "prometheus".to_owned())]);
+    match instance {
+        Some(instance) => labels.insert("app.kubernetes.io/instance".into(), instance.into()),
+        None => labels.insert("app.kubernetes.io/component".into(), "server".into()),
+    };
+    labels
+}
+
+/// Admits ingress to the exporter's port from the Prometheus pods in `namespace` only.
 fn check_network_policy(docs: &[Value], namespace: &str, dir: &str) {
     let policy: NetworkPolicy = one(docs, "NetworkPolicy");
     let deployment: Deployment = one(docs, "Deployment");
@@ -590,7 +609,17 @@ fn check_network_policy(docs: &[Value], namespace: &str, dir: &str) {
     assert_eq!(ingress.len(), 1, "{dir}");
     let from = ingress[0].from.as_deref().expect("from");
     assert_eq!(from.len(), 1, "{dir}");
-    assert!(from[0].pod_selector.is_none() && from[0].ip_block.is_none());
+    assert!(from[0].ip_block.is_none(), "{dir}");
+    let pods = from[0]
+        .pod_selector
+        .clone()
+        .expect("a pod selector: the Prometheus pods, not the whole namespace");
+    assert!(pods.match_expressions.is_none(), "{dir}");
+    assert_eq!(
+        pods.match_labels.unwrap_or_default(),
+        prometheus_pod_labels(dir),
+        "{dir}"
+    );
     let namespaces = from[0]
         .namespace_selector
         .clone()
@@ -625,7 +654,7 @@ fn check_network_policy(docs: &[Value], namespace: &str, dir: &str) {
 }
 
 #[test]
-fn network_policy_admits_only_the_monitoring_namespace() {
+fn network_policy_admits_only_the_prometheus_pods() {
     for (dir, (prometheus_ns, _)) in INSTALLS {
         check_network_policy(&kustomize(dir), prometheus_ns, dir);
     }
@@ -1028,7 +1057,8 @@ fn plain_install_needs_no_prometheus_operator_and_invites_no_annotation_job() {
     );
     // Everything else is the cluster-wide install's, but for whom the metrics reader and the
     // discovery Role are bound to (a placeholder here;
-    // every_install_lets_its_prometheus_read_the_protected_paths checks both).
+    // every_install_lets_its_prometheus_read_the_protected_paths checks both) and which
+    // Prometheus pods the NetworkPolicy admits (network_policy_admits_only_the_prometheus_pods).
     let mut operator = kustomize("deploy");
     operator.retain(|d| !OPERATOR_KINDS.iter().any(|k| d["kind"] == *k));
     let mut plain = docs;
@@ -1040,6 +1070,9 @@ fn plain_install_needs_no_prometheus_operator_and_invites_no_annotation_job() {
                 || (doc["kind"] == "RoleBinding" && name == DISCOVERY)
             {
                 doc["subjects"] = Value::Null;
+            }
+            if doc["kind"] == "NetworkPolicy" {
+                doc["spec"]["ingress"][0]["from"][0]["podSelector"] = Value::Null;
             }
         }
     }

@@ -395,9 +395,18 @@ impl ControlPlane {
     /// A client certificate and key (PEM) for `user` in `group`, signed by the CA the API
     /// server verifies client certificates with.
     pub fn client_certificate(&self, user: &str, group: &str) -> (String, String) {
+        self.client_certificate_for(&[
+            (rcgen::DnType::CommonName, user),
+            (rcgen::DnType::OrganizationName, group),
+        ])
+    }
+
+    /// A client certificate and key (PEM) whose subject is `subject`, in that order, signed
+    /// by the CA the API server verifies client certificates with.
+    pub fn client_certificate_for(&self, subject: &[(rcgen::DnType, &str)]) -> (String, String) {
         let ca_key = std::fs::read_to_string(self.dir.join("ca.key")).expect("CA key");
         let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&ca_key).expect("CA key"));
-        client_certificate_by(&issuer, user, group)
+        client_certificate_named(&issuer, subject)
     }
 
     /// Creates the ServiceAccount `ns/name` (and `ns`); returns its UID.
@@ -844,13 +853,25 @@ pub fn client_certificate_by(
     user: &str,
     group: &str,
 ) -> (String, String) {
+    client_certificate_named(
+        issuer,
+        &[
+            (rcgen::DnType::CommonName, user),
+            (rcgen::DnType::OrganizationName, group),
+        ],
+    )
+}
+
+/// A client certificate and key (PEM) whose subject is `subject`, signed by `issuer`.
+pub fn client_certificate_named(
+    issuer: &Issuer<'_, KeyPair>,
+    subject: &[(rcgen::DnType, &str)],
+) -> (String, String) {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, user);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, group);
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    for (kind, value) in subject {
+        params.distinguished_name.push(kind.clone(), *value);
+    }
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let key = KeyPair::generate().expect("key");
     let cert = params.signed_by(&key, issuer).expect("client cert");
