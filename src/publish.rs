@@ -26,6 +26,11 @@ pub const POD_NAMESPACE_ENV: &str = "KUBEVIRT_LEADER_EXPORTER_POD_NAMESPACE";
 /// The pod's UID (`metadata.uid`), for the ConfigMap's owner reference.
 pub const POD_UID_ENV: &str = "KUBEVIRT_LEADER_EXPORTER_POD_UID";
 
+/// The API access publishing needs in the pod's own namespace, as (API group, resource,
+/// verbs): the Role in `deploy/serving-cert` must grant exactly this.
+pub const API_ACCESS: [(&str, &str, [&str; 3]); 1] =
+    [("", "configmaps", ["get", "create", "update"])];
+
 /// The ConfigMap key that holds the served certificate chain, PEM, end-entity first.
 pub const CERT_KEY: &str = "tls.crt";
 

@@ -526,6 +526,38 @@ mod tests {
     }
 
     #[test]
+    fn the_served_chain_follows_the_files() {
+        let dir = std::env::temp_dir().join(format!("kle-served-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+        let pair = |name: &str| {
+            let key = KeyPair::generate().expect("key");
+            let cert = CertificateParams::new(vec![name.to_owned()])
+                .expect("params")
+                .self_signed(&key)
+                .expect("cert");
+            (cert, key)
+        };
+        let (first, first_key) = pair("first");
+        swap_in(&key_path, &first_key.serialize_pem());
+        swap_in(&cert_path, &first.pem());
+        let cert = ReloadingCert::new(&cert_path, &key_path).expect("cert");
+        let mut served = cert.served();
+        assert_eq!(*served.borrow_and_update(), vec![first.der().clone()]);
+        let (next, next_key) = pair("next");
+        swap_in(&key_path, &next_key.serialize_pem());
+        swap_in(&cert_path, &next.pem());
+        assert!(
+            !served.has_changed().expect("sender"),
+            "loaded only when looked at"
+        );
+        cert.current();
+        assert!(served.has_changed().expect("sender"));
+        assert_eq!(*served.borrow_and_update(), vec![next.der().clone()]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_replaced_client_ca_verifies_from_then_on() {
         let (first_pem, first) = new_ca("first");
         let (next_pem, next) = new_ca("next");
