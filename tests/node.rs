@@ -1212,7 +1212,7 @@ async fn published_is_served(node: &Node) {
         let served = tls.get_ref().1.peer_certificates().unwrap_or_default();
         if owner["kind"] == "Pod"
             && owner["uid"] == pod["metadata"]["uid"]
-            && published.first().is_some()
+            && !published.is_empty()
             && published.first() == served.first()
         {
             return;
