@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::auth::CacheSettings;
 
 pub use crate::presets::Preset;
+use crate::publish::PodIdentity;
 
 /// Prometheus exporter that tells whether KubeVirt's leader-elected components
 /// (virt-operator, virt-controller, virt-synchronization-controller) have a live leader.
@@ -557,6 +558,9 @@ pub struct Settings {
     /// Certificate and key files for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub auth: Auth,
+    /// The pod to publish the served certificate for (from the downward API's environment
+    /// variables); `None` publishes nothing.
+    pub publish: Option<PodIdentity>,
 }
 
 impl Settings {
@@ -571,6 +575,7 @@ impl Settings {
             pod_check_interval: args.pod_check_interval,
             tls: args.tls_cert_file.clone().zip(args.tls_key_file.clone()),
             auth: auth(args)?,
+            publish: PodIdentity::from_env(),
         })
     }
 
@@ -605,6 +610,7 @@ impl Settings {
             pod_check_interval: Duration::from_secs(60),
             tls: None,
             auth: Auth::None,
+            publish: None,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! The exporter watches the components' pods and Leases ([`watch`]), keeps a reduced copy
 //! per component and scope ([`targets`], holding [`pods`] and [`leases`]), judges leadership
 //! at scrape time ([`judge`]) and serves the result ([`metrics`], [`http`]); [`changelog`]
-//! logs leader changes.
+//! logs leader changes; [`publish`] publishes the certificate it serves for the kubectl
+//! plugin to check.
 
 pub mod auth;
 pub mod changelog;
@@ -24,6 +25,7 @@ pub mod page;
 pub mod plugin;
 pub mod pods;
 pub mod presets;
+pub mod publish;
 pub mod status;
 pub mod targets;
 pub mod tls;
@@ -138,14 +140,26 @@ pub fn client_for(config: kube::Config) -> Result<Client, Error> {
     Ok(Client::try_from(config)?)
 }
 
+/// What the exporter serves HTTPS with.
+struct ServerTls {
+    config: Arc<rustls::ServerConfig>,
+    /// The chain served, as it changes.
+    served: tls::ServedChain,
+    /// The files, when the certificate comes from files.
+    files: Option<Arc<tls::ReloadingCert>>,
+}
+
 /// The TLS configuration to serve with, if any: the given files, else a generated
 /// certificate when authentication is on (tokens never travel in plain HTTP).
 fn server_tls(
     settings: &Settings,
     client_ca: Option<Arc<tls::ClientCaVerifier>>,
-) -> Result<Option<Arc<rustls::ServerConfig>>, Error> {
-    let cert: Arc<dyn ResolvesServerCert> = match &settings.tls {
-        Some((cert, key)) => Arc::new(tls::ReloadingCert::new(cert, key)?),
+) -> Result<Option<ServerTls>, Error> {
+    let (cert, served, files): (Arc<dyn ResolvesServerCert>, _, _) = match &settings.tls {
+        Some((cert, key)) => {
+            let files = Arc::new(tls::ReloadingCert::new(cert, key)?);
+            (files.clone(), files.served(), Some(files))
+        }
         None if settings.https() => {
             let generated = tls::GeneratedCert::new(self_signed_names())?;
             tracing::warn!(
@@ -153,11 +167,16 @@ fn server_tls(
                 "serving a self-signed certificate made at start: encrypted, but clients \
                  cannot verify it (give --tls-cert-file and --tls-key-file to change that)"
             );
-            Arc::new(generated)
+            let served = generated.served();
+            (Arc::new(generated), served, None)
         }
         None => return Ok(None),
     };
-    Ok(Some(tls::server_config(cert, client_ca)?))
+    Ok(Some(ServerTls {
+        config: tls::server_config(cert, client_ca)?,
+        served,
+        files,
+    }))
 }
 
 /// The names a generated certificate is for: the pod's hostname and localhost.
@@ -230,6 +249,22 @@ impl Exporter {
         let mut tasks = watch::spawn(&client, &targets, &metrics, settings.pod_check_interval);
         tasks.push(tokio::spawn(changelog::run(targets.clone())));
         tasks.extend(follow_ca);
+        match (&settings.publish, &tls) {
+            (Some(pod), Some(tls)) => {
+                tasks.push(publish::spawn(
+                    client.clone(),
+                    pod.clone(),
+                    tls.served.clone(),
+                ));
+                if let Some(files) = &tls.files {
+                    tasks.push(files.clone().follow(publish::FILE_CHECK));
+                }
+            }
+            (Some(_), None) => {
+                tracing::info!("not publishing a serving certificate: serving plain HTTP");
+            }
+            (None, _) => {}
+        }
         let auth = if gate.is_some() { "kubernetes" } else { "none" };
         let app = http::router(AppState {
             targets: targets.clone(),
@@ -237,6 +272,7 @@ impl Exporter {
             gate,
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let tls = tls.map(|tls| tls.config);
         let server = tokio::spawn(http::serve(listener, app, tls, shutdown));
         tracing::info!(%addr, scheme, auth, "serving /metrics");
         Ok(Self {

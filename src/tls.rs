@@ -1,7 +1,8 @@
 //! HTTPS for every endpoint: a certificate and key reloaded when they change on disk
 //! (cert-manager and OpenShift's service CA rotate them in place), or one generated at start
 //! when no files are given; and, when a client CA is given, client certificates verified
-//! during the handshake against it, as it is now.
+//! during the handshake against it, as it is now. The certificate chain being served can be
+//! followed ([`ServedChain`]), for publishing it.
 
 use std::{
     fs,
@@ -21,6 +22,7 @@ use rustls::{
     sign::CertifiedKey,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject};
+use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -50,12 +52,16 @@ pub enum TlsError {
 type FileStamp = Option<(SystemTime, u64, u64)>;
 type Stamp = (FileStamp, FileStamp);
 
+/// The certificate chain being served, end-entity first, as it changes.
+pub type ServedChain = watch::Receiver<Vec<CertificateDer<'static>>>;
+
 /// Serves the certificate in the files, loading them again when either changes.
 #[derive(Debug)]
 pub struct ReloadingCert {
     cert_path: PathBuf,
     key_path: PathBuf,
     current: Mutex<(Stamp, Arc<CertifiedKey>)>,
+    served: watch::Sender<Vec<CertificateDer<'static>>>,
 }
 
 fn stamp(path: &Path) -> FileStamp {
@@ -101,15 +107,23 @@ impl ReloadingCert {
     pub fn new(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
         let stamp = (stamp(cert_path), stamp(key_path));
         let certified = load(cert_path, key_path)?;
+        let (served, _) = watch::channel(certified.cert.clone());
         Ok(Self {
             cert_path: cert_path.into(),
             key_path: key_path.into(),
             current: Mutex::new((stamp, Arc::new(certified))),
+            served,
         })
     }
 
+    /// The chain served, from now on, changing when new files are loaded.
+    pub fn served(&self) -> ServedChain {
+        self.served.subscribe()
+    }
+
     /// The certificate to serve now. A pair that fails to load (half-written during a
-    /// rotation, say) leaves the previous one in service.
+    /// rotation, say) leaves the previous one in service. Files are looked at on each
+    /// handshake; [`ReloadingCert::follow`] looks without one.
     pub fn current(&self) -> Arc<CertifiedKey> {
         let stamp = (stamp(&self.cert_path), stamp(&self.key_path));
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
@@ -117,12 +131,28 @@ impl ReloadingCert {
             match load(&self.cert_path, &self.key_path) {
                 Ok(certified) => {
                     tracing::info!(cert = %self.cert_path.display(), "loaded a new TLS certificate");
+                    self.served.send_replace(certified.cert.clone());
                     *current = (stamp, Arc::new(certified));
                 }
                 Err(error) => tracing::warn!(%error, "keeping the previous TLS certificate"),
             }
         }
         current.1.clone()
+    }
+}
+
+impl ReloadingCert {
+    /// Looks at the files every `interval`, so that a rotated certificate is loaded (and
+    /// [`ReloadingCert::served`] changes) even while nobody connects.
+    pub fn follow(self: Arc<Self>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                self.current();
+            }
+        })
     }
 }
 
@@ -139,6 +169,7 @@ pub struct GeneratedCert {
     certified: Arc<CertifiedKey>,
     /// SHA-256 of the certificate, in hex, for people who want to pin it.
     pub fingerprint: String,
+    served: watch::Sender<Vec<CertificateDer<'static>>>,
 }
 
 impl GeneratedCert {
@@ -163,10 +194,17 @@ impl GeneratedCert {
             .load_private_key(key)
             .map_err(|e| TlsError::Generate(e.to_string()))?;
         let certified = CertifiedKey::new(vec![cert.der().clone()], signing_key);
+        let (served, _) = watch::channel(certified.cert.clone());
         Ok(Self {
             certified: Arc::new(certified),
             fingerprint,
+            served,
         })
+    }
+
+    /// The chain served: the one certificate, for as long as the process runs.
+    pub fn served(&self) -> ServedChain {
+        self.served.subscribe()
     }
 }
 
@@ -596,6 +634,38 @@ mod tests {
             after.is_err(),
             "a client of a CA no longer trusted got in: {after:?}"
         );
+    }
+
+    #[test]
+    fn the_served_chain_follows_the_files() {
+        let dir = std::env::temp_dir().join(format!("kle-served-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+        let pair = |name: &str| {
+            let key = KeyPair::generate().expect("key");
+            let cert = CertificateParams::new(vec![name.to_owned()])
+                .expect("params")
+                .self_signed(&key)
+                .expect("cert");
+            (cert, key)
+        };
+        let (first, first_key) = pair("first");
+        swap_in(&key_path, &first_key.serialize_pem());
+        swap_in(&cert_path, &first.pem());
+        let cert = ReloadingCert::new(&cert_path, &key_path).expect("cert");
+        let mut served = cert.served();
+        assert_eq!(*served.borrow_and_update(), vec![first.der().clone()]);
+        let (next, next_key) = pair("next");
+        swap_in(&key_path, &next_key.serialize_pem());
+        swap_in(&cert_path, &next.pem());
+        assert!(
+            !served.has_changed().expect("sender"),
+            "loaded only when looked at"
+        );
+        cert.current();
+        assert!(served.has_changed().expect("sender"));
+        assert_eq!(*served.borrow_and_update(), vec![next.der().clone()]);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

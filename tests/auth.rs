@@ -27,7 +27,7 @@ use kube::{
 use kubevirt_leader_exporter::{
     auth::{ALLOWED_TTL, KNOWN_REVIEWS_PER_SECOND, TOKEN_TTL},
     client_ca::CLUSTER_CLIENT_CA,
-    plugin::status::{Credentials, StatusError, read_status},
+    plugin::status::{Credentials, Proof, StatusError, read_status},
 };
 use reqwest::StatusCode;
 use serde_json::json;
@@ -1330,30 +1330,35 @@ async fn the_plugin_shows_the_exporter_the_users_client_certificate() {
             .map_err(|e| StatusError::Http(e.to_string()))
     };
     let with = |(cert, key): (String, String)| Credentials {
-        token: None,
         identity: Some(common::identity(&cert, &key)),
+        ..Credentials::default()
     };
+    // Nothing proves the exporter here: a client certificate, whose signature in the
+    // handshake cannot be replayed, is presented all the same.
+    let unproven = Proof::default();
     let reader = with(
         bed.plane
             .client_certificate(&user, "system:serviceaccounts"),
     );
-    let status = read_status(connect, &reader).await.expect("status");
+    let status = read_status(connect, &reader, &unproven)
+        .await
+        .expect("status");
     assert!(status["components"].is_array(), "{status}");
 
     let someone = with(bed.plane.client_certificate("someone-else", "people"));
-    let refused = read_status(connect, &someone).await;
+    let refused = read_status(connect, &someone, &unproven).await;
     assert!(
         matches!(refused, Err(StatusError::Forbidden)),
         "{refused:?}"
     );
-    let nobody = read_status(connect, &Credentials::default()).await;
+    let nobody = read_status(connect, &Credentials::default(), &unproven).await;
     assert!(
         matches!(nobody, Err(StatusError::Unauthorized)),
         "{nobody:?}"
     );
     let (_, issuer) = envtest::new_ca("not the cluster's");
     let foreign = with(envtest::client_certificate_by(&issuer, &user, "people"));
-    let refused = read_status(connect, &foreign).await;
+    let refused = read_status(connect, &foreign, &unproven).await;
     assert!(
         matches!(&refused, Err(StatusError::Http(e)) if e.contains("refused the TLS handshake")),
         "{refused:?}"

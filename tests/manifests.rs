@@ -25,7 +25,7 @@ use k8s_openapi::{
 use kubevirt_leader_exporter::{
     client_ca::CLUSTER_CLIENT_CA,
     config::{Args, AuthMode, Preset},
-    http,
+    http, publish,
     watch::API_ACCESS,
 };
 use serde::Deserialize;
@@ -253,11 +253,10 @@ fn rules<const N: usize>(table: &[(&str, &str, [&str; N])]) -> Rules {
     table
         .iter()
         .map(|(g, r, v)| {
-            (
-                (*g).to_owned(),
-                (*r).to_owned(),
-                v.iter().map(|s| (*s).to_owned()).collect(),
-            )
+            // In the order `granted` keeps them.
+            let mut verbs: Vec<String> = v.iter().map(|s| (*s).to_owned()).collect();
+            verbs.sort();
+            ((*g).to_owned(), (*r).to_owned(), verbs)
         })
         .collect()
 }
@@ -278,7 +277,16 @@ fn reviews() -> Rules {
     rules(&REVIEWS)
 }
 
-/// Everything the exporter uses: what it watches and the reviews it asks for.
+/// What the exporter writes in its own namespace: the ConfigMap that publishes the
+/// certificate it serves.
+fn published() -> Rules {
+    rules(&publish::API_ACCESS)
+}
+
+/// The Role and RoleBinding that let the exporter publish its certificate.
+const SERVING_CERT: &str = "kubevirt-leader-exporter-serving-cert";
+
+/// Everything the exporter uses cluster-wide: what it watches and the reviews it asks for.
 fn needed() -> Rules {
     watched().into_iter().chain(reviews()).collect()
 }
@@ -433,19 +441,24 @@ fn cluster_wide_install_renders_and_grants_exactly_what_is_watched() {
             (subject.kind.as_str(), subject.name.as_str()),
             ("ServiceAccount", "kubevirt-leader-exporter")
         );
-        // Through every binding together: exactly that, cluster-wide, and nothing else.
+        // Through every binding together: exactly that, cluster-wide, and publishing its
+        // certificate in its own namespace; nothing else.
+        let (exporter_ns, _) = exporter_account(&docs);
         assert_eq!(
             exporter_rights(&docs),
             Rights {
-                granted: BTreeMap::from([(None, needed())]),
+                granted: BTreeMap::from([(None, needed()), (Some(exporter_ns), published())]),
                 outside: BTreeSet::new(),
             },
             "{dir}"
         );
-        // The one Role is Prometheus's, to discover the exporter.
-        for role in find(&docs, "Role") {
-            assert_eq!(role["metadata"]["name"], DISCOVERY, "{dir}");
-        }
+        // The Roles: Prometheus's, to discover the exporter, and the exporter's, to publish.
+        let mut roles: Vec<&str> = find(&docs, "Role")
+            .iter()
+            .filter_map(|r| r["metadata"]["name"].as_str())
+            .collect();
+        roles.sort_unstable();
+        assert_eq!(roles, [DISCOVERY, SERVING_CERT], "{dir}");
         let args = parsed_args(&container(&docs));
         assert!(
             args.scope.namespaces.is_empty(),
@@ -482,8 +495,13 @@ fn scoped_variants_grant_the_same_rules_in_their_namespace_only() {
         // Through every binding together: the watch in KubeVirt's namespace, the reviews
         // cluster-wide (a Role cannot grant them), and on OpenShift reading the API
         // server's client CA.
+        let (exporter_ns, _) = exporter_account(&docs);
         let mut want = Rights {
-            granted: BTreeMap::from([(None, reviews()), (Some(ns.to_owned()), watched())]),
+            granted: BTreeMap::from([
+                (None, reviews()),
+                (Some(ns.to_owned()), watched()),
+                (Some(exporter_ns), published()),
+            ]),
             outside: BTreeSet::new(),
         };
         if ns == "openshift-cnv" {
@@ -777,6 +795,70 @@ fn serving_secret(dir: &str, docs: &[Value]) -> Option<String> {
             Some(spec.secret_name)
         }
         _ => None,
+    }
+}
+
+#[test]
+fn every_install_tells_the_exporter_its_pod_and_lets_it_publish_there_only() {
+    for (dir, _) in INSTALLS {
+        let docs = kustomize(dir);
+        // The downward API: the pod's own name, namespace and UID, by the variables the
+        // exporter reads.
+        let env: BTreeMap<String, Option<String>> = container(&docs)
+            .env
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let field = e.value_from.and_then(|v| v.field_ref).map(|f| f.field_path);
+                (e.name, field)
+            })
+            .collect();
+        for (name, field) in [
+            (publish::POD_NAME_ENV, "metadata.name"),
+            (publish::POD_NAMESPACE_ENV, "metadata.namespace"),
+            (publish::POD_UID_ENV, "metadata.uid"),
+        ] {
+            assert_eq!(
+                env.get(name),
+                Some(&Some(field.to_owned())),
+                "{dir}: {name}"
+            );
+        }
+        // The Role to publish it: in the exporter's own namespace, bound to it alone.
+        let (exporter_ns, account) = exporter_account(&docs);
+        let role: Role = named(&docs, "Role", SERVING_CERT);
+        assert_eq!(
+            role.metadata.namespace.as_deref(),
+            Some(exporter_ns.as_str())
+        );
+        assert_eq!(
+            granted(role.rules.as_deref().unwrap_or_default()),
+            published(),
+            "{dir}"
+        );
+        let binding: RoleBinding = named(&docs, "RoleBinding", SERVING_CERT);
+        assert_eq!(
+            binding.metadata.namespace.as_deref(),
+            Some(exporter_ns.as_str())
+        );
+        assert_eq!(
+            (
+                binding.role_ref.kind.as_str(),
+                binding.role_ref.name.as_str()
+            ),
+            ("Role", SERVING_CERT)
+        );
+        let subjects: Vec<(String, String, Option<String>)> = binding
+            .subjects
+            .iter()
+            .flatten()
+            .map(|s| (s.kind.clone(), s.name.clone(), s.namespace.clone()))
+            .collect();
+        assert_eq!(
+            subjects,
+            [("ServiceAccount".to_owned(), account, Some(exporter_ns))],
+            "{dir}"
+        );
     }
 }
 
@@ -1189,7 +1271,11 @@ fn only_the_openshift_variant_joins_platform_monitoring() {
             .map(String::as_str),
         Some("true")
     );
-    let role: Role = in_namespace(&docs, "Role", &exporter_ns);
+    let role: Role = named(&docs, "Role", DISCOVERY);
+    assert_eq!(
+        role.metadata.namespace.as_deref(),
+        Some(exporter_ns.as_str())
+    );
     let granted = granted(role.rules.as_deref().unwrap_or_default());
     for resource in ["services", "endpoints", "pods"] {
         let read = ["get", "list", "watch"].map(String::from).to_vec();
@@ -1198,7 +1284,7 @@ fn only_the_openshift_variant_joins_platform_monitoring() {
             "{resource}"
         );
     }
-    let binding: RoleBinding = in_namespace(&docs, "RoleBinding", &exporter_ns);
+    let binding: RoleBinding = named(&docs, "RoleBinding", DISCOVERY);
     assert_eq!(binding.role_ref.name, role.metadata.name.expect("name"));
     let subject = &binding.subjects.expect("subjects")[0];
     assert_eq!(
@@ -1281,6 +1367,34 @@ async fn every_install_applies_to_a_real_api_server() {
         assert!(can(exporter, "create", review), "{review}");
     }
     assert!(!can(exporter, "get", http::METRICS_PATH));
+    // It publishes its certificate in its own namespace, and may do nothing else with
+    // ConfigMaps anywhere.
+    let can_in = |who: &str, verb: &str, what: &str, ns: &str| {
+        let (ok, out) = kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            what,
+            "-n",
+            ns,
+            &format!("--as={who}"),
+        ]);
+        assert!(ok || out.trim() == "no", "{out}");
+        ok
+    };
+    for verb in ["get", "create", "update"] {
+        assert!(
+            can_in(exporter, verb, "configmaps", "kubevirt-leader-exporter"),
+            "{verb}"
+        );
+        assert!(!can_in(exporter, verb, "configmaps", "kubevirt"), "{verb}");
+    }
+    for verb in ["list", "watch", "delete", "patch"] {
+        assert!(
+            !can_in(exporter, verb, "configmaps", "kubevirt-leader-exporter"),
+            "{verb}"
+        );
+    }
     let prometheus = "system:serviceaccount:monitoring:prometheus";
     for path in protected_paths() {
         assert!(can(prometheus, "get", &path), "{path}");

@@ -69,12 +69,15 @@ patches:
         path: /spec/template/spec/containers/0/imagePullPolicy
         value: Never
       - op: add
-        path: /spec/template/spec/containers/0/env
+        path: /spec/template/spec/containers/0/env/-
         value:
-          - name: KUBERNETES_SERVICE_HOST
-            value: "127.0.0.1"
-          - name: KUBERNETES_SERVICE_PORT
-            value: "{api_port}"
+          name: KUBERNETES_SERVICE_HOST
+          value: "127.0.0.1"
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value:
+          name: KUBERNETES_SERVICE_PORT
+          value: "{api_port}"
       - op: add
         path: /spec/strategy
         value:
@@ -133,19 +136,22 @@ fn the_node_overlay_changes_only_what_the_node_needs() {
         let container = pod["containers"][0].as_object_mut().expect("container");
         assert_eq!(container["image"], IMAGE);
         assert_eq!(container["imagePullPolicy"], "Never");
-        let env: Vec<&str> = container["env"]
-            .as_array()
-            .expect("env")
-            .iter()
-            .filter_map(|e| e["name"].as_str())
-            .collect();
-        assert_eq!(env, ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"]);
-        container.remove("imagePullPolicy");
-        container.remove("env");
         let shipped_deployment = shipped
             .iter()
             .find(|d| d["kind"] == "Deployment")
             .expect("a Deployment");
+        // The API server's address comes after what the shipped manifest sets (the pod's
+        // name, namespace and UID, which the exporter publishes its certificate for).
+        let shipped_env = &shipped_deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+        let env = container["env"].as_array_mut().expect("env");
+        let added: Vec<Value> = env.split_off(env.len() - 2);
+        let added: Vec<&str> = added.iter().filter_map(|e| e["name"].as_str()).collect();
+        assert_eq!(
+            added,
+            ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"]
+        );
+        assert_eq!(&container["env"], shipped_env, "{base}");
+        container.remove("imagePullPolicy");
         container.insert(
             "image".into(),
             shipped_deployment["spec"]["template"]["spec"]["containers"][0]["image"].clone(),
@@ -1136,7 +1142,9 @@ async fn status_through_kubectl(node: &Node, token: &str, exit: i32, state: &str
     assert!(line.contains(state), "{line}");
     assert_eq!(out.status.code(), Some(exit), "{text}");
     report(&format!("kubectl kubevirt-leader status:\n{text}"));
-    // Without --token the kubeconfig's own token goes along: the node's admin may read.
+    // Without --token the kubeconfig's own token goes along, once the exporter has shown
+    // the certificate its pod published: the node's admin may read.
+    published_is_served(node).await;
     let own = run(vec!["kubevirt-leader".into(), "status".into()]).await;
     assert_eq!(
         own.status.code(),
@@ -1162,6 +1170,60 @@ async fn status_through_kubectl(node: &Node, token: &str, exit: i32, state: &str
     assert_eq!(refused.status.code(), Some(2));
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("401") && said.contains("--token"), "{said}");
+}
+
+/// The Ready exporter pod's ConfigMap, owned by the pod, holds the certificate the exporter
+/// serves on the node (within moments of a start: it publishes as it starts).
+async fn published_is_served(node: &Node) {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let start = Instant::now();
+    loop {
+        let pods = exporter_pods(node).await;
+        let pod = pods
+            .iter()
+            .find(|p| is_ready(p))
+            .expect("a Ready exporter pod");
+        let (_, map) = node
+            .kubectl(&[
+                "-n",
+                EXPORTER_NS,
+                "get",
+                "configmap",
+                &name(pod),
+                "-o",
+                "json",
+            ])
+            .await;
+        let map: Value = serde_json::from_str(&map).unwrap_or_default();
+        let owner = &map["metadata"]["ownerReferences"][0];
+        let pem = map["data"]["tls.crt"].as_str().unwrap_or_default();
+        let published: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(pem.as_bytes())
+                .filter_map(Result::ok)
+                .collect();
+        let config = kubevirt_leader_exporter::tls::unverified_client_config(None).expect("TLS");
+        let stream = tokio::net::TcpStream::connect(METRICS)
+            .await
+            .expect("connect");
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(ServerName::try_from("localhost").expect("name"), stream)
+            .await
+            .expect("handshake");
+        let served = tls.get_ref().1.peer_certificates().unwrap_or_default();
+        if owner["kind"] == "Pod"
+            && owner["uid"] == pod["metadata"]["uid"]
+            && !published.is_empty()
+            && published.first() == served.first()
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}'s ConfigMap does not hold the certificate it serves: {map:#}",
+            name(pod)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// The node's admin kubeconfig with its token handed out by an exec credential plugin.

@@ -774,10 +774,29 @@ impl ExporterProcess {
         Self::spawn(Path::new(binary), kubeconfig, extra)
     }
 
+    /// [`ExporterProcess::start`] with environment variables `env` set, as a pod's manifest
+    /// sets them (the downward API's pod name, namespace and UID).
+    pub fn start_with_env(kubeconfig: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let Some(binary) = option_env!("CARGO_BIN_EXE_kubevirt-leader-exporter") else {
+            panic!("ExporterProcess::start_with_env is for integration tests");
+        };
+        Self::spawn_with_env(Path::new(binary), kubeconfig, extra, env)
+    }
+
     /// [`ExporterProcess::start`] for the binary at `binary`.
     /// Listens on a free port unless `extra` has a `--listen`, without authentication unless
     /// `extra` has an `--auth`.
     pub fn spawn(binary: &Path, kubeconfig: &Path, extra: &[&str]) -> Self {
+        Self::spawn_with_env(binary, kubeconfig, extra, &[])
+    }
+
+    /// [`ExporterProcess::spawn`] with environment variables `env` set.
+    pub fn spawn_with_env(
+        binary: &Path,
+        kubeconfig: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let has = |flag: &str| extra.iter().any(|a| a.starts_with(flag));
         let listen = (!has("--listen=")).then_some("--listen=127.0.0.1:0");
         let auth = (!has("--auth=")).then_some("--auth=none");
@@ -788,6 +807,7 @@ impl ExporterProcess {
             .arg("--log-format=json")
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
