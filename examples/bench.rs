@@ -102,7 +102,8 @@ fn floor(addr: &str, body: &Path, tls: Option<(&String, &String)>) -> anyhow::Re
             Some((cert, key)) => {
                 let cert = tls::ReloadingCert::new(Path::new(cert), Path::new(key))?;
                 let config = tls::server_config(Arc::new(cert), None)?;
-                http::serve(listener, app, Some(config), std::future::pending()).await;
+                let limits = http::Limits::DEFAULT;
+                http::serve(listener, app, Some(config), limits, std::future::pending()).await;
             }
         }
         Ok(())
