@@ -4,8 +4,8 @@
 //! after `--write-timeout`, and an idle connection is closed after the 10 s header timeout.
 //! Against the secured binary on a real API server, a flood of 1,000 TLS connections that
 //! send 400 KB of headers each and 200 that ask for the status page and stop reading adds
-//! less than [`FLOOD_BOUND_KIB`] to its resident memory, while the probe and a scraper with a bound
-//! token are answered.
+//! less than [`FLOOD_BOUND_KIB`] to its resident memory, which stays under
+//! [`RSS_BOUND_KIB`], while the probe and a scraper with a bound token are answered.
 
 mod common;
 mod envtest;
