@@ -10,7 +10,8 @@
 //!     cargo run --release --example bench
 //!
 //! Needs `wrk` (Debian package `wrk`) as the load generator. `BENCH_ONLY=presets` measures only
-//! what the presets cost. `BENCH_TARGET=x86_64-unknown-linux-musl`
+//! what the presets cost, `BENCH_ONLY=connections` only the secured exporter's scrape
+//! throughput and its memory under a flood of connections. `BENCH_TARGET=x86_64-unknown-linux-musl`
 //! measures the static binary the Dockerfile ships instead of the host's glibc build.
 
 #[path = "../tests/common/mod.rs"]
@@ -102,7 +103,8 @@ fn floor(addr: &str, body: &Path, tls: Option<(&String, &String)>) -> anyhow::Re
             Some((cert, key)) => {
                 let cert = tls::ReloadingCert::new(Path::new(cert), Path::new(key))?;
                 let config = tls::server_config(Arc::new(cert), None)?;
-                http::serve(listener, app, Some(config), std::future::pending()).await;
+                let limits = http::Limits::DEFAULT;
+                http::serve(listener, app, Some(config), limits, std::future::pending()).await;
             }
         }
         Ok(())
@@ -266,6 +268,11 @@ async fn run() -> anyhow::Result<()> {
         let assets = assets.context("the presets are measured on a real kube-apiserver")?;
         return presets_only(&binary, Path::new(&assets)).await;
     }
+    // `BENCH_ONLY=connections` measures the secured exporter under a flood of connections.
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "connections") {
+        let assets = assets.context("the flood is measured on a real kube-apiserver")?;
+        return connections_only(&binary, Path::new(&assets)).await;
+    }
     against_the_simulated_api_server(&binary).await?;
     match assets {
         Some(assets) => against_a_real_api_server(&binary, Path::new(&assets)).await,
@@ -283,6 +290,89 @@ async fn presets_only(binary: &Path, assets: &Path) -> anyhow::Result<()> {
     let cluster = Cluster { client: admin };
     let kubeconfig = plane.kubeconfig_file(EXPORTER_TOKEN);
     stack_cost(binary, &plane, &cluster, &kubeconfig).await
+}
+
+/// The secured exporter's scrape throughput against the TLS floor, then its resident memory
+/// under the flood of connections the test `tests/connections.rs` sends
+/// ([`common::flood`]), and whether the probe and a scraper were answered meanwhile.
+async fn connections_only(binary: &Path, assets: &Path) -> anyhow::Result<()> {
+    use common::flood::{FLOOD_HEAD_BYTES, FLOODERS, Flood, PIPELINED, STALLERS};
+    let plane = ControlPlane::start(assets).await;
+    let admin = plane.client(ADMIN_TOKEN).await;
+    plane.grant_exporter_rbac(&admin).await;
+    let cluster = Cluster { client: admin };
+    let kubeconfig = plane.kubeconfig_file(EXPORTER_TOKEN);
+    let dir = std::env::temp_dir().join(format!("kle-bench-flood-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cert = ServingCert::new(&dir);
+    plane.prometheus_token_file(&cluster.client, &dir).await;
+    let args = cert.exporter_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let exporter = ExporterProcess::spawn(binary, &kubeconfig, &args);
+    let pid = exporter.process.0.id();
+    let base = format!("https://{}", exporter.addr);
+    let metrics = format!("{base}/metrics");
+    let (scraper, token) = fresh_scraper(&plane, &cluster, &cert).await?;
+    wait_for(&scraper, &format!("{base}/readyz"), |_| true).await?;
+    expect_status(&scraper, &metrics, 200).await?;
+    eprintln!("secured exporter against the TLS floor...");
+    let (body, ours, floor) =
+        against_the_floor(&scraper, &metrics, &dir, Some((&cert, &token))).await?;
+    tokio::time::sleep(SETTLE.saturating_sub(started.elapsed())).await;
+
+    eprintln!("{FLOODERS} oversized heads and {STALLERS} clients that stop reading...");
+    let ca = std::fs::read_to_string(&cert.ca)?;
+    // A new connection for every request, as the kubelet's probes make.
+    let fresh = common::verifying_https(&ca, None)
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let hold = http::Limits::DEFAULT.write_timeout + Duration::from_secs(5);
+    let flood = common::flood::flood(exporter.addr, pid, &base, fresh, &token, hold).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_after = support::rss_kib(pid)?;
+    let answered = |samples: &[common::flood::Sample]| {
+        let ok = samples.iter().filter(|s| s.1 == Ok(200)).count();
+        format!(
+            "{ok}/{} answered 200, slowest {:.1?}",
+            samples.len(),
+            Flood::slowest(samples)
+        )
+    };
+    println!();
+    println!(
+        "Under a flood of connections (real kube-apiserver, --auth=kubernetes, default limits), release binary:"
+    );
+    println!();
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    print_scrape_rows(("secured exporter", "TLS floor"), body.len(), &ours, &floor);
+    println!("| RSS before the flood | {} | |", mib(flood.rss_before));
+    println!(
+        "| peak RSS (VmHWM): {FLOODERS} TLS connections sending {FLOOD_HEAD_BYTES} bytes of headers each, {STALLERS} asking for the status page {PIPELINED} times and reading nothing | {} | ≤ 32 MiB |",
+        mib(flood.peak)
+    );
+    println!("| RSS 5 s after the flood | {} | |", mib(rss_after));
+    println!(
+        "| oversized heads answered 431 | {}/{FLOODERS} in {:.1} s | all |",
+        flood.refused_heads(),
+        flood.heads_took.as_secs_f64()
+    );
+    println!(
+        "| clients that stopped reading, cut off | {}/{STALLERS} | all |",
+        flood.cut_off
+    );
+    println!(
+        "| scrapes with a bound token during the flood ({:.1} s), each on a new connection | {} | all 200 |",
+        flood.took.as_secs_f64(),
+        answered(&flood.scrapes)
+    );
+    println!(
+        "| `/livez` during the flood, each on a new connection | {} | all 200 |",
+        answered(&flood.probes)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
 }
 
 async fn against_the_simulated_api_server(binary: &Path) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ use kube::core::Selector;
 use serde::Deserialize;
 
 use crate::auth::CacheSettings;
-
+use crate::http::Limits;
 pub use crate::presets::Preset;
 use crate::publish::PodIdentity;
 
@@ -124,6 +124,26 @@ pub struct Args {
     /// tokens, allowed and denied decisions, callers let in before), from 16 to 1000000.
     #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_AUTH_CACHE_ENTRIES", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     pub auth_cache_entries: u32,
+
+    /// Connections served at once. Further ones wait in the kernel's accept queue until one
+    /// ends, and cost no memory meanwhile. Each served one costs at most about 100 KiB.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_MAX_CONNECTIONS", default_value_t = Limits::DEFAULT.connections as u32, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
+
+    /// TLS handshakes in flight at once, among the connections served; the wait for a turn
+    /// counts towards the handshake's 10 s timeout.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_MAX_TLS_HANDSHAKES", default_value_t = Limits::DEFAULT.handshakes as u32, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_tls_handshakes: u32,
+
+    /// The largest request line and headers, in bytes; a larger request gets 431 and its
+    /// connection is closed.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_MAX_HEADER_BYTES", default_value_t = Limits::DEFAULT.header_bytes as u32, value_parser = clap::value_parser!(u32).range(4096..=1_048_576))]
+    pub max_header_bytes: u32,
+
+    /// How long a response may wait for the client to read it: a connection whose writes make
+    /// no progress for this long is closed.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_write_timeout)]
+    pub write_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -278,6 +298,24 @@ fn parse_cache_ttl(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(ttl)
+}
+
+/// The shortest and longest `--write-timeout` accepted.
+pub const WRITE_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(300));
+
+fn parse_write_timeout(text: &str) -> Result<Duration, String> {
+    let timeout =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (write it as 10s, 1m, ...)"))?;
+    let (min, max) = WRITE_TIMEOUT_RANGE;
+    if !(min..=max).contains(&timeout) {
+        return Err(format!(
+            "between {} and {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(timeout)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -561,6 +599,7 @@ pub struct Settings {
     /// The pod to publish the served certificate for (from the downward API's environment
     /// variables); `None` publishes nothing.
     pub publish: Option<PodIdentity>,
+    pub limits: Limits,
 }
 
 impl Settings {
@@ -576,6 +615,12 @@ impl Settings {
             tls: args.tls_cert_file.clone().zip(args.tls_key_file.clone()),
             auth: auth(args)?,
             publish: PodIdentity::from_env(),
+            limits: Limits {
+                connections: args.max_connections as usize,
+                handshakes: args.max_tls_handshakes as usize,
+                header_bytes: args.max_header_bytes as usize,
+                write_timeout: args.write_timeout,
+            },
         })
     }
 
@@ -611,6 +656,7 @@ impl Settings {
             tls: None,
             auth: Auth::None,
             publish: None,
+            limits: Limits::DEFAULT,
         }
     }
 }
@@ -651,6 +697,7 @@ mod tests {
             "kubevirt.io=virt-operator"
         );
         assert_eq!(s.components[0].lease, "virt-operator");
+        assert_eq!(s.limits, Limits::DEFAULT);
     }
 
     fn component_names(extra: &[&str]) -> Result<Vec<String>, ConfigError> {
@@ -772,6 +819,19 @@ mod tests {
         }
         let off = args(&["--pod-check-interval", "0"]).expect("parse");
         assert!(off.pod_check_interval.is_zero());
+        for (bad, says) in [
+            (["--write-timeout", "500ms"], "between 1s and 5m"),
+            (["--write-timeout", "slow"], "write it as"),
+            (["--max-connections", "0"], "0 is not in 1..=65536"),
+            (["--max-tls-handshakes", "0"], "0 is not in 1..=65536"),
+            (
+                ["--max-header-bytes", "1024"],
+                "1024 is not in 4096..=1048576",
+            ),
+        ] {
+            let err = args(&bad).expect_err(bad[1]).to_string();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -2,7 +2,11 @@
 
 use std::{
     future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
     sync::Arc,
+    task::{Context, Poll, ready},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -21,8 +25,10 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpListener,
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Sleep,
 };
 use tokio_rustls::TlsAcceptor;
 
@@ -42,8 +48,55 @@ pub const STATUS_JSON_PATH: &str = "/status.json";
 /// How long a client may take to send a request's headers, so that slow or idle clients
 /// cannot hold connections forever.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a TLS handshake may take.
+/// How long a TLS handshake may take, with the wait for its turn.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The smallest buffer hyper accepts.
+const MIN_BUF_SIZE: usize = 8192;
+/// What the kernel may hold of a connection's unsent answers, for a client that does not
+/// read them: left to itself it grows a socket's send buffer up to 4 MiB, which the pod's
+/// memory cgroup pays for. The kernel doubles the figure asked for: 64 KiB, plenty where
+/// round trips are short.
+const SEND_BUFFER: u32 = 32 * 1024;
+/// What rustls may hold of a connection's encrypted answers before writes wait: 64 KiB by
+/// default, which a client that asks for many pages and reads none fills on every
+/// connection.
+const TLS_SEND_BUFFER: usize = 16 * 1024;
+/// Connections the kernel holds for [`serve`] to accept, as tokio's default listener.
+const BACKLOG: u32 = 1024;
+
+/// What the clients together may cost the server, so that a flood of connections cannot
+/// take the pod past its memory limit: each bound caps one way a connection holds memory.
+/// A connection idle after its response is closed by [`HEADER_TIMEOUT`], as hyper waits for
+/// the next request's headers with the same timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once. The next ones wait in the kernel's accept queue, where
+    /// they cost the exporter nothing, not even their handshake.
+    pub connections: usize,
+    /// TLS handshakes in flight at once, among those connections.
+    pub handshakes: usize,
+    /// The largest request head (request line and headers); a larger one gets 431. It also
+    /// bounds hyper's buffer, about 400 KiB a connection by default.
+    pub header_bytes: usize,
+    /// How long a write may make no progress: a peer that stops reading holds its
+    /// connection, and the response buffered for it, no longer.
+    pub write_timeout: Duration,
+}
+
+impl Limits {
+    pub const DEFAULT: Self = Self {
+        connections: 256,
+        handshakes: 32,
+        header_bytes: 16 * 1024,
+        write_timeout: Duration::from_secs(10),
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
 
 /// The content type of the Prometheus text format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -111,39 +164,59 @@ async fn count_requests(
     response
 }
 
-/// Serves `app` on `listener`, over TLS when `tls` is given, until `shutdown` completes;
-/// then stops accepting and waits for requests in flight to finish.
+/// A listener on `addr` whose connections' send buffers are bounded: accepted sockets
+/// inherit the listener's.
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Serves `app` on `listener`, over TLS when `tls` is given, within `limits`, until
+/// `shutdown` completes; then stops accepting and waits for requests in flight to finish.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
     let acceptor = tls.map(TlsAcceptor::from);
+    let connections = Arc::new(Semaphore::new(limits.connections));
+    let handshakes = Arc::new(Semaphore::new(limits.handshakes));
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // Out of file descriptors, typically: wait instead of spinning.
-                    tracing::warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+        let (stream, permit) = tokio::select! {
+            accepted = accept(&listener, &connections) => match accepted {
+                Some(accepted) => accepted,
+                None => continue,
             },
             () = &mut shutdown => break,
         };
         let (app, acceptor, watcher) = (app.clone(), acceptor.clone(), graceful.watcher());
+        let handshakes = handshakes.clone();
         tokio::spawn(async move {
+            let _permit = permit;
+            let stream = WriteTimeout::new(stream, limits.write_timeout);
             let Some(acceptor) = acceptor else {
-                return serve_connection(stream, app, watcher, PeerCertificate(None)).await;
+                let peer = PeerCertificate(None);
+                return serve_connection(stream, app, watcher, peer, limits.header_bytes).await;
             };
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
+            let handshake = async {
+                let _turn = handshakes.acquire().await;
+                acceptor.accept(stream).await
+            };
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                Ok(Ok(mut tls)) => {
+                    tls.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
                     let peer = peer_certificate(&tls);
-                    serve_connection(tls, app, watcher, peer).await
+                    serve_connection(tls, app, watcher, peer, limits.header_bytes).await
                 }
                 Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -154,6 +227,24 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
+/// The next connection, once one of the `connections` is free. The permit is taken before
+/// accepting: connections beyond the limit stay in the kernel's accept queue.
+async fn accept(
+    listener: &TcpListener,
+    connections: &Arc<Semaphore>,
+) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+    let permit = connections.clone().acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, _)) => Some((stream, permit)),
+        Err(error) => {
+            // Out of file descriptors, typically: wait instead of spinning.
+            tracing::warn!(%error, "accepting a connection failed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
 /// Serves the requests of one connection already accepted, as [`serve`] does with each of
 /// its own; for callers that bring their own transport.
 pub async fn serve_stream<S>(stream: S, app: Router)
@@ -162,7 +253,8 @@ where
 {
     // Kept until the connection ends: a dropped one would end keep-alive at once.
     let graceful = GracefulShutdown::new();
-    serve_connection(stream, app, graceful.watcher(), PeerCertificate(None)).await;
+    let (watcher, peer) = (graceful.watcher(), PeerCertificate(None));
+    serve_connection(stream, app, watcher, peer, Limits::DEFAULT.header_bytes).await;
     drop(graceful);
 }
 
@@ -175,8 +267,13 @@ fn peer_certificate<S>(tls: &tokio_rustls::server::TlsStream<S>) -> PeerCertific
     )
 }
 
-async fn serve_connection<S>(stream: S, app: Router, watcher: Watcher, peer: PeerCertificate)
-where
+async fn serve_connection<S>(
+    stream: S,
+    app: Router,
+    watcher: Watcher,
+    peer: PeerCertificate,
+    header_bytes: usize,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use tower::ServiceExt;
@@ -190,9 +287,94 @@ where
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .max_header_size(header_bytes)
+        .max_buf_size(header_bytes.max(MIN_BUF_SIZE))
         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
     if let Err(error) = watcher.watch(connection).await {
         tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// A stream whose writes fail once they have made no progress for `timeout`. hyper has no
+/// write timeout: a peer that stops reading would hold its connection for ever.
+struct WriteTimeout<S> {
+    inner: S,
+    timeout: Duration,
+    /// Running while a write waits.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S: AsyncWrite + Unpin> WriteTimeout<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    fn poll_progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if let Poll::Ready(done) = write(Pin::new(&mut self.inner), cx) {
+            self.stalled = None;
+            return Poll::Ready(done);
+        }
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(stalled.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the peer stopped reading",
+        )))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .poll_progress(cx, |inner, cx| inner.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .poll_progress(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut()
+            .poll_progress(cx, |inner, cx| inner.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut()
+            .poll_progress(cx, |inner, cx| inner.poll_shutdown(cx))
     }
 }
 

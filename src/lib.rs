@@ -38,7 +38,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use rustls::server::ResolvesServerCert;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 use crate::{
     auth::Gate,
@@ -219,12 +219,10 @@ impl Exporter {
         };
         let tls = server_tls(settings, client_ca)?;
         let listen = settings.listen;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|error| Error::Listen {
-                addr: listen,
-                error,
-            })?;
+        let listener = http::listen(listen).map_err(|error| Error::Listen {
+            addr: listen,
+            error,
+        })?;
         let addr = listener.local_addr().map_err(|error| Error::Listen {
             addr: listen,
             error,
@@ -273,7 +271,7 @@ impl Exporter {
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
         let tls = tls.map(|tls| tls.config);
-        let server = tokio::spawn(http::serve(listener, app, tls, shutdown));
+        let server = tokio::spawn(http::serve(listener, app, tls, settings.limits, shutdown));
         tracing::info!(%addr, scheme, auth, "serving /metrics");
         Ok(Self {
             addr,

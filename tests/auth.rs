@@ -9,19 +9,15 @@ mod envtest;
 use std::{
     collections::HashMap,
     ops::RangeInclusive,
-    path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use k8s_openapi::{
-    api::{
-        core::v1::{ConfigMap, ResourceQuota, ResourceQuotaSpec},
-        rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding, RoleRef, Subject},
-    },
+    api::core::v1::{ConfigMap, ResourceQuota, ResourceQuotaSpec},
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
 };
 use kube::{
-    Api, Client,
+    Api,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use kubevirt_leader_exporter::{
@@ -34,15 +30,11 @@ use serde_json::json;
 
 use common::temp_dir;
 use envtest::{
-    ADMIN_TOKEN, ControlPlane, EXPORTER_TOKEN, EXPORTER_USER, ExporterProcess, ServingCert,
+    ControlPlane, EXPORTER_USER, ExporterProcess, MONITORING, PROMETHEUS, Secured, ServingCert,
+    bind_reader, https_client,
 };
 
-/// The shipped ClusterRole that lets Prometheus read the exporter.
-const READER_ROLE: &str = "deploy/metrics-reader/clusterrole.yaml";
 const PROTECTED: [&str; 3] = ["/metrics", "/", "/status.json"];
-/// The Prometheus service account the shipped binding names.
-const MONITORING: &str = "monitoring";
-const PROMETHEUS: &str = "prometheus-k8s";
 /// Reviews a second for credentials never accepted before: `--auth-reviews-per-second`'s
 /// default, also their burst.
 const NEW_REVIEWS_PER_SECOND: f64 = 10.0;
@@ -74,178 +66,6 @@ rules:
   - {group: authorization.k8s.io, resources: [subjectaccessreviews]}
 - level: Metadata
 ";
-
-struct Secured {
-    plane: ControlPlane,
-    admin: Client,
-    exporter: ExporterProcess,
-    /// The CA of the exporter's serving certificate.
-    serving_ca: String,
-    _dir: PathBuf,
-}
-
-impl Secured {
-    async fn start(assets: &Path, extra: &[&str]) -> Self {
-        Self::start_with(assets, extra, None).await
-    }
-
-    /// [`Secured::start`], with the API server auditing as `audit_policy` says.
-    async fn start_audited(assets: &Path, extra: &[&str], audit_policy: &str) -> Self {
-        Self::start_with(assets, extra, Some(audit_policy)).await
-    }
-
-    async fn start_with(assets: &Path, extra: &[&str], audit_policy: Option<&str>) -> Self {
-        let mut plane = ControlPlane::start(assets).await;
-        if let Some(policy) = audit_policy {
-            plane.restart_with_audit_policy(policy).await;
-        }
-        let admin = plane.client(ADMIN_TOKEN).await;
-        plane.grant_exporter_rbac(&admin).await;
-        if extra.contains(&"--client-ca-from-cluster") {
-            read_cluster_client_ca(&admin).await;
-        }
-        let dir = temp_dir("auth");
-        let serving = ServingCert::new(&dir);
-        let serving_ca = std::fs::read_to_string(&serving.ca).expect("CA");
-        let mut args = serving.exporter_args();
-        if !extra.contains(&"--client-ca-from-cluster") {
-            args.push(format!("--client-ca-file={}", plane.ca_file().display()));
-        }
-        args.extend(extra.iter().map(|a| (*a).to_owned()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let exporter = ExporterProcess::start(&plane.kubeconfig_file(EXPORTER_TOKEN), &args);
-        Self {
-            plane,
-            admin,
-            exporter,
-            serving_ca,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://{}{path}", self.exporter.addr)
-    }
-
-    fn client(&self) -> reqwest::Client {
-        https_client(&self.serving_ca, None)
-    }
-
-    /// A ServiceAccount's token, bound to the shipped reader ClusterRole when `bound`.
-    async fn reader_token(&self, ns: &str, name: &str, bound: bool) -> String {
-        self.plane.service_account(&self.admin, ns, name).await;
-        if bound {
-            bind_reader(&self.admin, ns, name).await;
-        }
-        self.plane.token_for(&self.admin, ns, name).await
-    }
-
-    /// Creates Prometheus' ServiceAccount, bound to the shipped reader ClusterRole; its UID
-    /// and its user name.
-    async fn bound_prometheus(&self) -> (String, String) {
-        let uid = self
-            .plane
-            .service_account(&self.admin, MONITORING, PROMETHEUS)
-            .await;
-        bind_reader(&self.admin, MONITORING, PROMETHEUS).await;
-        (
-            uid,
-            format!("system:serviceaccount:{MONITORING}:{PROMETHEUS}"),
-        )
-    }
-
-    async fn until_ready(&self) {
-        let client = self.client();
-        let start = Instant::now();
-        loop {
-            let status = client
-                .get(self.url("/readyz"))
-                .send()
-                .await
-                .map(|r| r.status());
-            if status.as_ref().is_ok_and(|s| *s == StatusCode::OK) {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "never ready: {status:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-/// Lets the exporter's user read the API server's client CA, through the Role the API server
-/// keeps for that, as the openshift-cnv install binds it.
-async fn read_cluster_client_ca(admin: &Client) {
-    let binding = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some("exporter-reads-client-ca".into()),
-            namespace: Some("kube-system".into()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: "extension-apiserver-authentication-reader".into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "User".into(),
-            name: EXPORTER_USER.into(),
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            ..Default::default()
-        }]),
-    };
-    Api::<RoleBinding>::namespaced(admin.clone(), "kube-system")
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("create RoleBinding");
-}
-
-/// An HTTPS client that verifies the server with `ca` and presents `identity` (certificate
-/// and key PEM) when given.
-fn https_client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
-    common::verifying_https(ca, identity)
-        .build()
-        .expect("client")
-}
-
-/// Creates the shipped reader ClusterRole (once) and binds the ServiceAccount `ns/name` to it.
-async fn bind_reader(admin: &Client, ns: &str, name: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(READER_ROLE);
-    let text = std::fs::read_to_string(&path).expect("reader role");
-    let role: ClusterRole = serde_saphyr::from_str(
-        text.split("\n---")
-            .find(|d| d.contains("kind: ClusterRole\n"))
-            .expect("a ClusterRole"),
-    )
-    .expect("ClusterRole");
-    let role_name = role.metadata.name.clone().expect("name");
-    let _ = Api::<ClusterRole>::all(admin.clone())
-        .create(&PostParams::default(), &role)
-        .await;
-    let binding = ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some(format!("{role_name}-{ns}-{name}")),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: role_name,
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: name.into(),
-            namespace: Some(ns.into()),
-            ..Default::default()
-        }]),
-    };
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("create ClusterRoleBinding");
-}
 
 /// Who the API server itself takes a client certificate with `subject` for (its
 /// SelfSubjectReview); `None` when it takes it for nobody.

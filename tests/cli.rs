@@ -530,6 +530,13 @@ fn bad_input_gets_the_documented_exit_status_and_message() {
         ),
         case(&[&kc, "--listen", &taken], 1, "cannot listen on"),
         case(&["--auth-reviews-per-second=0"], 2, "0 is not in 1..=1000"),
+        case(&["--max-connections=0"], 2, "0 is not in 1..=65536"),
+        case(
+            &["--max-header-bytes=1024"],
+            2,
+            "1024 is not in 4096..=1048576",
+        ),
+        case(&["--write-timeout=500ms"], 2, "between 1s and 5m"),
         case(
             &["--client-ca-file=/ca.crt", "--client-ca-from-cluster"],
             2,

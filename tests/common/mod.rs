@@ -2,6 +2,7 @@
 //! generated kubeconfig, and helpers that read `/metrics` over HTTP.
 #![allow(dead_code)]
 
+pub mod flood;
 pub mod prometheus;
 
 use std::{

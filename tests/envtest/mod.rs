@@ -1115,3 +1115,184 @@ impl Cluster {
         })
     }
 }
+
+/// The shipped ClusterRole that lets Prometheus read the exporter.
+pub const READER_ROLE: &str = "deploy/metrics-reader/clusterrole.yaml";
+/// The Prometheus service account the shipped binding names.
+pub const MONITORING: &str = "monitoring";
+pub const PROMETHEUS: &str = "prometheus-k8s";
+
+/// The exporter binary as the shipped installs run it, on a real API server: HTTPS with a
+/// CA-signed certificate for 127.0.0.1, `--auth=kubernetes`, its user bound to the shipped
+/// ClusterRole, and client certificates from the API server's client CA.
+pub struct Secured {
+    pub plane: ControlPlane,
+    pub admin: Client,
+    pub exporter: ExporterProcess,
+    /// The CA of the exporter's serving certificate.
+    pub serving_ca: String,
+    _dir: PathBuf,
+}
+
+impl Secured {
+    pub async fn start(assets: &Path, extra: &[&str]) -> Self {
+        Self::start_with(assets, extra, None).await
+    }
+
+    /// [`Secured::start`], with the API server auditing as `audit_policy` says.
+    pub async fn start_audited(assets: &Path, extra: &[&str], audit_policy: &str) -> Self {
+        Self::start_with(assets, extra, Some(audit_policy)).await
+    }
+
+    async fn start_with(assets: &Path, extra: &[&str], audit_policy: Option<&str>) -> Self {
+        let mut plane = ControlPlane::start(assets).await;
+        if let Some(policy) = audit_policy {
+            plane.restart_with_audit_policy(policy).await;
+        }
+        let admin = plane.client(ADMIN_TOKEN).await;
+        plane.grant_exporter_rbac(&admin).await;
+        if extra.contains(&"--client-ca-from-cluster") {
+            read_cluster_client_ca(&admin).await;
+        }
+        let dir = crate::common::temp_dir("secured");
+        let serving = ServingCert::new(&dir);
+        let serving_ca = std::fs::read_to_string(&serving.ca).expect("CA");
+        let mut args = serving.exporter_args();
+        if !extra.contains(&"--client-ca-from-cluster") {
+            args.push(format!("--client-ca-file={}", plane.ca_file().display()));
+        }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let exporter = ExporterProcess::start(&plane.kubeconfig_file(EXPORTER_TOKEN), &args);
+        Self {
+            plane,
+            admin,
+            exporter,
+            serving_ca,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.exporter.addr)
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        https_client(&self.serving_ca, None)
+    }
+
+    /// A ServiceAccount's token, bound to the shipped reader ClusterRole when `bound`.
+    pub async fn reader_token(&self, ns: &str, name: &str, bound: bool) -> String {
+        self.plane.service_account(&self.admin, ns, name).await;
+        if bound {
+            bind_reader(&self.admin, ns, name).await;
+        }
+        self.plane.token_for(&self.admin, ns, name).await
+    }
+
+    /// Creates Prometheus' ServiceAccount, bound to the shipped reader ClusterRole; its UID
+    /// and its user name.
+    pub async fn bound_prometheus(&self) -> (String, String) {
+        let uid = self
+            .plane
+            .service_account(&self.admin, MONITORING, PROMETHEUS)
+            .await;
+        bind_reader(&self.admin, MONITORING, PROMETHEUS).await;
+        (
+            uid,
+            format!("system:serviceaccount:{MONITORING}:{PROMETHEUS}"),
+        )
+    }
+
+    pub async fn until_ready(&self) {
+        let client = self.client();
+        let start = Instant::now();
+        loop {
+            let status = client
+                .get(self.url("/readyz"))
+                .send()
+                .await
+                .map(|r| r.status());
+            if status.as_ref().is_ok_and(|s| *s == reqwest::StatusCode::OK) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "never ready: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Lets the exporter's user read the API server's client CA, through the Role the API server
+/// keeps for that, as the openshift-cnv install binds it.
+pub async fn read_cluster_client_ca(admin: &Client) {
+    let binding = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("exporter-reads-client-ca".into()),
+            namespace: Some("kube-system".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: "extension-apiserver-authentication-reader".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "User".into(),
+            name: EXPORTER_USER.into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(admin.clone(), "kube-system")
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create RoleBinding");
+}
+
+/// An HTTPS client that verifies the server with `ca` and presents `identity` (certificate
+/// and key PEM) when given.
+pub fn https_client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
+    crate::common::verifying_https(ca, identity)
+        .build()
+        .expect("client")
+}
+
+/// Creates the shipped reader ClusterRole (once) and binds the ServiceAccount `ns/name` to it.
+pub async fn bind_reader(admin: &Client, ns: &str, name: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(READER_ROLE);
+    let text = std::fs::read_to_string(&path).expect("reader role");
+    let role: ClusterRole = serde_saphyr::from_str(
+        text.split("\n---")
+            .find(|d| d.contains("kind: ClusterRole\n"))
+            .expect("a ClusterRole"),
+    )
+    .expect("ClusterRole");
+    let role_name = role.metadata.name.clone().expect("name");
+    let _ = Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &role)
+        .await;
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(format!("{role_name}-{ns}-{name}")),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: role_name,
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.into(),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create ClusterRoleBinding");
+}
