@@ -1,15 +1,13 @@
 //! Command-line flags and the component file.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::core::Selector;
-use serde::Deserialize;
 
 use crate::auth::CacheSettings;
+pub use crate::components::{Component, ComponentError, Preset};
+use crate::components::{combine, default_components, is_dns_label, load_components};
 use crate::http::Limits;
-pub use crate::presets::Preset;
 use crate::publish::PodIdentity;
 
 /// Prometheus exporter that tells whether KubeVirt's leader-elected components
@@ -218,7 +216,7 @@ impl Scope {
             (None, true) => vec![Preset::Kubevirt],
             _ => self.presets.clone(),
         };
-        combine(&presets, file)
+        Ok(combine(&presets, file)?)
     }
 
     /// The namespaces to watch, sorted, each once; empty for the whole cluster.
@@ -326,20 +324,8 @@ pub enum LogFormat {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("config file {path} is not valid: {error}")]
-    Parse {
-        path: PathBuf,
-        error: Box<serde_saphyr::Error>,
-    },
-    #[error("component {component:?}: {message}")]
-    Component { component: String, message: String },
-    #[error("config lists no components")]
-    NoComponents,
+    #[error(transparent)]
+    Components(#[from] ComponentError),
     #[error("namespace {0:?} is not a valid namespace name")]
     Namespace(String),
     #[error("{0} needs --auth=kubernetes")]
@@ -378,207 +364,6 @@ fn auth(args: &Args) -> Result<Auth, ConfigError> {
         }
         AuthMode::None => Ok(Auth::None),
     }
-}
-
-/// A leader-elected workload: its pods and the Lease its leader holds.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Component {
-    pub name: String,
-    pub selector: Selector,
-    pub lease: String,
-}
-
-impl Component {
-    /// The label selector in the form the API server takes.
-    pub fn label_selector(&self) -> String {
-        self.selector.to_string()
-    }
-}
-
-/// The components watched when neither a preset nor a component file is given: KubeVirt's
-/// leader-elected ones. virt-synchronization-controller exists from KubeVirt 1.6 on
-/// (decentralized live migration) and simply has no series where it is not deployed.
-pub fn default_components() -> Vec<Component> {
-    Preset::Kubevirt.components()
-}
-
-/// The components of `presets` and then of `file`, each name once: a name in two presets is
-/// the same component, a file's name that a preset has too is a mistake.
-pub fn combine(presets: &[Preset], file: Vec<Component>) -> Result<Vec<Component>, ConfigError> {
-    let mut out: Vec<Component> = Vec::new();
-    for preset in presets {
-        for component in preset.components() {
-            if !out.iter().any(|c| c.name == component.name) {
-                out.push(component);
-            }
-        }
-    }
-    for component in file {
-        if out.iter().any(|c| c.name == component.name) {
-            return Err(component_error(
-                &component.name,
-                "is in a --preset too: rename it, or drop the preset",
-            ));
-        }
-        out.push(component);
-    }
-    Ok(out)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ComponentFile {
-    components: Vec<ComponentEntry>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ComponentEntry {
-    name: String,
-    pod_selector: LabelSelector,
-    lease: String,
-}
-
-/// Reads and validates a component file.
-pub fn load_components(path: &std::path::Path) -> Result<Vec<Component>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-        path: path.into(),
-        error,
-    })?;
-    parse_components(&text).map_err(|e| match e {
-        ConfigError::Parse { error, .. } => ConfigError::Parse {
-            path: path.into(),
-            error,
-        },
-        other => other,
-    })
-}
-
-/// Parses and validates the YAML text of a component file.
-pub fn parse_components(text: &str) -> Result<Vec<Component>, ConfigError> {
-    let file: ComponentFile = serde_saphyr::from_str(text).map_err(|error| ConfigError::Parse {
-        path: PathBuf::new(),
-        error: Box::new(error),
-    })?;
-    if file.components.is_empty() {
-        return Err(ConfigError::NoComponents);
-    }
-    let mut seen = BTreeMap::new();
-    let mut out = Vec::with_capacity(file.components.len());
-    for entry in file.components {
-        let component = validate_entry(entry)?;
-        if seen.insert(component.name.clone(), ()).is_some() {
-            return Err(component_error(&component.name, "listed twice"));
-        }
-        out.push(component);
-    }
-    Ok(out)
-}
-
-fn component_error(component: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Component {
-        component: component.into(),
-        message: message.into(),
-    }
-}
-
-fn validate_entry(entry: ComponentEntry) -> Result<Component, ConfigError> {
-    let name = entry.name;
-    if !is_label_value(&name) || name.is_empty() {
-        return Err(component_error(
-            &name,
-            "name must be a non-empty label value",
-        ));
-    }
-    if !is_dns_subdomain(&entry.lease) {
-        return Err(component_error(
-            &name,
-            format!("lease {:?} is not a valid object name", entry.lease),
-        ));
-    }
-    check_label_selector(&entry.pod_selector).map_err(|m| component_error(&name, m))?;
-    let selector = Selector::try_from(entry.pod_selector)
-        .map_err(|e| component_error(&name, format!("podSelector: {e}")))?;
-    if selector.selects_all() {
-        return Err(component_error(
-            &name,
-            "podSelector is empty and would select every pod",
-        ));
-    }
-    Ok(Component {
-        name,
-        selector,
-        lease: entry.lease,
-    })
-}
-
-/// The operators a LabelSelector expression may use.
-const OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
-
-fn check_label_selector(selector: &LabelSelector) -> Result<(), String> {
-    for (key, value) in selector.match_labels.iter().flatten() {
-        check_key(key)?;
-        if !is_label_value(value) {
-            return Err(format!("podSelector: {value:?} is not a valid label value"));
-        }
-    }
-    for expr in selector.match_expressions.iter().flatten() {
-        check_key(&expr.key)?;
-        if !OPERATORS.contains(&expr.operator.as_str()) {
-            return Err(format!(
-                "podSelector: operator {:?} of key {:?} is not one of {}",
-                expr.operator,
-                expr.key,
-                OPERATORS.join(", ")
-            ));
-        }
-        for value in expr.values.iter().flatten() {
-            if !is_label_value(value) {
-                return Err(format!("podSelector: {value:?} is not a valid label value"));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn check_key(key: &str) -> Result<(), String> {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
-    };
-    let prefix_ok = prefix.is_none_or(is_dns_subdomain);
-    if prefix_ok && !name.is_empty() && is_label_value(name) {
-        Ok(())
-    } else {
-        Err(format!("podSelector: {key:?} is not a valid label key"))
-    }
-}
-
-/// A label value: at most 63 characters, alphanumerics with `-`, `_`, `.` inside.
-fn is_label_value(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    s.len() <= 63
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
-        && bytes.first().is_none_or(u8::is_ascii_alphanumeric)
-        && bytes.last().is_none_or(u8::is_ascii_alphanumeric)
-}
-
-/// A DNS-1123 label, as namespace names are.
-pub fn is_dns_label(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    (1..=63).contains(&s.len())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
-}
-
-/// A DNS-1123 subdomain, as most object names are.
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 /// Validated settings the exporter runs with.
@@ -832,69 +617,5 @@ mod tests {
             let err = args(&bad).expect_err(bad[1]).to_string();
             assert!(err.contains(says), "{bad:?}: {err}");
         }
-    }
-
-    #[test]
-    fn component_file() {
-        let text = r#"
-components:
-  - name: virt-operator
-    podSelector:
-      matchLabels: {kubevirt.io: virt-operator}
-    lease: virt-operator
-  - name: cdi
-    podSelector:
-      matchExpressions:
-        - {key: app, operator: In, values: [cdi-deployment]}
-    lease: cdi-controller-leader-election-helper
-"#;
-        let c = parse_components(text).expect("valid");
-        assert_eq!(c.len(), 2);
-        assert_eq!(c[1].label_selector(), "app in (cdi-deployment)");
-        assert_eq!(c[1].lease, "cdi-controller-leader-election-helper");
-    }
-
-    #[test]
-    fn bad_component_files() {
-        let cases = [
-            ("components: []", "no components"),
-            ("components: [{name: a, lease: a}]", "missing field"),
-            ("nope: 1", "unknown field"),
-            (
-                "components: [{name: a, lease: a, podSelector: {}}]",
-                "every pod",
-            ),
-            (
-                "components: [{name: a, lease: 'Bad Name', podSelector: {matchLabels: {a: b}}}]",
-                "lease",
-            ),
-            (
-                "components: [{name: a, lease: a, podSelector: {matchLabels: {'bad key!': b}}}]",
-                "label key",
-            ),
-            (
-                "components: [{name: a, lease: a, podSelector: {matchLabels: {a: 'b c'}}}]",
-                "label value",
-            ),
-            (
-                "components: [{name: a, lease: a, podSelector: {matchExpressions: [{key: a, operator: Sideways}]}}]",
-                "operator \"Sideways\" of key \"a\" is not one of In, NotIn, Exists, DoesNotExist",
-            ),
-            (
-                "components: [{name: a, lease: a, podSelector: {matchLabels: {a: b}}}, {name: a, lease: b, podSelector: {matchLabels: {a: b}}}]",
-                "twice",
-            ),
-        ];
-        for (text, want) in cases {
-            let err = parse_components(text).expect_err(text).to_string();
-            assert!(err.contains(want), "{text}: {err}");
-        }
-    }
-
-    #[test]
-    fn missing_file_names_the_path() {
-        let err = load_components(std::path::Path::new("/nonexistent/components.yaml"))
-            .expect_err("missing");
-        assert!(err.to_string().contains("/nonexistent/components.yaml"));
     }
 }

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod changelog;
 pub mod client_ca;
+pub mod components;
 pub mod config;
 #[cfg(feature = "plugin")]
 pub mod diagnose;
@@ -24,7 +25,6 @@ pub mod page;
 #[cfg(feature = "plugin")]
 pub mod plugin;
 pub mod pods;
-pub mod presets;
 pub mod publish;
 pub mod status;
 pub mod targets;

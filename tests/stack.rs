@@ -65,7 +65,7 @@ const fn fixture(
 }
 
 /// Every component as its own project's source deploys it, written from that source and not
-/// from `src/presets.rs`, so that a wrong preset fails here. Every one elects in its pod's
+/// from `src/components/presets.rs`, so that a wrong preset fails here. Every one elects in its pod's
 /// namespace: for the stack the one namespace OpenShift Virtualization installs it all in.
 /// controller-runtime managers name themselves `os.Hostname() + "_" + uuid`
 /// (sigs.k8s.io/controller-runtime `pkg/leaderelection/leader_election.go`, as each project

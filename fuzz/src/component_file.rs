@@ -5,7 +5,7 @@
 //! status page and `/status.json`).
 
 use kube::core::WatchEvent;
-use kubevirt_leader_exporter::config::parse_components;
+use kubevirt_leader_exporter::components::parse_components;
 
 use crate::{Bed, STEP, lease, pod};
 

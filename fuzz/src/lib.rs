@@ -31,7 +31,8 @@ use std::{
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{ResourceExt, core::WatchEvent, runtime::watcher::Event};
 use kubevirt_leader_exporter::{
-    config::{Component, Settings, default_components},
+    components::{Component, default_components},
+    config::Settings,
     metrics::{Metrics, PREFIX},
     objects::{PodView, lease_record, pod_info, reduce},
     page, status,

@@ -11,7 +11,7 @@
 use clap::ValueEnum;
 use kube::core::Selector;
 
-use crate::config::Component;
+use super::Component;
 
 /// A named set of components, for `--preset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
