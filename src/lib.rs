@@ -14,6 +14,7 @@ pub mod components;
 pub mod config;
 #[cfg(feature = "plugin")]
 pub mod diagnose;
+pub mod discovery;
 pub mod heap;
 pub mod history;
 pub mod http;

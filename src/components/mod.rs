@@ -228,7 +228,7 @@ pub fn is_dns_label(s: &str) -> bool {
 }
 
 /// A DNS-1123 subdomain, as most object names are.
-fn is_dns_subdomain(s: &str) -> bool {
+pub fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
