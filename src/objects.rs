@@ -2,7 +2,7 @@
 
 use k8s_openapi::{
     api::{coordination::v1::Lease, core::v1::Pod},
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time},
 };
 use kube::{Resource, ResourceExt, runtime::watcher::Event};
 use serde::{Deserialize, Deserializer};
@@ -154,6 +154,14 @@ pub fn lease_record(lease: &Lease) -> LeaseRecord {
         acquire_time: spec.acquire_time.as_ref().map(|t| t.0.to_string()),
         has_spec: true,
     }
+}
+
+/// The owner that controls an object (its ReplicaSet, its StatefulSet, ...), if any.
+pub fn controller(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|owner| owner.controller == Some(true))
 }
 
 #[cfg(test)]

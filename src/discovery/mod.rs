@@ -4,3 +4,4 @@
 
 pub mod holders;
 pub mod leases;
+pub mod resolve;

@@ -24,12 +24,9 @@ use clap::ValueEnum;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, StatusCode, body::Bytes, header::AUTHORIZATION};
 use hyper_util::rt::TokioIo;
-use k8s_openapi::{
-    api::{
-        apps::v1::{Deployment, ReplicaSet},
-        core::v1::{ConfigMap, Pod},
-    },
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+use k8s_openapi::api::{
+    apps::v1::{Deployment, ReplicaSet},
+    core::v1::{ConfigMap, Pod},
 };
 use kube::{Api, Client, ResourceExt, api::ListParams};
 use rustls::client::{WebPkiServerVerifier, danger::ServerCertVerifier};
@@ -37,7 +34,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem:
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::{http::STATUS_JSON_PATH, publish};
+use crate::{http::STATUS_JSON_PATH, objects::controller, publish};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct StatusArgs {
@@ -281,13 +278,6 @@ pub struct ExporterPod {
 }
 
 /// The object's controller, if it has one.
-fn controller(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|owner| owner.controller == Some(true))
-}
-
 fn is_ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && pod
