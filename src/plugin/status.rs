@@ -747,33 +747,37 @@ pub fn render(pod: &str, status: &Value, events: usize) -> String {
         },
         text(&status["generated_at"]),
     );
-    let mut rows = vec![
-        [
-            "COMPONENT",
-            "NAMESPACE",
-            "STATE",
-            "HOLDER",
-            "HOLDER POD",
-            "LEASE AGE",
-            "STANDBYS",
-        ]
-        .map(str::to_owned),
-    ];
-    for (component, ns) in namespaces(status) {
-        rows.push(row(component, ns));
+    let components = || status["components"].as_array().into_iter().flatten();
+    // Only where something was discovered: the usual table stays as it always was.
+    let discovered = components().any(|c| c["discovered"] == true);
+    let mut header = [
+        "COMPONENT",
+        "NAMESPACE",
+        "STATE",
+        "HOLDER",
+        "HOLDER POD",
+        "LEASE AGE",
+        "STANDBYS",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if discovered {
+        header.push("WORKLOAD".into());
     }
-    for component in status["components"].as_array().into_iter().flatten() {
+    let mut rows = vec![header];
+    for (component, ns) in namespaces(status) {
+        rows.push(with_workload(
+            Vec::from(row(component, ns)),
+            component,
+            discovered,
+        ));
+    }
+    for component in components() {
         if component["found_in"] == 0 {
-            let name = text(&component["component"]);
-            rows.push([
-                name,
-                "(none found)".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-            ]);
+            let mut cells = vec!["-".to_owned(); 7];
+            cells[0] = text(&component["component"]);
+            cells[1] = "(none found)".into();
+            rows.push(with_workload(cells, component, discovered));
         }
     }
     out.push_str(&table(&rows));
@@ -835,6 +839,22 @@ fn row(component: &Value, ns: &Value) -> [String; 7] {
     ]
 }
 
+/// `cells` with the WORKLOAD column when the table has one: `kind/name` for a discovered
+/// component, `abandoned` for one whose Lease's holder resolved to no workload.
+fn with_workload(mut cells: Vec<String>, component: &Value, column: bool) -> Vec<String> {
+    if column {
+        let workload = &component["workload"];
+        cells.push(if workload.is_object() {
+            format!("{}/{}", text(&workload["kind"]), text(&workload["name"]))
+        } else if component["discovered"] == true {
+            "abandoned".to_owned()
+        } else {
+            "-".to_owned()
+        });
+    }
+    cells
+}
+
 fn recent_events(out: &mut String, component: &Value, ns: &Value, events: usize) {
     let all = ns["events"]
         .as_array()
@@ -871,8 +891,8 @@ fn text(value: &Value) -> String {
 }
 
 /// Left-aligned columns, two spaces apart.
-fn table(rows: &[[String; 7]]) -> String {
-    let mut widths = [0; 7];
+fn table(rows: &[Vec<String>]) -> String {
+    let mut widths = vec![0; rows.iter().map(Vec::len).max().unwrap_or_default()];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -881,7 +901,7 @@ fn table(rows: &[[String; 7]]) -> String {
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();
-        for (cell, w) in row.iter().zip(widths) {
+        for (cell, w) in row.iter().zip(widths.iter().copied()) {
             let _ = write!(line, "{cell:<w$}  ");
         }
         let _ = writeln!(out, "{}", line.trim_end());
@@ -1010,6 +1030,42 @@ mod tests {
             !text.contains("seen virt-operator-b"),
             "only the newest event: {text}"
         );
+    }
+
+    #[test]
+    fn discovered_components_show_their_workload() {
+        let mut status = status("leader", true);
+        let usual = render("p", &status, 0);
+        assert!(!usual.contains("WORKLOAD"), "{usual}");
+        let components = status["components"].as_array_mut().expect("components");
+        components.push(serde_json::json!({
+            "component": "db-leader", "scope": "data", "discovered": true,
+            "workload": {"kind": "StatefulSet", "name": "db"},
+            "pods_watch_healthy": true, "leases_watch_healthy": true, "found_in": 1,
+            "namespaces": [{"namespace": "data", "state": "leader", "holder": "db-0",
+                            "holder_ready": true, "standbys": 2}]
+        }));
+        components.push(serde_json::json!({
+            "component": "old-lock", "scope": "data", "discovered": true, "workload": null,
+            "pods_watch_healthy": true, "leases_watch_healthy": true, "found_in": 1,
+            "namespaces": [{"namespace": "data", "state": "no_leader", "holder": "gone-7d9",
+                            "holder_ready": null, "pods": 0, "standbys": 0}]
+        }));
+        let text = render("p", &status, 0);
+        let line = |start: &str| {
+            text.lines()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_else(|| panic!("no {start:?} in {text}"))
+        };
+        assert!(line("COMPONENT ").ends_with("  WORKLOAD"), "{text}");
+        assert!(line("db-leader ").ends_with("  StatefulSet/db"), "{text}");
+        let old = line("old-lock ");
+        assert!(
+            old.contains("NO LEADER") && old.ends_with("  abandoned"),
+            "{text}"
+        );
+        assert!(line("virt-operator ").ends_with("  -"), "{text}");
+        assert!(line("virt-controller ").contains("(none found)"), "{text}");
     }
 
     #[test]
