@@ -703,9 +703,11 @@ where
 }
 
 /// 0 when every namespace of every component has a leader, 1 when one has none, 2 when the
-/// exporter cannot tell for one (blind, checking, not ready) or found none at all.
+/// exporter cannot tell for one (blind, checking, not ready) or found none at all. An
+/// abandoned Lease has no leader for good and no pods that miss one: it counts for nothing.
 pub fn exit_code(status: &Value) -> u8 {
     let states: Vec<&str> = namespaces(status)
+        .filter(|(component, _)| !abandoned(component))
         .filter_map(|(_, ns)| ns["state"].as_str())
         .collect();
     if states.contains(&"no_leader") {
@@ -716,6 +718,11 @@ pub fn exit_code(status: &Value) -> u8 {
     } else {
         0
     }
+}
+
+/// A discovered component whose Lease's holder resolved to no workload.
+fn abandoned(component: &Value) -> bool {
+    component["discovered"] == true && component["workload"].is_null()
 }
 
 /// Each (component, namespace) entry.
@@ -846,7 +853,7 @@ fn with_workload(mut cells: Vec<String>, component: &Value, column: bool) -> Vec
         let workload = &component["workload"];
         cells.push(if workload.is_object() {
             format!("{}/{}", text(&workload["kind"]), text(&workload["name"]))
-        } else if component["discovered"] == true {
+        } else if abandoned(component) {
             "abandoned".to_owned()
         } else {
             "-".to_owned()
@@ -1066,6 +1073,11 @@ mod tests {
         );
         assert!(line("virt-operator ").ends_with("  -"), "{text}");
         assert!(line("virt-controller ").contains("(none found)"), "{text}");
+        assert_eq!(
+            exit_code(&status),
+            0,
+            "an abandoned Lease is no missing leader"
+        );
     }
 
     #[test]
