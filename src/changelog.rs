@@ -221,6 +221,20 @@ mod tests {
     }
 
     #[test]
+    fn a_component_gone_and_back_is_first_seen_again() {
+        let mut log = LeaderLog::default();
+        let led = snapshot(Some(vec![("kubevirt", verdict(true, "a"))]));
+        let first = [("kubevirt".to_owned(), LeaderEvent::FirstSeen)];
+        assert_eq!(events(&mut log, &led), first);
+        assert!(events(&mut log, &led).is_empty());
+        let gone = Snapshot {
+            targets: Vec::new(),
+        };
+        assert!(events(&mut log, &gone).is_empty());
+        assert_eq!(events(&mut log, &led), first);
+    }
+
+    #[test]
     fn logs_first_sight_changes_loss_and_return_once_each() {
         let mut log = LeaderLog::default();
         let a = snapshot(Some(vec![("kubevirt", verdict(true, "a"))]));

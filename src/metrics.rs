@@ -37,11 +37,11 @@ pub enum MetricsError {
     Register(#[from] prometheus::Error),
 }
 
-/// How long a rendered body is served again while no target has changed. Every watch event
-/// and every lease deadline changes a target, so leader state is exact at every scrape;
-/// within this window only continuously moving values (lease age, process CPU time, request
-/// and review counters) can lag,
-/// and a burst of scrapes costs one rendering instead of one each.
+/// How long a rendered body is served again while no target has changed. Every watch event,
+/// every lease deadline and every target discovered, replaced or forgotten changes the
+/// targets, so leader state is exact at every scrape; within this window only continuously
+/// moving values (lease age, process CPU time, request, review and refusal counters) can
+/// lag, and a burst of scrapes costs one rendering instead of one each.
 const REUSE_FOR: Duration = Duration::from_secs(1);
 
 struct Rendered {
