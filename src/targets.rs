@@ -468,7 +468,8 @@ impl Targets {
     }
 
     /// Adds a target for `component`, found from its Lease in `namespace`, and returns it for
-    /// its watches to fill; it is blind, as every target is, until both have listed.
+    /// its watches to fill; it is blind, as every target is, until both have listed. The
+    /// component's origin, [`Component::discovered`]'s, is what labels its series and status.
     pub fn discover(
         &self,
         component: Component,
