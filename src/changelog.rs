@@ -46,8 +46,11 @@ pub struct LeaderLog {
 
 impl LeaderLog {
     /// The changes since the last snapshot. Blind targets and verdicts still waiting for a
-    /// direct read say nothing; namespaces that are gone are forgotten.
+    /// direct read say nothing; namespaces and discovered components that are gone are
+    /// forgotten, so that one found again is told as a first sight.
     pub fn changes(&mut self, snapshot: &Snapshot) -> Vec<Logged> {
+        let known = |c: &String| snapshot.targets.iter().any(|t| t.component == *c);
+        self.seen.retain(|(c, _), _| known(c));
         let mut out = Vec::new();
         for target in &snapshot.targets {
             let Some(verdicts) = &target.verdicts else {
@@ -123,6 +126,8 @@ impl LeaderLog {
     /// Components that are now found nowhere (`false`) or found again (`true`), once their
     /// watches have listed.
     pub fn found_changes(&mut self, snapshot: &Snapshot) -> Vec<(String, bool)> {
+        self.found
+            .retain(|c, _| snapshot.targets.iter().any(|t| t.component == *c));
         let mut out = Vec::new();
         for (component, count) in snapshot.namespaces_found() {
             let Some(count) = count else { continue };
@@ -196,6 +201,7 @@ mod tests {
         Snapshot {
             targets: vec![TargetSnapshot {
                 component: "virt-operator".into(),
+                origin: crate::components::Origin::Configured,
                 scope: "all namespaces".into(),
                 pods_healthy: verdicts.is_some(),
                 leases_healthy: verdicts.is_some(),
@@ -212,6 +218,20 @@ mod tests {
             .into_iter()
             .map(|l| (l.namespace, l.event))
             .collect()
+    }
+
+    #[test]
+    fn a_component_gone_and_back_is_first_seen_again() {
+        let mut log = LeaderLog::default();
+        let led = snapshot(Some(vec![("kubevirt", verdict(true, "a"))]));
+        let first = [("kubevirt".to_owned(), LeaderEvent::FirstSeen)];
+        assert_eq!(events(&mut log, &led), first);
+        assert!(events(&mut log, &led).is_empty());
+        let gone = Snapshot {
+            targets: Vec::new(),
+        };
+        assert!(events(&mut log, &gone).is_empty());
+        assert_eq!(events(&mut log, &led), first);
     }
 
     #[test]

@@ -298,6 +298,11 @@ fn parse_cache_ttl(text: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
+/// Components discovered at run time watched at once, at most: each costs two watches on the
+/// API server and a few series per namespace, and a cluster has a few dozen leader-elected
+/// workloads, so reaching this bound means something is creating Leases it should not.
+pub const MAX_DISCOVERED: usize = 100;
+
 /// The shortest and longest `--write-timeout` accepted.
 pub const WRITE_TIMEOUT_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(300));
@@ -385,6 +390,8 @@ pub struct Settings {
     /// variables); `None` publishes nothing.
     pub publish: Option<PodIdentity>,
     pub limits: Limits,
+    /// The most components discovered at run time watched at once.
+    pub max_discovered: usize,
 }
 
 impl Settings {
@@ -406,6 +413,7 @@ impl Settings {
                 header_bytes: args.max_header_bytes as usize,
                 write_timeout: args.write_timeout,
             },
+            max_discovered: MAX_DISCOVERED,
         })
     }
 
@@ -442,6 +450,7 @@ impl Settings {
             auth: Auth::None,
             publish: None,
             limits: Limits::DEFAULT,
+            max_discovered: MAX_DISCOVERED,
         }
     }
 }

@@ -198,6 +198,8 @@ pub struct Exporter {
     pub targets: Arc<Targets>,
     server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
+    watches: Vec<watch::Watches>,
+    launcher: watch::Launcher,
 }
 
 impl Exporter {
@@ -245,8 +247,14 @@ impl Exporter {
                 metrics.auth_metrics(),
             ))),
         };
-        let mut tasks = watch::spawn(&client, &targets, &metrics, settings.pod_check_interval);
-        tasks.push(tokio::spawn(changelog::run(targets.clone())));
+        let watches = watch::spawn(&client, &targets, &metrics, settings.pod_check_interval);
+        let launcher = watch::Launcher::new(
+            targets.clone(),
+            client.clone(),
+            metrics.clone(),
+            settings.pod_check_interval,
+        );
+        let mut tasks = vec![tokio::spawn(changelog::run(targets.clone()))];
         tasks.extend(follow_ca);
         match (&settings.publish, &tls) {
             (Some(pod), Some(tls)) => {
@@ -279,7 +287,14 @@ impl Exporter {
             targets,
             server,
             tasks,
+            watches,
+            launcher,
         })
+    }
+
+    /// Adds and watches components found while it runs.
+    pub fn launcher(&self) -> watch::Launcher {
+        self.launcher.clone()
     }
 
     /// Waits for the HTTP server to finish after shutdown; the watches stop when the
@@ -297,6 +312,7 @@ impl Drop for Exporter {
         for task in &self.tasks {
             task.abort();
         }
+        self.watches.clear();
     }
 }
 

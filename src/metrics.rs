@@ -37,11 +37,11 @@ pub enum MetricsError {
     Register(#[from] prometheus::Error),
 }
 
-/// How long a rendered body is served again while no target has changed. Every watch event
-/// and every lease deadline changes a target, so leader state is exact at every scrape;
-/// within this window only continuously moving values (lease age, process CPU time, request
-/// and review counters) can lag,
-/// and a burst of scrapes costs one rendering instead of one each.
+/// How long a rendered body is served again while no target has changed. Every watch event,
+/// every lease deadline and every target discovered, replaced or forgotten changes the
+/// targets, so leader state is exact at every scrape; within this window only continuously
+/// moving values (lease age, process CPU time, request, review and refusal counters) can
+/// lag, and a burst of scrapes costs one rendering instead of one each.
 const REUSE_FOR: Duration = Duration::from_secs(1);
 
 struct Rendered {
@@ -223,6 +223,7 @@ struct LeaderCollector {
     renewal_interval: Desc,
     changes: Desc,
     holder_since: Desc,
+    refused: Desc,
 }
 
 fn desc(name: &str, help: &str, labels: &[&str]) -> Result<Desc, prometheus::Error> {
@@ -312,7 +313,21 @@ impl LeaderCollector {
                  it saw the change (or since it started).",
                 nc,
             )?,
+            refused: desc(
+                "exporter_discovery_refused_total",
+                "Discovered components not watched because as many as allowed were watched \
+                 already.",
+                &[],
+            )?,
         })
+    }
+
+    fn refused(&self) -> MetricFamily {
+        let mut family = family_of(&self.refused);
+        family.set_field_type(MetricType::COUNTER);
+        let refused = self.targets.refused() as f64;
+        family.mut_metric().push(counter(&[], refused));
+        family
     }
 
     fn watch_health(&self, snapshot: &Snapshot) -> MetricFamily {
@@ -388,6 +403,23 @@ fn label_pairs(labels: &[(&str, &str)]) -> Vec<LabelPair> {
         .collect()
 }
 
+/// A per-component series' labels, sorted by name. A discovered component's carry
+/// `discovered="true"`; a configured one's are exactly what they always were.
+fn component_labels<'a>(
+    component: &'a str,
+    discovered: bool,
+    namespace: Option<&'a str>,
+    holder: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut labels = vec![("component", component)];
+    if discovered {
+        labels.push(("discovered", "true"));
+    }
+    labels.extend(holder.map(|h| ("holder", h)));
+    labels.extend(namespace.map(|ns| ("namespace", ns)));
+    labels
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -409,6 +441,7 @@ impl Collector for LeaderCollector {
             &self.renewal_interval,
             &self.changes,
             &self.holder_since,
+            &self.refused,
         ]);
         descs
     }
@@ -425,13 +458,14 @@ impl Collector for LeaderCollector {
         let mut held = family_of(&self.holder_since);
         for target in &snapshot.targets {
             let component = target.component.as_str();
+            let discovered = target.discovered();
             let known = target
                 .verdicts
                 .iter()
                 .flatten()
                 .filter(|(_, v)| v.is_known());
             for (ns, verdict) in known {
-                let labels = [("component", component), ("namespace", ns.as_str())];
+                let labels = component_labels(component, discovered, Some(ns), None);
                 for (family, out) in self.families.iter().zip(families.iter_mut()) {
                     if let Some(value) = (family.extract)(verdict) {
                         out.mut_metric().push(gauge(&labels, value));
@@ -439,11 +473,7 @@ impl Collector for LeaderCollector {
                 }
                 if let Some(holder) = &verdict.holder {
                     let holder = truncate(holder, MAX_HOLDER_LEN);
-                    let labels = [
-                        ("component", component),
-                        ("holder", holder),
-                        ("namespace", ns.as_str()),
-                    ];
+                    let labels = component_labels(component, discovered, Some(ns), Some(holder));
                     holders.mut_metric().push(gauge(&labels, 1.0));
                 }
                 if let Some(stats) = target.stats.get(ns) {
@@ -460,14 +490,15 @@ impl Collector for LeaderCollector {
         }
         families.extend([holders, renewals, changes, held]);
         let mut namespaces = family_of(&self.namespaces);
-        for (component, found) in snapshot.namespaces_found() {
-            if let Some(found) = found {
-                let sample = gauge(&[("component", component)], found as f64);
-                namespaces.mut_metric().push(sample);
+        for found in snapshot.found() {
+            if let Some(count) = found.namespaces {
+                let labels = component_labels(found.component, found.discovered, None, None);
+                namespaces.mut_metric().push(gauge(&labels, count as f64));
             }
         }
         families.push(namespaces);
         families.push(self.watch_health(&snapshot));
+        families.push(self.refused());
         families
     }
 }
@@ -500,6 +531,66 @@ mod tests {
         let body = std::str::from_utf8(&body).expect("UTF-8");
         assert!(body.contains("kubevirt_leader_exporter_build_info"));
         assert!(!body.contains("heap_bytes"), "{body}");
+    }
+
+    #[test]
+    fn only_discovered_series_say_so() {
+        use crate::{
+            leases::LeaseChange,
+            pods::{PodChange, PodName},
+        };
+        let settings = crate::config::Settings::with_defaults(std::time::Duration::from_secs(5));
+        let targets = Arc::new(Targets::new(&settings));
+        let metrics = Metrics::new(targets.clone()).expect("metrics");
+        let discovered = targets
+            .discover(
+                crate::components::Component::discovered("x-lock", None),
+                "ns".into(),
+            )
+            .expect("new");
+        let now = Instant::now();
+        for target in targets.all() {
+            target.apply_pods(PodChange::ListStarted);
+            target.apply_pods(PodChange::ListDone);
+            target.apply_leases(LeaseChange::ListStarted, now);
+            target.apply_leases(LeaseChange::ListDone, now);
+        }
+        let record = crate::judge::LeaseRecord {
+            holder: Some("gone-pod".into()),
+            duration_seconds: Some(15),
+            has_spec: true,
+            ..Default::default()
+        };
+        discovered.apply_leases(LeaseChange::Applied("ns".into(), record), now);
+        targets.handles()[0].apply_pods(PodChange::Applied(
+            PodName {
+                namespace: "kubevirt".into(),
+                name: "a".into(),
+            },
+            crate::judge::PodInfo::default(),
+        ));
+        let body = metrics.render().expect("render");
+        let body = std::str::from_utf8(&body).expect("UTF-8");
+        for line in [
+            "kubevirt_leader_present{component=\"x-lock\",discovered=\"true\",namespace=\"ns\"} 1",
+            "kubevirt_leader_holder_info{component=\"x-lock\",discovered=\"true\",holder=\"gone-pod\",namespace=\"ns\"} 1",
+            "kubevirt_leader_namespaces{component=\"x-lock\",discovered=\"true\"} 1",
+            "kubevirt_leader_pods{component=\"virt-operator\",namespace=\"kubevirt\"} 1",
+            "kubevirt_leader_namespaces{component=\"virt-operator\"} 1",
+            "kubevirt_leader_exporter_discovery_refused_total 0",
+        ] {
+            assert!(body.lines().any(|l| l == line), "{line} missing:\n{body}");
+        }
+        let virt = body.lines().filter(|l| l.contains("virt-operator"));
+        assert!(virt.clone().count() > 0);
+        assert!(virt.clone().all(|l| !l.contains("discovered")), "{body}");
+        targets.forget("ns", "x-lock");
+        let body = metrics.render().expect("render");
+        assert!(
+            !std::str::from_utf8(&body)
+                .expect("UTF-8")
+                .contains("x-lock")
+        );
     }
 
     #[test]

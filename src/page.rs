@@ -44,7 +44,7 @@ h1{font-size:1.4em}.cards{display:flex;flex-wrap:wrap;gap:1em}\
 .state{display:inline-block;font-weight:bold;padding:.1em .5em;border-radius:4px;color:#fff;margin:.3em 0}\
 .leader .state{background:#2e7d32}.no_leader .state{background:#c62828}.checking .state{background:#f9a825;color:#222}\
 .blind .state{background:#757575}dl{display:grid;grid-template-columns:9em auto;margin:.4em 0}dt{color:#555}dd{margin:0}\
-.reason{color:#333;font-size:.9em}.help{background:#fff;border:1px solid #c62828;padding:.3em .8em;font-size:.9em}\
+.reason{color:#333;font-size:.9em}.origin{color:#555;font-size:.85em;margin:.2em 0}.help{background:#fff;border:1px solid #c62828;padding:.3em .8em;font-size:.9em}\
 ol.timeline{list-style:none;padding:0;margin:.4em 0;font-size:.85em;max-height:14em;overflow-y:auto}\
 ol.timeline li{border-left:3px solid #ccc;padding-left:.5em;margin:.15em 0}\
 ol.timeline li.lost,ol.timeline li.released,ol.timeline li.deleted{border-left-color:#c62828}\
@@ -104,12 +104,29 @@ pub fn render(status: &Status) -> String {
 fn blind_component(page: &mut String, component: &ComponentStatus) {
     let _ = write!(
         page,
-        "<section class=\"card blind\"><h2>{} <small>in {}</small></h2><span class=\"state\">BLIND</span>\
+        "<section class=\"card blind\"><h2>{} <small>in {}</small></h2>{}\
+         <span class=\"state\">BLIND</span>\
          <p class=\"reason\">The exporter cannot see: its watches have not listed yet or are \
          failing. Nothing is known, which is not \"no leader\".</p></section>",
         escape(&component.component),
         escape(&component.scope),
+        origin(component),
     );
+}
+
+/// Where a discovered component's pods come from; nothing for a configured one.
+fn origin(component: &ComponentStatus) -> String {
+    match (&component.workload, component.discovered) {
+        (Some(w), _) => format!(
+            "<p class=\"origin\">discovered: {} {}</p>",
+            escape(&w.kind),
+            escape(&w.name)
+        ),
+        (None, true) => {
+            "<p class=\"origin\">discovered, abandoned: no holder pod, no workload</p>".to_owned()
+        }
+        (None, false) => String::new(),
+    }
 }
 
 fn card(page: &mut String, component: &ComponentStatus, ns: &NamespaceStatus) {
@@ -122,11 +139,12 @@ fn card(page: &mut String, component: &ComponentStatus, ns: &NamespaceStatus) {
     let _ = write!(
         page,
         "<section class=\"card {class}\" data-component=\"{}\" data-namespace=\"{}\">\
-         <h2>{} <small>in {}</small></h2><span class=\"state\">{label}</span>",
+         <h2>{} <small>in {}</small></h2>{}<span class=\"state\">{label}</span>",
         escape(&component.component),
         escape(&ns.namespace),
         escape(&component.component),
         escape(&ns.namespace),
+        origin(component),
     );
     match &ns.reason {
         Some(reason) => {
@@ -142,7 +160,9 @@ fn card(page: &mut String, component: &ComponentStatus, ns: &NamespaceStatus) {
         lease_bar(page, lease);
     }
     renewal_chart(page, ns);
-    if ns.state == State::NoLeader {
+    if component.abandoned() {
+        abandoned(page, component, ns);
+    } else if ns.state == State::NoLeader {
         first_steps(page, component, ns);
     }
     timeline(page, &ns.events);
@@ -290,6 +310,18 @@ fn first_steps(page: &mut String, component: &ComponentStatus, ns: &NamespaceSta
     );
 }
 
+/// In place of the first steps: a Lease that nothing runs for is most likely left over.
+fn abandoned(page: &mut String, component: &ComponentStatus, ns: &NamespaceStatus) {
+    let (n, lease) = (escape(&ns.namespace), escape(&component.lease));
+    let _ = write!(
+        page,
+        "<div class=\"help\"><p><b>Abandoned:</b> no pod holds this Lease and no workload \
+         runs for it, most likely because the operator that held it was uninstalled. No \
+         leader alert fires for it, as it has no Ready pods. Who held it last: \
+         <code>kubectl -n {n} get lease {lease} -o yaml</code></p></div>"
+    );
+}
+
 fn timeline(page: &mut String, events: &[EventView]) {
     if events.is_empty() {
         return;
@@ -333,5 +365,33 @@ fn describe(e: &EventView) -> String {
             e.restarts.unwrap_or_default()
         ),
         other => escape(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovered_cards_name_their_workload_or_say_abandoned() {
+        let page = render(&crate::status::tests::with_discovered());
+        let card = |component: &str| {
+            let start = page
+                .find(&format!("data-component=\"{component}\""))
+                .unwrap_or_else(|| panic!("no card of {component}: {page}"));
+            let end = page[start..].find("</section>").expect("card end") + start;
+            page[start..end].to_owned()
+        };
+        let db = card("db-leader");
+        assert!(db.contains("discovered: StatefulSet db"), "{db}");
+        assert!(!db.contains("abandoned"), "{db}");
+        let old = card("old-lock");
+        assert!(
+            old.contains("abandoned: no holder pod, no workload"),
+            "{old}"
+        );
+        assert!(old.contains("<b>Abandoned:</b>"), "{old}");
+        assert!(old.contains("kubectl -n data get lease old-lock"), "{old}");
+        assert!(!page.contains("discovered: Deployment"), "{page}");
     }
 }

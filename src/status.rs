@@ -8,6 +8,7 @@ use k8s_openapi::jiff::{Timestamp, Unit};
 use serde::Serialize;
 
 use crate::{
+    components::Origin,
     history::{Event, EventKind, LeaseStats},
     judge::Verdict,
     targets::{TargetStatus, Timeline},
@@ -22,7 +23,7 @@ pub struct Status {
     pub exporter_version: &'static str,
     /// When this was read, RFC 3339.
     pub generated_at: String,
-    /// Every watch has completed its first list.
+    /// Every watch of the configured components has completed its first list.
     pub ready: bool,
     pub components: Vec<ComponentStatus>,
 }
@@ -33,15 +34,34 @@ pub struct ComponentStatus {
     pub component: String,
     /// A namespace, or "all namespaces".
     pub scope: String,
+    /// Found at run time from its Lease, rather than configured.
+    pub discovered: bool,
+    /// The workload whose pods hold a discovered component's Lease; `None` for a configured
+    /// component, and for an abandoned Lease whose holder resolved to no workload.
+    pub workload: Option<WorkloadView>,
     /// The name of the Lease its leader holds.
     pub lease: String,
-    /// The label selector of its pods.
+    /// The label selector of its pods; empty for an abandoned Lease, which has none.
     pub pod_selector: String,
     pub pods_watch_healthy: bool,
     pub leases_watch_healthy: bool,
     /// In how many namespaces the component has pods or its Lease; `None` while blind.
     pub found_in: Option<usize>,
     pub namespaces: Vec<NamespaceStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkloadView {
+    /// Deployment, StatefulSet, DaemonSet, or "static pods".
+    pub kind: String,
+    pub name: String,
+}
+
+impl ComponentStatus {
+    /// Discovered, and its Lease's holder resolved to no workload.
+    pub fn abandoned(&self) -> bool {
+        self.discovered && self.workload.is_none()
+    }
 }
 
 /// The state of a card on the page.
@@ -157,7 +177,10 @@ pub fn status(targets: &[TargetStatus], now: Instant, wall: SystemTime, grace: D
         schema: SCHEMA_VERSION,
         exporter_version: env!("CARGO_PKG_VERSION"),
         generated_at: format_wall(wall),
-        ready: targets.iter().all(|t| t.snapshot.listed),
+        ready: targets
+            .iter()
+            .filter(|t| !t.snapshot.discovered())
+            .all(|t| t.snapshot.listed),
         components,
     }
 }
@@ -181,9 +204,20 @@ fn component(target: &TargetStatus, clock: &Clock, grace: Duration) -> Component
             .map(|ns| history_only(ns, target, clock))
             .collect(),
     };
+    let workload = match &snapshot.origin {
+        Origin::Discovered {
+            workload: Some(workload),
+        } => Some(WorkloadView {
+            kind: workload.kind.clone(),
+            name: workload.name.clone(),
+        }),
+        _ => None,
+    };
     ComponentStatus {
         component: snapshot.component.clone(),
         scope: snapshot.scope.clone(),
+        discovered: snapshot.discovered(),
+        workload,
         lease: target.lease.clone(),
         pod_selector: target.pod_selector.clone(),
         pods_watch_healthy: snapshot.pods_healthy,
@@ -286,5 +320,106 @@ fn event(e: &Event, clock: &Clock) -> EventView {
         previous,
         transitions: e.transitions,
         restarts,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+
+    use kube::core::Selector;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::{
+        components::{Component, Workload},
+        config::Settings,
+        judge::LeaseRecord,
+        leases::LeaseChange,
+        pods::PodChange,
+        targets::Targets,
+    };
+
+    /// The status of the configured components, seen nowhere, and of two discovered in
+    /// namespace `data`: `db-leader`, held by a pod of StatefulSet `db`, and `old-lock`, an
+    /// abandoned Lease.
+    pub(crate) fn with_discovered() -> Status {
+        let grace = Duration::from_secs(5);
+        let targets = Targets::new(&Settings::with_defaults(grace));
+        let db = Workload {
+            kind: "StatefulSet".into(),
+            name: "db".into(),
+        };
+        let found = [
+            Component::discovered(
+                "db-leader",
+                Some((db, Selector::from_iter([("app", "db")]))),
+            ),
+            Component::discovered("old-lock", None),
+        ];
+        for component in found {
+            targets.discover(component, "data".into()).expect("new");
+        }
+        let now = Instant::now();
+        for target in targets.all() {
+            list(&target, now);
+        }
+        status(&targets.status(now), now, SystemTime::now(), grace)
+    }
+
+    fn list(target: &Arc<crate::targets::Target>, now: Instant) {
+        target.apply_pods(PodChange::ListStarted);
+        target.apply_pods(PodChange::ListDone);
+        target.apply_leases(LeaseChange::ListStarted, now);
+        if target.component().is_discovered() {
+            let record = LeaseRecord {
+                holder: Some("someone".into()),
+                duration_seconds: Some(15),
+                has_spec: true,
+                ..LeaseRecord::default()
+            };
+            target.apply_leases(LeaseChange::Listed("data".into(), record), now);
+        }
+        target.apply_leases(LeaseChange::ListDone, now);
+    }
+
+    #[test]
+    fn discovered_components_say_so_with_their_workload() {
+        let status = with_discovered();
+        assert!(
+            status.ready,
+            "discovered components do not hold readiness up"
+        );
+        let json = serde_json::to_value(&status).expect("JSON");
+        let component = |name: &str| {
+            json["components"]
+                .as_array()
+                .expect("components")
+                .iter()
+                .find(|c| c["component"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {name} in {json:#}"))
+        };
+        let db = component("db-leader");
+        assert_eq!(db["discovered"], true);
+        assert_eq!(
+            db["workload"],
+            serde_json::json!({"kind": "StatefulSet", "name": "db"})
+        );
+        assert_eq!(
+            (&db["scope"], &db["pod_selector"]),
+            (&"data".into(), &"app=db".into())
+        );
+        let old = component("old-lock");
+        assert_eq!(
+            (&old["discovered"], &old["workload"]),
+            (&true.into(), &Value::Null)
+        );
+        assert_eq!(old["namespaces"][0]["pods"], 0);
+        let operator = component("virt-operator");
+        assert_eq!(
+            (&operator["discovered"], &operator["workload"]),
+            (&false.into(), &Value::Null)
+        );
     }
 }

@@ -1,5 +1,8 @@
 //! The watch tasks: one kube-rs watcher per resource and target, feeding the target's
 //! handle, and the direct reads that confirm a lease that seems to have stopped being renewed.
+//! A target's two watches run as long as their [`Watches`] is held: for the configured
+//! components that is the exporter's whole run, for a discovered one as long as its
+//! [`Discovered`] handle.
 
 use std::{
     future::Future,
@@ -19,11 +22,12 @@ use kube::{
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
+    components::Component,
     leases::Confirmation,
     metrics::Metrics,
     objects::{PodView, lease_record, pod_info, reduce},
     pods::PodName,
-    targets::{Target, Targets},
+    targets::{DiscoverError, Target, Targets},
 };
 
 /// The API access the exporter needs, as (API group, resource, verbs): the RBAC rules in
@@ -73,37 +77,146 @@ fn retry_backoff() -> ExponentialBackoff {
         .into()
 }
 
-/// Spawns a pod watch and a lease watch for every target; a quiet pod watch is checked
+/// Starts the watches of every configured component's target; a quiet pod watch is checked
 /// against a direct list every `pod_check_interval` (zero: never).
 pub fn spawn(
     client: &Client,
     targets: &Targets,
     metrics: &Arc<Metrics>,
     pod_check_interval: Duration,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    for target in targets.handles() {
-        info!(
-            component = target.component.name,
-            scope = target.scope(),
-            pods = target.component.label_selector(),
-            lease = target.component.lease,
-            "watching"
-        );
-        let pods = PodFeed {
-            target: target.clone(),
-            client: client.clone(),
-            check_interval: pod_check_interval,
-            quiet: Mutex::new(Quiet::since(Instant::now())),
-        };
-        let leases = LeaseFeed {
-            target: target.clone(),
-            client: client.clone(),
-        };
-        tasks.push(spawn_feed(pods, client, target, metrics.clone()));
-        tasks.push(spawn_feed(leases, client, target, metrics.clone()));
+) -> Vec<Watches> {
+    targets
+        .handles()
+        .iter()
+        .map(|target| start(client, target, metrics, pod_check_interval))
+        .collect()
+}
+
+/// Starts the pod watch and the lease watch of one target.
+pub fn start(
+    client: &Client,
+    target: &Arc<Target>,
+    metrics: &Arc<Metrics>,
+    pod_check_interval: Duration,
+) -> Watches {
+    let component = target.component();
+    info!(
+        component = component.name,
+        scope = target.scope(),
+        pods = component.label_selector(),
+        lease = component.lease,
+        "watching"
+    );
+    let pods = PodFeed {
+        target: target.clone(),
+        client: client.clone(),
+        check_interval: pod_check_interval,
+        quiet: Mutex::new(Quiet::since(Instant::now())),
+    };
+    let leases = LeaseFeed {
+        target: target.clone(),
+        client: client.clone(),
+    };
+    Watches {
+        tasks: [
+            spawn_feed(pods, client, target, metrics.clone()),
+            spawn_feed(leases, client, target, metrics.clone()),
+        ],
     }
-    tasks
+}
+
+/// The two watch tasks of one target, which run until this is dropped.
+#[derive(Debug)]
+pub struct Watches {
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Watches {
+    /// Stops both watches, as dropping does.
+    pub fn stop(self) {}
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// What starting the watches of a target found while the exporter runs takes.
+#[derive(Clone)]
+pub struct Launcher {
+    targets: Arc<Targets>,
+    client: Client,
+    metrics: Arc<Metrics>,
+    pod_check_interval: Duration,
+}
+
+impl Launcher {
+    pub fn new(
+        targets: Arc<Targets>,
+        client: Client,
+        metrics: Arc<Metrics>,
+        pod_check_interval: Duration,
+    ) -> Self {
+        Self {
+            targets,
+            client,
+            metrics,
+            pod_check_interval,
+        }
+    }
+
+    /// Adds a target for `component`, found from its Lease in `namespace` (see
+    /// [`Targets::discover`]), and starts its watches.
+    pub fn discover(
+        &self,
+        component: Component,
+        namespace: String,
+    ) -> Result<Discovered, DiscoverError> {
+        let target = self.targets.discover(component, namespace)?;
+        let watches = self.start(&target);
+        Ok(Discovered {
+            targets: self.targets.clone(),
+            target,
+            _watches: watches,
+        })
+    }
+
+    /// Starts the watches of a target.
+    pub fn start(&self, target: &Arc<Target>) -> Watches {
+        start(&self.client, target, &self.metrics, self.pod_check_interval)
+    }
+}
+
+/// A discovered target, watched while this is held: dropping it forgets the target (its
+/// series go) and stops its watches.
+pub struct Discovered {
+    targets: Arc<Targets>,
+    target: Arc<Target>,
+    _watches: Watches,
+}
+
+impl Discovered {
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
+    }
+
+    /// Its Lease resolved again, to another workload or to none: see [`Targets::replace`].
+    pub fn replace(&self, component: Component) -> bool {
+        let namespace = self.target.namespace.as_deref().unwrap_or_default();
+        self.targets.replace(namespace, component)
+    }
+}
+
+impl Drop for Discovered {
+    fn drop(&mut self) {
+        if let Some(namespace) = &self.target.namespace {
+            self.targets
+                .forget(namespace, &self.target.component().lease);
+        }
+    }
 }
 
 /// Why a watch starts over.
@@ -139,6 +252,17 @@ trait Feed: Send + Sync + 'static {
         std::future::ready(None)
     }
 
+    /// Completes when what the watch selects has changed since this was called, so that it
+    /// must list again.
+    fn reselect(&self) -> impl Future<Output = ()> + Send + 'static {
+        std::future::pending()
+    }
+
+    /// Nothing to watch: the feed holds an empty, complete list instead.
+    fn idle(&self) -> bool {
+        false
+    }
+
     fn fail(&self, metrics: &Metrics, error: &dyn std::fmt::Display) -> Restart {
         metrics.watch_error(Self::WATCHED);
         self.failed(Instant::now());
@@ -159,7 +283,7 @@ fn spawn_feed<F: Feed>(
     };
     let span = info_span!(
         "watch",
-        component = target.component.name,
+        component = target.component().name.as_str(),
         scope = target.scope(),
         resource = F::WATCHED.as_str()
     );
@@ -217,6 +341,16 @@ async fn watch_once<F: Feed>(
     retry: &mut Retry,
     metrics: &Metrics,
 ) -> Restart {
+    // Before the selection is read, so that a change in between is not missed.
+    let reselect = feed.reselect();
+    tokio::pin!(reselect);
+    if feed.idle() {
+        feed.apply(Event::Init);
+        feed.apply(Event::InitDone);
+        retry.listed();
+        reselect.await;
+        return Restart::Now;
+    }
     let mut stream = watcher::watcher(api.clone(), feed.config()).boxed();
     loop {
         let wake = sleep_until(feed.wake_at(Instant::now()));
@@ -236,6 +370,10 @@ async fn watch_once<F: Feed>(
                 if let Some(restart) = feed.wake(metrics).await {
                     return restart;
                 }
+            }
+            () = &mut reselect => {
+                info!("the component's selection changed: listing again");
+                return Restart::Now;
             }
         }
     }
@@ -296,7 +434,7 @@ impl PodFeed {
             None => Api::all(self.client.clone()),
         };
         let params = kube::api::ListParams::default()
-            .labels(&self.target.component.label_selector())
+            .labels(&self.target.component().label_selector())
             .limit(POD_CHECK_LIMIT)
             .match_any();
         let list = api.list(&params).await?;
@@ -317,8 +455,28 @@ impl Feed for PodFeed {
     fn config(&self) -> watcher::Config {
         // Small pages keep the transient memory of a re-list of many pods small.
         watcher::Config::default()
-            .labels(&self.target.component.label_selector())
+            .labels(&self.target.component().label_selector())
             .page_size(100)
+    }
+
+    /// A discovered component's Lease can be resolved to another workload while it is
+    /// watched.
+    fn reselect(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut changes = self.target.component_changes();
+        let selected = changes.borrow_and_update().label_selector();
+        async move {
+            while changes.changed().await.is_ok() {
+                if changes.borrow_and_update().label_selector() != selected {
+                    return;
+                }
+            }
+            std::future::pending().await
+        }
+    }
+
+    /// An abandoned Lease has no workload, hence no pods.
+    fn idle(&self) -> bool {
+        !self.target.component().watches_pods()
     }
 
     fn apply(&self, event: Event<PodView>) {
@@ -401,7 +559,8 @@ impl Feed for LeaseFeed {
     const WATCHED: Watched = Watched::Leases;
 
     fn config(&self) -> watcher::Config {
-        watcher::Config::default().fields(&format!("metadata.name={}", self.target.component.lease))
+        watcher::Config::default()
+            .fields(&format!("metadata.name={}", self.target.component().lease))
     }
 
     fn apply(&self, event: Event<Lease>) {
@@ -422,8 +581,8 @@ impl Feed for LeaseFeed {
     async fn wake(&self, metrics: &Metrics) -> Option<Restart> {
         for namespace in self.target.leases_due(Instant::now()) {
             let api: Api<Lease> = Api::namespaced(self.client.clone(), &namespace);
-            let read =
-                tokio::time::timeout(CONFIRM_TIMEOUT, api.get_opt(&self.target.component.lease));
+            let lease = self.target.component().lease.clone();
+            let read = tokio::time::timeout(CONFIRM_TIMEOUT, api.get_opt(&lease));
             let fresh = match read.await {
                 Ok(Ok(lease)) => lease.as_ref().map(lease_record),
                 Ok(Err(error)) => return Some(self.fail(metrics, &crate::error_chain(&error))),

@@ -124,7 +124,7 @@ impl Bed {
             .enumerate()
             .filter_map(|(i, t)| {
                 let in_scope = t.namespace.as_deref().is_none_or(|ns| ns == namespace);
-                score(&t.component).map(|s| (in_scope, s, std::cmp::Reverse(i)))
+                score(&t.component()).map(|s| (in_scope, s, std::cmp::Reverse(i)))
             })
             .max()
             .map_or(0, |(_, _, std::cmp::Reverse(i))| i)

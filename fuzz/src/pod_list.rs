@@ -35,7 +35,7 @@ pub fn run(data: &[u8]) -> bool {
                 .entry(namespace.clone())
                 .or_insert_with(|| name.clone());
         }
-        let lease_name = bed.handles()[i].component.lease.clone();
+        let lease_name = bed.handles()[i].component().lease.clone();
         for (namespace, holder) in first_in {
             bed.put_lease(lease(
                 &namespace,

@@ -2,6 +2,7 @@
 //! of what it served, for tests and benchmarks.
 
 use std::{
+    collections::BTreeMap,
     sync::{
         Mutex, MutexGuard, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -44,6 +45,8 @@ struct Switches {
 pub struct Faults {
     switches: Mutex<Switches>,
     requests: AtomicU64,
+    /// Per path, without the query.
+    requests_by_path: Mutex<BTreeMap<String, u64>>,
     objects_sent: AtomicU64,
     list_pages: Mutex<Vec<ListPage>>,
     /// Bumped to end every open watch stream.
@@ -55,6 +58,7 @@ impl Default for Faults {
         Self {
             switches: Mutex::default(),
             requests: AtomicU64::new(0),
+            requests_by_path: Mutex::default(),
             objects_sent: AtomicU64::new(0),
             list_pages: Mutex::default(),
             close_watches: watch::channel(0).0,
@@ -104,6 +108,18 @@ impl Faults {
     /// Requests served since start, faults included.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests served since start whose path starts with `prefix`, faults included: the
+    /// requests of the watches of one namespace, say.
+    pub fn requests_under(&self, prefix: &str) -> u64 {
+        self.requests_by_path
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(path, _)| path.starts_with(prefix))
+            .map(|(_, count)| count)
+            .sum()
     }
 
     /// Objects sent to clients in lists, watch events and reads.
@@ -157,6 +173,12 @@ pub async fn middleware(
     next: Next,
 ) -> Response {
     faults.requests.fetch_add(1, Ordering::Relaxed);
+    *faults
+        .requests_by_path
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(request.uri().path().to_owned())
+        .or_default() += 1;
     let delay = faults.lock().delay;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -36,12 +36,59 @@ pub struct Component {
     pub name: String,
     pub selector: Selector,
     pub lease: String,
+    pub origin: Origin,
+}
+
+/// Where a component came from, which decides how it is shown and whether it can go away
+/// while the exporter runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// A preset or the component file: watched from start to exit.
+    #[default]
+    Configured,
+    /// Found at run time from its Lease, and forgotten when the Lease goes. `None`: the
+    /// Lease's holder resolved to no workload, as a Lease left behind by an uninstalled
+    /// operator does.
+    Discovered { workload: Option<Workload> },
+}
+
+/// The workload whose pods hold a discovered Lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// Deployment, StatefulSet, DaemonSet, or "static pods".
+    pub kind: String,
+    pub name: String,
 }
 
 impl Component {
+    /// A component found from its Lease in a namespace: named after the Lease, its pods those
+    /// `selector` picks of `workload`'s, or none for an abandoned Lease.
+    pub fn discovered(lease: &str, found: Option<(Workload, Selector)>) -> Self {
+        let (workload, selector) = match found {
+            Some((workload, selector)) => (Some(workload), selector),
+            None => (None, Selector::default()),
+        };
+        Self {
+            name: lease.to_owned(),
+            selector,
+            lease: lease.to_owned(),
+            origin: Origin::Discovered { workload },
+        }
+    }
+
     /// The label selector in the form the API server takes.
     pub fn label_selector(&self) -> String {
         self.selector.to_string()
+    }
+
+    /// Whether it has pods to watch. An empty selector would watch every pod in scope: a
+    /// configured component never has one, an abandoned Lease has no pods to select.
+    pub fn watches_pods(&self) -> bool {
+        !self.selector.selects_all()
+    }
+
+    pub fn is_discovered(&self) -> bool {
+        matches!(self.origin, Origin::Discovered { .. })
     }
 }
 
@@ -160,6 +207,7 @@ fn validate_entry(entry: ComponentEntry) -> Result<Component, ComponentError> {
         name,
         selector,
         lease: entry.lease,
+        origin: Origin::Configured,
     })
 }
 
@@ -291,6 +339,34 @@ components:
             let err = parse_components(text).expect_err(text).to_string();
             assert!(err.contains(want), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_discovered_component_is_named_after_its_lease() {
+        let workload = Workload {
+            kind: "StatefulSet".into(),
+            name: "db".into(),
+        };
+        let selector = Selector::from_iter([("app", "db")]);
+        let c = Component::discovered("db-leader", Some((workload.clone(), selector)));
+        assert_eq!(
+            (c.name.as_str(), c.lease.as_str()),
+            ("db-leader", "db-leader")
+        );
+        assert_eq!(
+            c.origin,
+            Origin::Discovered {
+                workload: Some(workload)
+            }
+        );
+        assert!(c.is_discovered() && c.watches_pods());
+        let abandoned = Component::discovered("gone", None);
+        assert!(abandoned.is_discovered() && !abandoned.watches_pods());
+        assert!(
+            default_components()
+                .iter()
+                .all(|c| c.origin == Origin::Configured && c.watches_pods())
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use clap::ValueEnum;
 use kube::core::Selector;
 
-use super::Component;
+use super::{Component, Origin};
 
 /// A named set of components, for `--preset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -67,6 +67,7 @@ impl Entry {
             name: self.name.into(),
             selector: Selector::from_iter(labels),
             lease: self.lease.into(),
+            origin: Origin::Configured,
         }
     }
 }

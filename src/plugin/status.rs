@@ -693,9 +693,11 @@ where
 }
 
 /// 0 when every namespace of every component has a leader, 1 when one has none, 2 when the
-/// exporter cannot tell for one (blind, checking, not ready) or found none at all.
+/// exporter cannot tell for one (blind, checking, not ready) or found none at all. An
+/// abandoned Lease has no leader for good and no pods that miss one: it counts for nothing.
 pub fn exit_code(status: &Value) -> u8 {
     let states: Vec<&str> = namespaces(status)
+        .filter(|(component, _)| !abandoned(component))
         .filter_map(|(_, ns)| ns["state"].as_str())
         .collect();
     if states.contains(&"no_leader") {
@@ -706,6 +708,11 @@ pub fn exit_code(status: &Value) -> u8 {
     } else {
         0
     }
+}
+
+/// A discovered component whose Lease's holder resolved to no workload.
+fn abandoned(component: &Value) -> bool {
+    component["discovered"] == true && component["workload"].is_null()
 }
 
 /// Each (component, namespace) entry.
@@ -737,33 +744,37 @@ pub fn render(pod: &str, status: &Value, events: usize) -> String {
         },
         text(&status["generated_at"]),
     );
-    let mut rows = vec![
-        [
-            "COMPONENT",
-            "NAMESPACE",
-            "STATE",
-            "HOLDER",
-            "HOLDER POD",
-            "LEASE AGE",
-            "STANDBYS",
-        ]
-        .map(str::to_owned),
-    ];
-    for (component, ns) in namespaces(status) {
-        rows.push(row(component, ns));
+    let components = || status["components"].as_array().into_iter().flatten();
+    // Only where something was discovered: the usual table stays as it always was.
+    let discovered = components().any(|c| c["discovered"] == true);
+    let mut header = [
+        "COMPONENT",
+        "NAMESPACE",
+        "STATE",
+        "HOLDER",
+        "HOLDER POD",
+        "LEASE AGE",
+        "STANDBYS",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if discovered {
+        header.push("WORKLOAD".into());
     }
-    for component in status["components"].as_array().into_iter().flatten() {
+    let mut rows = vec![header];
+    for (component, ns) in namespaces(status) {
+        rows.push(with_workload(
+            Vec::from(row(component, ns)),
+            component,
+            discovered,
+        ));
+    }
+    for component in components() {
         if component["found_in"] == 0 {
-            let name = text(&component["component"]);
-            rows.push([
-                name,
-                "(none found)".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-            ]);
+            let mut cells = vec!["-".to_owned(); 7];
+            cells[0] = text(&component["component"]);
+            cells[1] = "(none found)".into();
+            rows.push(with_workload(cells, component, discovered));
         }
     }
     out.push_str(&table(&rows));
@@ -825,6 +836,22 @@ fn row(component: &Value, ns: &Value) -> [String; 7] {
     ]
 }
 
+/// `cells` with the WORKLOAD column when the table has one: `kind/name` for a discovered
+/// component, `abandoned` for one whose Lease's holder resolved to no workload.
+fn with_workload(mut cells: Vec<String>, component: &Value, column: bool) -> Vec<String> {
+    if column {
+        let workload = &component["workload"];
+        cells.push(if workload.is_object() {
+            format!("{}/{}", text(&workload["kind"]), text(&workload["name"]))
+        } else if abandoned(component) {
+            "abandoned".to_owned()
+        } else {
+            "-".to_owned()
+        });
+    }
+    cells
+}
+
 fn recent_events(out: &mut String, component: &Value, ns: &Value, events: usize) {
     let all = ns["events"]
         .as_array()
@@ -861,8 +888,8 @@ fn text(value: &Value) -> String {
 }
 
 /// Left-aligned columns, two spaces apart.
-fn table(rows: &[[String; 7]]) -> String {
-    let mut widths = [0; 7];
+fn table(rows: &[Vec<String>]) -> String {
+    let mut widths = vec![0; rows.iter().map(Vec::len).max().unwrap_or_default()];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -871,7 +898,7 @@ fn table(rows: &[[String; 7]]) -> String {
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();
-        for (cell, w) in row.iter().zip(widths) {
+        for (cell, w) in row.iter().zip(widths.iter().copied()) {
             let _ = write!(line, "{cell:<w$}  ");
         }
         let _ = writeln!(out, "{}", line.trim_end());
@@ -999,6 +1026,47 @@ mod tests {
         assert!(
             !text.contains("seen virt-operator-b"),
             "only the newest event: {text}"
+        );
+    }
+
+    #[test]
+    fn discovered_components_show_their_workload() {
+        let mut status = status("leader", true);
+        let usual = render("p", &status, 0);
+        assert!(!usual.contains("WORKLOAD"), "{usual}");
+        let components = status["components"].as_array_mut().expect("components");
+        components.push(serde_json::json!({
+            "component": "db-leader", "scope": "data", "discovered": true,
+            "workload": {"kind": "StatefulSet", "name": "db"},
+            "pods_watch_healthy": true, "leases_watch_healthy": true, "found_in": 1,
+            "namespaces": [{"namespace": "data", "state": "leader", "holder": "db-0",
+                            "holder_ready": true, "standbys": 2}]
+        }));
+        components.push(serde_json::json!({
+            "component": "old-lock", "scope": "data", "discovered": true, "workload": null,
+            "pods_watch_healthy": true, "leases_watch_healthy": true, "found_in": 1,
+            "namespaces": [{"namespace": "data", "state": "no_leader", "holder": "gone-7d9",
+                            "holder_ready": null, "pods": 0, "standbys": 0}]
+        }));
+        let text = render("p", &status, 0);
+        let line = |start: &str| {
+            text.lines()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_else(|| panic!("no {start:?} in {text}"))
+        };
+        assert!(line("COMPONENT ").ends_with("  WORKLOAD"), "{text}");
+        assert!(line("db-leader ").ends_with("  StatefulSet/db"), "{text}");
+        let old = line("old-lock ");
+        assert!(
+            old.contains("NO LEADER") && old.ends_with("  abandoned"),
+            "{text}"
+        );
+        assert!(line("virt-operator ").ends_with("  -"), "{text}");
+        assert!(line("virt-controller ").contains("(none found)"), "{text}");
+        assert_eq!(
+            exit_code(&status),
+            0,
+            "an abandoned Lease is no missing leader"
         );
     }
 
