@@ -48,6 +48,20 @@ pub struct Args {
     #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_POD_CHECK_INTERVAL", default_value = "1m", value_parser = parse_check_interval)]
     pub pod_check_interval: Duration,
 
+    /// Also find every leader election in the watched namespaces from its Lease, and judge
+    /// each as a component named after its Lease, whose pods are those of the workload
+    /// (Deployment, StatefulSet, DaemonSet, static pods) its holder belongs to. Node and
+    /// kube-apiserver heartbeats are left out. Needs `get` on ReplicaSets, Deployments,
+    /// StatefulSets and DaemonSets.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_DISCOVER")]
+    pub discover: bool,
+
+    /// With --discover, the most components discovered at once (1 to 1000); beyond it a
+    /// Lease is left out, logged and counted in
+    /// kubevirt_leader_exporter_discovery_refused_total.
+    #[arg(long, env = "KUBEVIRT_LEADER_EXPORTER_MAX_DISCOVERED", default_value_t = MAX_DISCOVERED as u32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_discovered: u32,
+
     /// PEM certificate (chain) to serve HTTPS with; needs --tls-key-file. Reloaded when it
     /// changes on disk. Default: with --auth=kubernetes a self-signed certificate made at
     /// start (encrypted, but clients cannot verify it); with --auth=none plain HTTP.
@@ -390,6 +404,8 @@ pub struct Settings {
     /// variables); `None` publishes nothing.
     pub publish: Option<PodIdentity>,
     pub limits: Limits,
+    /// Whether leader elections are discovered from their Leases.
+    pub discover: bool,
     /// The most components discovered at run time watched at once.
     pub max_discovered: usize,
 }
@@ -413,7 +429,8 @@ impl Settings {
                 header_bytes: args.max_header_bytes as usize,
                 write_timeout: args.write_timeout,
             },
-            max_discovered: MAX_DISCOVERED,
+            discover: args.discover,
+            max_discovered: args.max_discovered as usize,
         })
     }
 
@@ -450,6 +467,7 @@ impl Settings {
             auth: Auth::None,
             publish: None,
             limits: Limits::DEFAULT,
+            discover: false,
             max_discovered: MAX_DISCOVERED,
         }
     }

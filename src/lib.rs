@@ -255,6 +255,14 @@ impl Exporter {
             settings.pod_check_interval,
         );
         let mut tasks = vec![tokio::spawn(changelog::run(targets.clone()))];
+        if settings.discover {
+            tasks.push(discovery::task::spawn(
+                client.clone(),
+                targets.clone(),
+                launcher.clone(),
+                settings.namespaces.clone(),
+            ));
+        }
         tasks.extend(follow_ca);
         match (&settings.publish, &tls) {
             (Some(pod), Some(tls)) => {

@@ -10,11 +10,15 @@ use k8s_openapi::api::{
     core::v1::{Namespace, Pod},
 };
 use kube::{Api, Client, api::PostParams};
-use kubevirt_leader_exporter::discovery::resolve::{Found, WorkloadKind, workload};
+use kubevirt_leader_exporter::{
+    Exporter,
+    config::{DEFAULT_GRACE, Settings},
+    discovery::resolve::{Found, WorkloadKind, workload},
+};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use envtest::{ADMIN_TOKEN, ControlPlane};
+use envtest::{ADMIN_TOKEN, Cluster, ControlPlane};
 
 const UUID: &str = "5b4a3c1e-7f1d-4d2e-9a3b-0c1d2e3f4a5b";
 
@@ -276,4 +280,148 @@ async fn every_shape_of_holder_finds_its_workload() {
             .expect("resolve"),
         None
     );
+}
+
+/// Node heartbeats in `kube-node-lease`, as kubelets renew them: holder the node, no
+/// `acquireTime`.
+fn node_lease(node: &str, renewed: &str) -> Value {
+    json!({
+        "metadata": {"name": node},
+        "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": renewed}
+    })
+}
+
+fn now_micro() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_election_nobody_configured_is_found_and_judged_and_heartbeats_are_not() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let Some(assets) = envtest::assets() else {
+        return;
+    };
+    let plane = ControlPlane::start(&assets).await;
+    let admin = plane.client(ADMIN_TOKEN).await;
+    let cluster = Cluster {
+        client: admin.clone(),
+    };
+    cluster.namespace("storage").await;
+    plane.grant_elector_rbac(&admin, "storage").await;
+
+    // A Deployment of two Ready pods, through its ReplicaSet, the first of which leads.
+    let labels = json!({"app": "csi-provisioner"});
+    let selector = json!({"matchLabels": labels});
+    let deployment: Deployment = create(
+        &admin,
+        "storage",
+        json!({
+            "metadata": {"name": "csi-provisioner"},
+            "spec": {"selector": selector, "template": template(&labels)}
+        }),
+    )
+    .await;
+    let replica_set: ReplicaSet = create(
+        &admin,
+        "storage",
+        json!({
+            "metadata": {"name": "csi-provisioner-6d8f9c7b5", "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "Deployment", "name": "csi-provisioner",
+                "uid": uid(&deployment), "controller": true
+            }]},
+            "spec": {"selector": selector, "template": template(&labels)}
+        }),
+    )
+    .await;
+    let pods = [
+        "csi-provisioner-6d8f9c7b5-x2x4q",
+        "csi-provisioner-6d8f9c7b5-k7m9p",
+    ];
+    for name in pods {
+        let owner = ("csi-provisioner-6d8f9c7b5", uid(&replica_set));
+        let _: Pod = create(
+            &admin,
+            "storage",
+            pod(name, &labels, "ReplicaSet", (owner.0, &owner.1), json!({})),
+        )
+        .await;
+        cluster.set_ready("storage", name, true).await;
+    }
+    let identity = format!("{}_{UUID}", pods[0]);
+    let elector = plane.elector("storage", "ebs-csi-aws-com", &identity, &[]);
+    elector.until_leading().await;
+
+    // What must never become a component: node heartbeats, an API server's identity and a
+    // Lease held under its own name.
+    let renewed = now_micro();
+    for n in 0..50 {
+        let _: Lease = create(
+            &admin,
+            "kube-node-lease",
+            node_lease(&format!("node-{n}"), &renewed),
+        )
+        .await;
+    }
+    let _: Lease = create(
+        &admin,
+        "kube-system",
+        json!({
+            "metadata": {"name": "apiserver-x5pq", "labels": {"apiserver.kubernetes.io/identity": "kube-apiserver"}},
+            "spec": {"holderIdentity": format!("apiserver-x5pq_{UUID}"), "leaseDurationSeconds": 3600, "renewTime": renewed}
+        }),
+    )
+    .await;
+    let _: Lease = create(
+        &admin,
+        "storage",
+        json!({
+            "metadata": {"name": "beat"},
+            "spec": {"holderIdentity": "beat", "leaseDurationSeconds": 10, "acquireTime": renewed, "renewTime": renewed}
+        }),
+    )
+    .await;
+
+    let mut settings = Settings::with_defaults(DEFAULT_GRACE);
+    settings.discover = true;
+    let exporter = Exporter::start(&settings, admin.clone(), std::future::pending())
+        .await
+        .expect("exporter starts");
+    let http = common::http();
+    let discovered = [
+        ("component", "ebs-csi-aws-com"),
+        ("namespace", "storage"),
+        ("discovered", "true"),
+    ];
+    let scrape = common::until(&http, exporter.addr, "the election discovered", |s| {
+        s.value("kubevirt_leader_present", &discovered) == Some(1.0)
+            && s.value("kubevirt_leader_pods_ready", &discovered) == Some(2.0)
+            && s.value("kubevirt_leader_holder_ready", &discovered) == Some(1.0)
+    })
+    .await;
+    for heartbeat in ["node-0", "node-49", "apiserver-x5pq", "beat"] {
+        assert!(
+            !scrape.0.contains(&format!("component=\"{heartbeat}\"")),
+            "{heartbeat} became a component:\n{}",
+            scrape.0
+        );
+    }
+    // The configured components are still there, not discovered.
+    assert!(
+        scrape.0.contains("component=\"virt-operator\""),
+        "{}",
+        scrape.0
+    );
+
+    // The Lease goes: so does the component.
+    drop(elector);
+    Api::<Lease>::namespaced(admin.clone(), "storage")
+        .delete("ebs-csi-aws-com", &Default::default())
+        .await
+        .expect("delete the Lease");
+    common::until(&http, exporter.addr, "the component gone", |s| {
+        !s.0.contains("component=\"ebs-csi-aws-com\"")
+    })
+    .await;
 }

@@ -5,3 +5,4 @@
 pub mod holders;
 pub mod leases;
 pub mod resolve;
+pub mod task;
