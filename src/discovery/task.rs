@@ -55,24 +55,27 @@ pub fn spawn(
     let span = info_span!("discovery");
     tokio::spawn(
         async move {
-            let apis: Vec<Api<Lease>> = if namespaces.is_empty() {
-                vec![Api::all(client.clone())]
+            let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+                vec![None]
             } else {
-                namespaces
-                    .iter()
-                    .map(|ns| Api::namespaced(client.clone(), ns))
-                    .collect()
+                namespaces.into_iter().map(Some).collect()
             };
-            let events = stream::select_all(
-                apis.into_iter()
-                    .map(|api| watcher(api, watch_config()).default_backoff().boxed()),
-            );
+            let events = stream::select_all(scopes.into_iter().map(|scope| {
+                let api: Api<Lease> = match &scope {
+                    Some(ns) => Api::namespaced(client.clone(), ns),
+                    None => Api::all(client.clone()),
+                };
+                watcher(api, watch_config())
+                    .default_backoff()
+                    .map(move |event| (scope.clone(), event))
+                    .boxed()
+            }));
             let mut discovery = Discovery {
                 client,
                 targets,
                 launcher,
                 found: BTreeMap::new(),
-                listing: None,
+                listing: BTreeMap::new(),
             };
             discovery.run(events).await;
         }
@@ -85,25 +88,31 @@ struct Discovery {
     targets: Arc<Targets>,
     launcher: Launcher,
     found: BTreeMap<Key, Entry>,
-    /// The Leases a list in progress has shown so far.
-    listing: Option<BTreeSet<Key>>,
+    /// Per scope (a namespace, or `None` for all), the Leases its list in progress has
+    /// shown so far.
+    listing: BTreeMap<Option<String>, BTreeSet<Key>>,
 }
 
+/// A watch event of the Leases of one scope.
+type ScopedEvent = (
+    Option<String>,
+    Result<watcher::Event<Lease>, watcher::Error>,
+);
+
 impl Discovery {
-    async fn run(
-        &mut self,
-        mut events: impl stream::Stream<Item = Result<watcher::Event<Lease>, watcher::Error>> + Unpin,
-    ) {
-        while let Some(event) = events.next().await {
+    async fn run(&mut self, mut events: impl stream::Stream<Item = ScopedEvent> + Unpin) {
+        while let Some((scope, event)) = events.next().await {
             match event {
-                Ok(watcher::Event::Init) => self.listing = Some(BTreeSet::new()),
+                Ok(watcher::Event::Init) => {
+                    self.listing.insert(scope, BTreeSet::new());
+                }
                 Ok(watcher::Event::InitApply(lease)) => {
-                    if let Some(seen) = &mut self.listing {
+                    if let Some(seen) = self.listing.get_mut(&scope) {
                         seen.insert(key(&lease));
                     }
                     self.seen(&lease).await;
                 }
-                Ok(watcher::Event::InitDone) => self.listed(),
+                Ok(watcher::Event::InitDone) => self.listed(&scope),
                 Ok(watcher::Event::Apply(lease)) => self.seen(&lease).await,
                 Ok(watcher::Event::Delete(lease)) => self.gone(&key(&lease)),
                 Err(error) => warn!(
@@ -114,17 +123,15 @@ impl Discovery {
         }
     }
 
-    /// A list completed: what it did not show is gone. With several namespaces each list
-    /// shows one namespace, so only that namespace's Leases can go.
-    fn listed(&mut self) {
-        let Some(seen) = self.listing.take() else {
+    /// A list of `scope` completed: what it did not show of that scope is gone.
+    fn listed(&mut self, scope: &Option<String>) {
+        let Some(seen) = self.listing.remove(scope) else {
             return;
         };
-        let namespaces: BTreeSet<&String> = seen.iter().map(|(ns, _)| ns).collect();
         let gone: Vec<Key> = self
             .found
             .keys()
-            .filter(|k| !seen.contains(*k) && (namespaces.is_empty() || namespaces.contains(&k.0)))
+            .filter(|k| scope.as_ref().is_none_or(|ns| *ns == k.0) && !seen.contains(*k))
             .cloned()
             .collect();
         for key in gone {
