@@ -72,6 +72,35 @@ fn pod(name: &str, labels: &Value, kind: &str, owner: (&str, &str), extra: Value
     pod
 }
 
+/// The Deployment `csi-provisioner` in `storage` and the ReplicaSet its controller would
+/// make (this API server runs none): its pods' labels and the ReplicaSet.
+async fn csi_provisioner(admin: &Client) -> (Value, ReplicaSet) {
+    let labels = json!({"app": "csi-provisioner"});
+    let selector = json!({"matchLabels": labels});
+    let deployment: Deployment = create(
+        admin,
+        "storage",
+        json!({
+            "metadata": {"name": "csi-provisioner"},
+            "spec": {"selector": selector, "template": template(&labels)}
+        }),
+    )
+    .await;
+    let replica_set: ReplicaSet = create(
+        admin,
+        "storage",
+        json!({
+            "metadata": {"name": "csi-provisioner-6d8f9c7b5", "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "Deployment", "name": "csi-provisioner",
+                "uid": uid(&deployment), "controller": true
+            }]},
+            "spec": {"selector": selector, "template": template(&labels)}
+        }),
+    )
+    .await;
+    (labels, replica_set)
+}
+
 fn uid<K: kube::Resource>(object: &K) -> String {
     object.meta().uid.clone().expect("uid")
 }
@@ -99,29 +128,7 @@ async fn every_shape_of_holder_finds_its_workload() {
     }
 
     // A Deployment's pod, through its ReplicaSet; a controller-runtime identity.
-    let labels = json!({"app": "csi-provisioner"});
-    let selector = json!({"matchLabels": labels});
-    let deployment: Deployment = create(
-        &admin,
-        "storage",
-        json!({
-            "metadata": {"name": "csi-provisioner"},
-            "spec": {"selector": selector, "template": template(&labels)}
-        }),
-    )
-    .await;
-    let replica_set: ReplicaSet = create(
-        &admin,
-        "storage",
-        json!({
-            "metadata": {"name": "csi-provisioner-6d8f9c7b5", "ownerReferences": [{
-                "apiVersion": "apps/v1", "kind": "Deployment", "name": "csi-provisioner",
-                "uid": uid(&deployment), "controller": true
-            }]},
-            "spec": {"selector": selector, "template": template(&labels)}
-        }),
-    )
-    .await;
+    let (labels, replica_set) = csi_provisioner(&admin).await;
     let _: Pod = create(
         &admin,
         "storage",
@@ -312,29 +319,7 @@ async fn an_election_nobody_configured_is_found_and_judged_and_heartbeats_are_no
     plane.grant_elector_rbac(&admin, "storage").await;
 
     // A Deployment of two Ready pods, through its ReplicaSet, the first of which leads.
-    let labels = json!({"app": "csi-provisioner"});
-    let selector = json!({"matchLabels": labels});
-    let deployment: Deployment = create(
-        &admin,
-        "storage",
-        json!({
-            "metadata": {"name": "csi-provisioner"},
-            "spec": {"selector": selector, "template": template(&labels)}
-        }),
-    )
-    .await;
-    let replica_set: ReplicaSet = create(
-        &admin,
-        "storage",
-        json!({
-            "metadata": {"name": "csi-provisioner-6d8f9c7b5", "ownerReferences": [{
-                "apiVersion": "apps/v1", "kind": "Deployment", "name": "csi-provisioner",
-                "uid": uid(&deployment), "controller": true
-            }]},
-            "spec": {"selector": selector, "template": template(&labels)}
-        }),
-    )
-    .await;
+    let (labels, replica_set) = csi_provisioner(&admin).await;
     let pods = [
         "csi-provisioner-6d8f9c7b5-x2x4q",
         "csi-provisioner-6d8f9c7b5-k7m9p",

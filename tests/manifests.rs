@@ -308,6 +308,15 @@ fn exporter_account(docs: &[Value]) -> (String, String) {
     )
 }
 
+/// A binding's subjects, as (kind, name, namespace).
+fn subjects_of(subjects: Option<&Vec<Subject>>) -> Vec<(String, String, Option<String>)> {
+    subjects
+        .into_iter()
+        .flatten()
+        .map(|s| (s.kind.clone(), s.name.clone(), s.namespace.clone()))
+        .collect()
+}
+
 fn names_account(subjects: Option<&Vec<Subject>>, (ns, name): &(String, String)) -> bool {
     subjects.into_iter().flatten().any(|s| {
         s.kind == "ServiceAccount" && s.name == *name && s.namespace.as_deref() == Some(ns)
@@ -551,12 +560,7 @@ fn every_install_lets_its_prometheus_read_the_protected_paths() {
             })
             .collect();
         assert_eq!(bindings.len(), 1, "{dir}");
-        let subjects: Vec<(String, String, Option<String>)> = bindings[0]
-            .subjects
-            .iter()
-            .flatten()
-            .map(|s| (s.kind.clone(), s.name.clone(), s.namespace.clone()))
-            .collect();
+        let subjects = subjects_of(bindings[0].subjects.as_ref());
         assert_eq!(
             subjects,
             [(
@@ -573,12 +577,7 @@ fn every_install_lets_its_prometheus_read_the_protected_paths() {
         );
         // The same Prometheus may discover it.
         let discovery: RoleBinding = named(&docs, "RoleBinding", DISCOVERY);
-        let discovers: Vec<(String, String, Option<String>)> = discovery
-            .subjects
-            .iter()
-            .flatten()
-            .map(|s| (s.kind.clone(), s.name.clone(), s.namespace.clone()))
-            .collect();
+        let discovers = subjects_of(discovery.subjects.as_ref());
         assert_eq!(discovers, subjects, "{dir}");
     }
 }
@@ -848,12 +847,7 @@ fn every_install_tells_the_exporter_its_pod_and_lets_it_publish_there_only() {
             ),
             ("Role", SERVING_CERT)
         );
-        let subjects: Vec<(String, String, Option<String>)> = binding
-            .subjects
-            .iter()
-            .flatten()
-            .map(|s| (s.kind.clone(), s.name.clone(), s.namespace.clone()))
-            .collect();
+        let subjects = subjects_of(binding.subjects.as_ref());
         assert_eq!(
             subjects,
             [("ServiceAccount".to_owned(), account, Some(exporter_ns))],
