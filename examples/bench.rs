@@ -16,6 +16,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/discovery.rs"]
+mod discovery;
 #[path = "../tests/envtest/mod.rs"]
 mod envtest;
 #[path = "support/mod.rs"]
@@ -273,6 +275,11 @@ async fn run() -> anyhow::Result<()> {
         let assets = assets.context("the flood is measured on a real kube-apiserver")?;
         return connections_only(&binary, Path::new(&assets)).await;
     }
+    // `BENCH_ONLY=discovery` measures what --discover costs, with 1,000 nodes.
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "discovery") {
+        let assets = assets.context("discovery is measured on a real kube-apiserver")?;
+        return discovery_only(&binary, Path::new(&assets)).await;
+    }
     against_the_simulated_api_server(&binary).await?;
     match assets {
         Some(assets) => against_a_real_api_server(&binary, Path::new(&assets)).await,
@@ -290,6 +297,118 @@ async fn presets_only(binary: &Path, assets: &Path) -> anyhow::Result<()> {
     let cluster = Cluster { client: admin };
     let kubeconfig = plane.kubeconfig_file(EXPORTER_TOKEN);
     stack_cost(binary, &plane, &cluster, &kubeconfig).await
+}
+
+/// What --discover costs against the default install's exporter, in a cluster of
+/// [`discovery::NODES`] node Leases and [`discovery::ELECTIONS`] leader elections; then how
+/// soon an election that starts while it runs has its first series.
+async fn discovery_only(binary: &Path, assets: &Path) -> anyhow::Result<()> {
+    use discovery::{ELECTIONS, NODES};
+    let plane = ControlPlane::start(assets).await;
+    let admin = plane.client(ADMIN_TOKEN).await;
+    plane.grant_exporter_rbac(&admin).await;
+    plane
+        .grant_exporter_cluster_role(&admin, "deploy/discover-leaders/clusterrole.yaml")
+        .await;
+    let kubeconfig = plane.kubeconfig_file(EXPORTER_TOKEN);
+    eprintln!("{NODES} node Leases, {ELECTIONS} elections...");
+    discovery::populate(&admin).await?;
+    for i in 0..ELECTIONS {
+        discovery::start_election(&admin, i).await?;
+    }
+    let _renewing = discovery::renew_all(&admin, ELECTIONS);
+    println!();
+    println!(
+        "Discovery against a real kube-apiserver: {NODES} node Leases renewed every 10 s, \
+         {ELECTIONS} leader Leases renewed every 2 s (a Deployment of two Ready pods each); \
+         release binary, --auth=none"
+    );
+    println!();
+    println!(
+        "| exporter | watches opened | events/s reaching it | API requests in {} s idle | RSS {} s after start | heap | series |",
+        IDLE.as_secs(),
+        SETTLE.as_secs()
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut costs = Vec::new();
+    for (name, args) in [("default", &[][..]), ("`--discover`", &["--discover"][..])] {
+        let cost = exporter_cost(binary, &plane, &kubeconfig, args).await?;
+        println!(
+            "| {name} | {} | {:.1} | {} | {} | {:.0} KiB | {} |",
+            cost.watches,
+            cost.events_per_second,
+            cost.idle_requests,
+            mib(cost.rss),
+            cost.heap_bytes / 1024.0,
+            cost.series
+        );
+        costs.push(cost);
+    }
+    let per = |f: fn(&Cost) -> f64| (f(&costs[1]) - f(&costs[0])) / ELECTIONS as f64;
+    println!(
+        "| per discovered component | {:.0} | | | {:.1} KiB | {:.1} KiB | |",
+        per(|c| c.watches as f64),
+        per(|c| c.rss as f64),
+        per(|c| c.heap_bytes) / 1024.0
+    );
+    first_series(binary, &kubeconfig, &admin).await
+}
+
+/// Elections started while a discovering exporter runs: the time from creating each Lease
+/// to its first series.
+async fn first_series(
+    binary: &Path,
+    kubeconfig: &Path,
+    admin: &kube::Client,
+) -> anyhow::Result<()> {
+    const NEW: usize = 10;
+    let started = Instant::now();
+    let exporter =
+        ExporterProcess::spawn(binary, kubeconfig, &["--discover", "--max-discovered=200"]);
+    let http = reqwest::Client::new();
+    let metrics = format!("http://{}/metrics", exporter.addr);
+    let all = |body: &str| {
+        body.lines()
+            .filter(|l| {
+                l.starts_with("kubevirt_leader_present{") && l.contains("discovered=\"true\"")
+            })
+            .count()
+    };
+    wait_for(&http, &metrics, |body| all(body) >= discovery::ELECTIONS).await?;
+    let to_all = started.elapsed();
+    let mut took = Vec::new();
+    for i in discovery::ELECTIONS..discovery::ELECTIONS + NEW {
+        let (ns, name) = discovery::election(i);
+        let want = [
+            format!("component=\"{name}\""),
+            format!("namespace=\"{ns}\""),
+            "discovered=\"true\"".to_owned(),
+        ];
+        discovery::start_election(admin, i).await?;
+        let lease_at = Instant::now();
+        wait_for(&http, &metrics, |body| {
+            body.lines().any(|l| {
+                l.starts_with("kubevirt_leader_present{")
+                    && l.ends_with(" 1")
+                    && want.iter().all(|w| l.contains(w.as_str()))
+            })
+        })
+        .await?;
+        took.push(lease_at.elapsed());
+    }
+    took.sort();
+    println!();
+    println!(
+        "| start to all {} elections judged | {:.2} s |",
+        discovery::ELECTIONS,
+        to_all.as_secs_f64()
+    );
+    println!(
+        "| new Lease to its first series ({NEW} elections started while running) | median {:.0} ms, max {:.0} ms |",
+        percentile(&took, 0.5).as_secs_f64() * 1000.0,
+        took.last().copied().unwrap_or_default().as_secs_f64() * 1000.0
+    );
+    Ok(())
 }
 
 /// The secured exporter's scrape throughput against the TLS floor, then its resident memory
@@ -731,6 +850,21 @@ struct Cost {
     rss: u64,
     metrics_bytes: usize,
     series: usize,
+    /// Objects its watches delivered per second, over the idle window.
+    events_per_second: f64,
+    /// Its live heap at the end of the idle window.
+    heap_bytes: f64,
+}
+
+/// The objects the exporter's watches have delivered, all resources together.
+fn watch_events(body: &str) -> f64 {
+    ["pods", "leases"]
+        .iter()
+        .filter_map(|r| {
+            let series = format!("{PREFIX}_exporter_watch_events_total{{resource=\"{r}\"}}");
+            value(body, &series)
+        })
+        .sum()
 }
 
 /// Starts the exporter with `args`, and measures it as [`stack_cost`] says.
@@ -747,36 +881,58 @@ async fn exporter_cost(
             .filter(|e| {
                 e["user"]["username"] == EXPORTER_USER
                     && e["verb"] == verb
-                    && e["stage"]
-                        == if verb == "watch" {
-                            "ResponseStarted"
-                        } else {
-                            "ResponseComplete"
-                        }
+                    && e["stage"] == "ResponseComplete"
             })
             .count()
     };
     let requests = || by_exporter("list") + by_exporter("get");
-    let watches_before = by_exporter("watch");
+    // The audit log records a watch only when it ends: the API server's own gauge of open
+    // watches counts them (the benchmark itself opens none).
+    let admin = plane.client(ADMIN_TOKEN).await;
+    let watches_before = open_watches(&admin).await?;
     let exporter = ExporterProcess::spawn(binary, kubeconfig, args);
     let http = reqwest::Client::new();
     let metrics = format!("http://{}/metrics", exporter.addr);
     wait_for(&http, &format!("http://{}/readyz", exporter.addr), |_| true).await?;
     tokio::time::sleep(SETTLE).await;
     let rss = support::rss_kib(exporter.process.0.id())?;
-    let watches = by_exporter("watch") - watches_before;
+    let watches = open_watches(&admin).await?.saturating_sub(watches_before);
     let idle_from = requests();
+    let (_, before) = get(&http, &metrics).await?;
     tokio::time::sleep(IDLE).await;
     let idle_requests = requests() - idle_from;
     let (_, body) = get(&http, &metrics).await?;
     let series = body.lines().filter(|l| !l.starts_with('#')).count();
+    let events = watch_events(&body) - watch_events(&before);
+    let heap_bytes = value(&body, &format!("{PREFIX}_exporter_heap_bytes")).unwrap_or(f64::NAN);
     Ok(Cost {
         watches,
         idle_requests,
         rss,
         metrics_bytes: body.len(),
         series,
+        events_per_second: events / IDLE.as_secs_f64(),
+        heap_bytes,
     })
+}
+
+/// The watches of pods and Leases open on the API server, by its gauge of long-running
+/// requests (`apiserver_longrunning_gauge` up to 1.22, `apiserver_longrunning_requests`
+/// since). A watch of one Lease by name counts there as verb GET, so every verb counts: only
+/// watches are long-running requests on these resources.
+async fn open_watches(admin: &kube::Client) -> anyhow::Result<usize> {
+    let request = ::http::Request::get("/metrics").body(Vec::new())?;
+    let text = admin.request_text(request).await?;
+    let open: f64 = text
+        .lines()
+        .filter(|l| {
+            (l.starts_with("apiserver_longrunning_gauge{")
+                || l.starts_with("apiserver_longrunning_requests{"))
+                && (l.contains("resource=\"pods\"") || l.contains("resource=\"leases\""))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    Ok(open as usize)
 }
 
 /// What the exporter with `--auth=kubernetes` measured.

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::discovery::holders::without_identity_suffix;
+
 /// What the exporter keeps of a pod: enough to count it, judge its readiness and tell whether
 /// it holds a lease.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,9 +35,11 @@ impl PodInfo {
     /// kube-scheduler and kube-controller-manager hold `<node hostname>_<uuid>`, matched
     /// against the node's name without regard to case, as hostnames compare. A hostname
     /// that differs from the node's name (an FQDN against a short name) matches no pod.
+    /// cert-manager's controller appends `-external-cert-manager-controller` to its pod's.
     pub fn is_named_by(&self, holder: &str) -> bool {
         let host = holder.split_once('_').map_or(holder, |(host, _)| host);
-        (!self.name.is_empty() && host == self.name)
+        let named = |name: &str| host == name || without_identity_suffix(host) == name;
+        (!self.name.is_empty() && named(&self.name))
             || self
                 .host_node
                 .as_deref()
@@ -416,6 +420,10 @@ mod tests {
         assert!(!p.is_named_by("my-controller-7d9f0"));
         assert!(!p.is_named_by("my-controller-7d9f-x"));
         assert!(!p.is_named_by(""));
+        assert!(p.is_named_by("my-controller-7d9f-external-cert-manager-controller"));
+        assert!(!p.is_named_by("my-controller-7d9f-other-controller"));
+        let literal = pod("x-external-cert-manager-controller", true);
+        assert!(literal.is_named_by("x-external-cert-manager-controller"));
         let t0 = Instant::now();
         let pods = vec![pod("my-controller-7d9", false), p];
         let v = judge(

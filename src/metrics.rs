@@ -54,6 +54,7 @@ struct Rendered {
 pub struct Metrics {
     registry: Registry,
     watch_errors: IntCounterVec,
+    watch_events: IntCounterVec,
     http_requests: IntCounterVec,
     auth_reviews: IntCounterVec,
     targets: Arc<Targets>,
@@ -71,8 +72,17 @@ impl Metrics {
             ),
             &["resource"],
         )?;
+        let watch_events = IntCounterVec::new(
+            Opts::new(
+                format!("{PREFIX}_exporter_watch_events_total"),
+                "Objects the API server sent on the exporter's watches (and the lists that start \
+                 them), by resource: what watching costs.",
+            ),
+            &["resource"],
+        )?;
         for watched in Watched::ALL {
             watch_errors.with_label_values(&[watched.as_str()]);
+            watch_events.with_label_values(&[watched.as_str()]);
         }
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -101,6 +111,7 @@ impl Metrics {
             &["kind", "result"],
         )?;
         registry.register(Box::new(watch_errors.clone()))?;
+        registry.register(Box::new(watch_events.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(auth_reviews.clone()))?;
         registry.register(Box::new(build_info))?;
@@ -110,6 +121,7 @@ impl Metrics {
         Ok(Self {
             registry,
             watch_errors,
+            watch_events,
             http_requests,
             auth_reviews,
             targets,
@@ -133,6 +145,20 @@ impl Metrics {
         self.watch_errors
             .with_label_values(&[watched.as_str()])
             .inc();
+    }
+
+    /// Counts `event` of a watch of `watched` when it carries an object: the start and
+    /// end of a list carry none.
+    pub fn watch_event<K>(&self, watched: Watched, event: &kube::runtime::watcher::Event<K>) {
+        use kube::runtime::watcher::Event;
+        if matches!(
+            event,
+            Event::Apply(_) | Event::InitApply(_) | Event::Delete(_)
+        ) {
+            self.watch_events
+                .with_label_values(&[watched.as_str()])
+                .inc();
+        }
     }
 
     /// The text exposition of every metric, rendered again when a target has changed or

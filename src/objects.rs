@@ -23,7 +23,7 @@ pub enum Change<K, V> {
 }
 
 /// Reduces a watch event, so that full objects are never stored.
-pub fn reduce<O, K, V>(event: Event<O>, key: fn(&O) -> K, keep: fn(&O) -> V) -> Change<K, V> {
+pub fn reduce<O, K, V>(event: Event<O>, key: impl Fn(&O) -> K, keep: fn(&O) -> V) -> Change<K, V> {
     match event {
         Event::Init => Change::ListStarted,
         Event::InitApply(o) => Change::Listed(key(&o), keep(&o)),

@@ -117,6 +117,12 @@ fn blind_component(page: &mut String, component: &ComponentStatus) {
 /// Where a discovered component's pods come from; nothing for a configured one.
 fn origin(component: &ComponentStatus) -> String {
     match (&component.workload, component.discovered) {
+        (Some(w), _) if w.namespace != component.scope => format!(
+            "<p class=\"origin\">discovered: {} {} in namespace {}</p>",
+            escape(&w.kind),
+            escape(&w.name),
+            escape(&w.namespace)
+        ),
         (Some(w), _) => format!(
             "<p class=\"origin\">discovered: {} {}</p>",
             escape(&w.kind),

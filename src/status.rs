@@ -55,6 +55,9 @@ pub struct WorkloadView {
     /// Deployment, StatefulSet, DaemonSet, or "static pods".
     pub kind: String,
     pub name: String,
+    /// Where its pods run: the Lease's namespace but for a Lease kept apart from its
+    /// workload, as cert-manager keeps its in kube-system.
+    pub namespace: String,
 }
 
 impl ComponentStatus {
@@ -210,6 +213,10 @@ fn component(target: &TargetStatus, clock: &Clock, grace: Duration) -> Component
         } => Some(WorkloadView {
             kind: workload.kind.clone(),
             name: workload.name.clone(),
+            namespace: workload
+                .namespace
+                .clone()
+                .unwrap_or_else(|| snapshot.scope.clone()),
         }),
         _ => None,
     };
@@ -349,6 +356,7 @@ pub(crate) mod tests {
         let db = Workload {
             kind: "StatefulSet".into(),
             name: "db".into(),
+            namespace: None,
         };
         let found = [
             Component::discovered(
@@ -404,7 +412,7 @@ pub(crate) mod tests {
         assert_eq!(db["discovered"], true);
         assert_eq!(
             db["workload"],
-            serde_json::json!({"kind": "StatefulSet", "name": "db"})
+            serde_json::json!({"kind": "StatefulSet", "name": "db", "namespace": "data"})
         );
         assert_eq!(
             (&db["scope"], &db["pod_selector"]),

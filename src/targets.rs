@@ -741,6 +741,7 @@ mod tests {
         let workload = crate::components::Workload {
             kind: "Deployment".into(),
             name: workload.into(),
+            namespace: None,
         };
         Component::discovered(lease, Some((workload, selector)))
     }

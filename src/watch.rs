@@ -168,6 +168,11 @@ impl Launcher {
         }
     }
 
+    /// The metrics the watches it starts update.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Adds a target for `component`, found from its Lease in `namespace` (see
     /// [`Targets::discover`]), and starts its watches.
     pub fn discover(
@@ -237,6 +242,8 @@ trait Feed: Send + Sync + 'static {
         + 'static;
     const WATCHED: Watched;
 
+    /// Where to watch, asked again at each start of the watch; `None`: every namespace.
+    fn namespace(&self) -> Option<String>;
     fn config(&self) -> watcher::Config;
     fn apply(&self, event: Event<Self::Object>);
     /// The watch failed at `now`.
@@ -277,29 +284,35 @@ fn spawn_feed<F: Feed>(
     target: &Target,
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
-    let api: Api<F::Object> = match &target.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     let span = info_span!(
         "watch",
         component = target.component().name.as_str(),
         scope = target.scope(),
         resource = F::WATCHED.as_str()
     );
-    tokio::spawn(run(feed, api, metrics).instrument(span))
+    tokio::spawn(run(feed, client.clone(), metrics).instrument(span))
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Runs a feed's watch for ever. After every error the watcher starts over from a fresh
 /// list: only a completed list tells the exporter that what it holds matches the server
 /// again, which is what `watch_healthy` and the per-component series stand on.
-async fn run<F: Feed>(feed: F, api: Api<F::Object>, metrics: Arc<Metrics>) {
+async fn run<F: Feed>(feed: F, client: Client, metrics: Arc<Metrics>) {
     let mut retry = Retry {
         backoff: retry_backoff(),
         failing: None,
     };
     loop {
-        if let Restart::AfterError(error) = watch_once(&feed, &api, &mut retry, &metrics).await {
+        if let Restart::AfterError(error) = watch_once(&feed, &client, &mut retry, &metrics).await {
             retry.failed(error);
             tokio::time::sleep(retry.backoff.next().unwrap_or(RETRY_MAX)).await;
         }
@@ -337,11 +350,12 @@ impl Retry {
 
 async fn watch_once<F: Feed>(
     feed: &F,
-    api: &Api<F::Object>,
+    client: &Client,
     retry: &mut Retry,
     metrics: &Metrics,
 ) -> Restart {
-    // Before the selection is read, so that a change in between is not missed.
+    // Before the selection and the namespace are read, so that a change in between is not
+    // missed.
     let reselect = feed.reselect();
     tokio::pin!(reselect);
     if feed.idle() {
@@ -351,12 +365,14 @@ async fn watch_once<F: Feed>(
         reselect.await;
         return Restart::Now;
     }
-    let mut stream = watcher::watcher(api.clone(), feed.config()).boxed();
+    let api = api(client, feed.namespace().as_deref());
+    let mut stream = watcher::watcher(api, feed.config()).boxed();
     loop {
         let wake = sleep_until(feed.wake_at(Instant::now()));
         tokio::select! {
             item = stream.next() => match item {
                 Some(Ok(event)) => {
+                    metrics.watch_event(F::WATCHED, &event);
                     let listed = matches!(event, Event::InitDone);
                     feed.apply(event);
                     if listed {
@@ -429,10 +445,7 @@ impl PodFeed {
     /// Lists the pods from the API server's cache (cheap, and as fresh as what any watch
     /// gets); `Some(agrees)` when the watch is healthy and there is something to compare.
     async fn check(&self) -> kube::Result<Option<bool>> {
-        let api: Api<PodView> = match &self.target.namespace {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        };
+        let api: Api<PodView> = api(&self.client, self.namespace().as_deref());
         let params = kube::api::ListParams::default()
             .labels(&self.target.component().label_selector())
             .limit(POD_CHECK_LIMIT)
@@ -442,15 +455,33 @@ impl PodFeed {
         let listed = list
             .items
             .iter()
-            .map(|p| (pod_name(p), pod_info(p)))
+            .map(|p| (self.key(p), pod_info(p)))
             .collect();
         Ok(self.target.pods_agree(&listed, complete))
+    }
+
+    /// A pod as the target keeps it: under the target's namespace, which is the Lease's,
+    /// also for a discovered component whose pods run elsewhere.
+    fn key(&self, pod: &PodView) -> PodName {
+        let mut name = pod_name(pod);
+        if let Some(ns) = &self.target.namespace {
+            name.namespace.clone_from(ns);
+        }
+        name
     }
 }
 
 impl Feed for PodFeed {
     type Object = PodView;
     const WATCHED: Watched = Watched::Pods;
+
+    fn namespace(&self) -> Option<String> {
+        let component = self.target.component();
+        component
+            .pods_elsewhere()
+            .map(str::to_owned)
+            .or_else(|| self.target.namespace.clone())
+    }
 
     fn config(&self) -> watcher::Config {
         // Small pages keep the transient memory of a re-list of many pods small.
@@ -463,10 +494,11 @@ impl Feed for PodFeed {
     /// watched.
     fn reselect(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut changes = self.target.component_changes();
-        let selected = changes.borrow_and_update().label_selector();
+        let selection = |c: &Component| (c.label_selector(), c.pods_elsewhere().map(str::to_owned));
+        let selected = selection(&changes.borrow_and_update());
         async move {
             while changes.changed().await.is_ok() {
-                if changes.borrow_and_update().label_selector() != selected {
+                if selection(&changes.borrow_and_update()) != selected {
                     return;
                 }
             }
@@ -485,7 +517,8 @@ impl Feed for PodFeed {
             quiet.last_event = Instant::now();
             quiet.suspect = false;
         }
-        self.target.apply_pods(reduce(event, pod_name, pod_info));
+        self.target
+            .apply_pods(reduce(event, |p| self.key(p), pod_info));
     }
 
     fn failed(&self, now: Instant) {
@@ -557,6 +590,10 @@ struct LeaseFeed {
 impl Feed for LeaseFeed {
     type Object = Lease;
     const WATCHED: Watched = Watched::Leases;
+
+    fn namespace(&self) -> Option<String> {
+        self.target.namespace.clone()
+    }
 
     fn config(&self) -> watcher::Config {
         watcher::Config::default()

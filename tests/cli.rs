@@ -334,7 +334,7 @@ fn the_test_script_names_what_is_missing_or_runs_cargo_test() {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).expect("temp dir");
     // A PATH with a shell and the few commands the script uses, and no apt-get.
-    for tool in ["bash", "dirname", "id", "sort"] {
+    for tool in ["bash", "dirname", "id", "sort", "uname", "tr", "grep"] {
         let real = Command::new("bash")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -366,8 +366,8 @@ fn the_test_script_names_what_is_missing_or_runs_cargo_test() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(
-            "sudo apt-get install -y --no-install-recommends chromium kubernetes-client \
-             musl-tools prometheus prometheus-alertmanager"
+            "sudo apt-get install -y --no-install-recommends chromium gcc-aarch64-linux-gnu \
+             kubernetes-client musl-tools prometheus prometheus-alertmanager qemu-user-static"
         ),
         "{stderr}"
     );
@@ -381,9 +381,16 @@ fn the_test_script_names_what_is_missing_or_runs_cargo_test() {
         "kubectl",
         "chromium",
         "musl-gcc",
+        "aarch64-linux-gnu-gcc",
+        "qemu-aarch64-static",
     ] {
         fake(tool, "exit 0");
     }
+    // Both static targets installed already.
+    fake(
+        "rustup",
+        "echo x86_64-unknown-linux-musl; echo aarch64-unknown-linux-musl",
+    );
     // What cargo was asked to do, the script having succeeded.
     let cargo_ran = |args: &[&str]| {
         let _ = std::fs::remove_file(&ran);
@@ -396,11 +403,13 @@ fn the_test_script_names_what_is_missing_or_runs_cargo_test() {
         std::fs::read_to_string(&ran).expect("cargo ran")
     };
     assert_eq!(cargo_ran(&["--test", "cli"]), "test --locked --test cli\n");
-    // The whole suite first builds the image's static binary for the node tests and runs
-    // the fuzz targets' seeds, a workspace of their own.
+    // The whole suite first builds the image's static binaries for the node and arch tests
+    // and runs the fuzz targets' seeds, a workspace of their own.
     assert_eq!(
         cargo_ran(&[]),
         "build --release --locked --target x86_64-unknown-linux-musl --no-default-features \
+         --bin kubevirt-leader-exporter\n\
+         build --release --locked --target aarch64-unknown-linux-musl --no-default-features \
          --bin kubevirt-leader-exporter\ntest --locked --manifest-path fuzz/Cargo.toml\n\
          test --locked\n"
     );

@@ -35,6 +35,7 @@ fn held_by(name: &str) -> Component {
     let workload = Workload {
         kind: "StatefulSet".into(),
         name: name.into(),
+        namespace: None,
     };
     let selector = Selector::from_iter([("app".to_owned(), name.to_owned())]);
     Component::discovered(LOCK, Some((workload, selector)))
@@ -203,7 +204,7 @@ async fn a_discovered_component_comes_follows_its_workload_and_goes() {
     assert_eq!(db["discovered"], true);
     assert_eq!(
         db["workload"],
-        serde_json::json!({"kind": "StatefulSet", "name": "db"})
+        serde_json::json!({"kind": "StatefulSet", "name": "db", "namespace": DATA})
     );
     let operator = status_of(&bed, OPERATOR).await.expect("virt-operator");
     assert_eq!(operator["discovered"], false);

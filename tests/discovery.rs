@@ -7,18 +7,27 @@ mod envtest;
 
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
-    core::v1::{Namespace, Pod},
+    core::v1::Pod,
 };
-use kube::{Api, Client, api::PostParams};
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
 use kubevirt_leader_exporter::{
     Exporter,
     config::{DEFAULT_GRACE, Settings},
+    diagnose::{self, DiagnoseArgs, Output, verdict::Health},
     discovery::resolve::{Found, WorkloadKind, workload},
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use envtest::{ADMIN_TOKEN, Cluster, ControlPlane};
+use envtest::{Cluster, ControlPlane, EXPORTER_TOKEN};
 
 const UUID: &str = "5b4a3c1e-7f1d-4d2e-9a3b-0c1d2e3f4a5b";
 
@@ -37,12 +46,19 @@ where
         .expect("create")
 }
 
-async fn namespace(client: &Client, name: &str) {
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
+async fn create_cluster<K>(client: &Client, object: Value) -> K
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(object).expect("object");
+    Api::<K>::all(client.clone())
+        .create(&PostParams::default(), &object)
         .await
-        .expect("namespace");
+        .expect("create")
 }
 
 fn template(labels: &Value) -> Value {
@@ -101,6 +117,64 @@ async fn csi_provisioner(admin: &Client) -> (Value, ReplicaSet) {
     (labels, replica_set)
 }
 
+/// The Deployment `name` in `ns`, its ReplicaSet `<name>-<hash>` and a Ready pod of it
+/// per suffix, labelled `app=<name>`; returns the pods' names.
+async fn deployment_with_pods(
+    admin: &Client,
+    ns: &str,
+    name: &str,
+    hash: &str,
+    suffixes: &[&str],
+) -> Vec<String> {
+    let labels = json!({"app": name});
+    let selector = json!({"matchLabels": labels});
+    let deployment: Deployment = create(
+        admin,
+        ns,
+        json!({
+            "metadata": {"name": name},
+            "spec": {"selector": selector, "template": template(&labels)}
+        }),
+    )
+    .await;
+    let set = format!("{name}-{hash}");
+    let replica_set: ReplicaSet = create(
+        admin,
+        ns,
+        json!({
+            "metadata": {"name": set, "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "Deployment", "name": name,
+                "uid": uid(&deployment), "controller": true
+            }]},
+            "spec": {"selector": selector, "template": template(&labels)}
+        }),
+    )
+    .await;
+    let cluster = Cluster {
+        client: admin.clone(),
+    };
+    let mut pods = Vec::new();
+    for suffix in suffixes {
+        let pod_name = format!("{set}-{suffix}");
+        let owner = (set.as_str(), uid(&replica_set));
+        let _: Pod = create(
+            admin,
+            ns,
+            pod(
+                &pod_name,
+                &labels,
+                "ReplicaSet",
+                (owner.0, &owner.1),
+                json!({}),
+            ),
+        )
+        .await;
+        cluster.set_ready(ns, &pod_name, true).await;
+        pods.push(pod_name);
+    }
+    pods
+}
+
 fn uid<K: kube::Resource>(object: &K) -> String {
     object.meta().uid.clone().expect("uid")
 }
@@ -118,14 +192,11 @@ fn names(found: &Option<Found>) -> Option<(WorkloadKind, String, String, String)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shape_of_holder_finds_its_workload() {
-    let Some(assets) = envtest::assets() else {
+    let Some((_plane, admin, _)) =
+        envtest::api_server(&["storage", "cert-manager", "tenant"]).await
+    else {
         return;
     };
-    let plane = ControlPlane::start(&assets).await;
-    let admin = plane.client(ADMIN_TOKEN).await;
-    for ns in ["storage", "cert-manager", "tenant"] {
-        namespace(&admin, ns).await;
-    }
 
     // A Deployment's pod, through its ReplicaSet; a controller-runtime identity.
     let (labels, replica_set) = csi_provisioner(&admin).await;
@@ -304,21 +375,80 @@ fn now_micro() -> String {
         .to_string()
 }
 
+/// Scrapes until the discovered component `labels` names leads, with `ready` Ready pods
+/// and a Ready holder.
+async fn until_led(
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    what: &str,
+    labels: &[(&str, &str)],
+    ready: f64,
+) -> common::Scrape {
+    common::until(http, addr, what, |s| {
+        s.value("kubevirt_leader_present", labels) == Some(1.0)
+            && s.value("kubevirt_leader_pods_ready", labels) == Some(ready)
+            && s.value("kubevirt_leader_holder_ready", labels) == Some(1.0)
+    })
+    .await
+}
+
+/// Renews every node Lease and the API server identity Lease `apiserver-x5pq` over and
+/// over, as kubelets and kube-apiservers do; counts the rounds completed.
+fn renew_heartbeats(admin: Client, nodes: usize) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let rounds = Arc::new(AtomicU64::new(0));
+    let counted = rounds.clone();
+    let task = tokio::spawn(async move {
+        let node_leases: Api<Lease> = Api::namespaced(admin.clone(), "kube-node-lease");
+        let identities: Api<Lease> = Api::namespaced(admin, "kube-system");
+        let params = PatchParams::default();
+        // Every node once a second, not as fast as the API server allows: the other tests
+        // share these two cores.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1) / nodes as u32);
+        loop {
+            for n in 0..nodes {
+                tick.tick().await;
+                let patch = Patch::Merge(json!({"spec": {"renewTime": now_micro()}}));
+                node_leases
+                    .patch(&format!("node-{n}"), &params, &patch)
+                    .await
+                    .expect("renew a node Lease");
+            }
+            let patch = Patch::Merge(json!({"spec": {"renewTime": now_micro()}}));
+            identities
+                .patch("apiserver-x5pq", &params, &patch)
+                .await
+                .expect("renew the identity Lease");
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (rounds, task)
+}
+
+const NODES: usize = 300;
+
+/// The leases watch events the exporter counted.
+fn lease_events(scrape: &common::Scrape) -> f64 {
+    scrape
+        .value(
+            "kubevirt_leader_exporter_watch_events_total",
+            &[("resource", "leases")],
+        )
+        .expect("watch_events_total")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_election_nobody_configured_is_found_and_judged_and_heartbeats_are_not() {
     use k8s_openapi::api::coordination::v1::Lease;
-    let Some(assets) = envtest::assets() else {
+    let Some((plane, admin, cluster)) = envtest::api_server(&["storage"]).await else {
         return;
     };
-    let plane = ControlPlane::start(&assets).await;
-    let admin = plane.client(ADMIN_TOKEN).await;
-    let cluster = Cluster {
-        client: admin.clone(),
-    };
-    cluster.namespace("storage").await;
+    // The exporter runs with the cluster-wide installs' rights, no more: at first without
+    // discovery's, which come while it runs.
+    plane.grant_exporter_rbac(&admin).await;
     plane.grant_elector_rbac(&admin, "storage").await;
 
-    // A Deployment of two Ready pods, through its ReplicaSet, the first of which leads.
+    // A Deployment of two Ready pods, through its ReplicaSet, the first of which will lead.
     let (labels, replica_set) = csi_provisioner(&admin).await;
     let pods = [
         "csi-provisioner-6d8f9c7b5-x2x4q",
@@ -334,14 +464,11 @@ async fn an_election_nobody_configured_is_found_and_judged_and_heartbeats_are_no
         .await;
         cluster.set_ready("storage", name, true).await;
     }
-    let identity = format!("{}_{UUID}", pods[0]);
-    let elector = plane.elector("storage", "ebs-csi-aws-com", &identity, &[]);
-    elector.until_leading().await;
 
-    // What must never become a component: node heartbeats, an API server's identity and a
-    // Lease held under its own name.
+    // What must never become a component: node heartbeats, renewed all along, an API
+    // server's identity and a Lease held under its own name.
     let renewed = now_micro();
-    for n in 0..50 {
+    for n in 0..NODES {
         let _: Lease = create(
             &admin,
             "kube-node-lease",
@@ -367,25 +494,91 @@ async fn an_election_nobody_configured_is_found_and_judged_and_heartbeats_are_no
         }),
     )
     .await;
+    let (rounds, renewing) = renew_heartbeats(admin.clone(), NODES);
+
+    // An election whose leader wrote its Lease once and renews it no more: no event will
+    // come to ask about it again.
+    let reports = deployment_with_pods(
+        &admin,
+        "storage",
+        "reports",
+        "5f6d7c8b9",
+        &["x2x4q", "k7m9p"],
+    )
+    .await;
+    let _: Lease = create(
+        &admin,
+        "storage",
+        json!({
+            "metadata": {"name": "reports"},
+            "spec": {"holderIdentity": reports[0], "leaseDurationSeconds": 15,
+                     "acquireTime": renewed, "renewTime": renewed}
+        }),
+    )
+    .await;
 
     let mut settings = Settings::with_defaults(DEFAULT_GRACE);
     settings.discover = true;
-    let exporter = Exporter::start(&settings, admin.clone(), std::future::pending())
-        .await
-        .expect("exporter starts");
+    let exporter = Exporter::start(
+        &settings,
+        plane.client(EXPORTER_TOKEN).await,
+        std::future::pending(),
+    )
+    .await
+    .expect("exporter starts");
     let http = common::http();
+    let ready = common::until(&http, exporter.addr, "the exporter listed", |s| {
+        s.value(
+            "kubevirt_leader_exporter_watch_healthy",
+            &[("resource", "leases")],
+        ) == Some(1.0)
+    })
+    .await;
+    assert!(!ready.0.contains("ebs-csi-aws-com"), "{}", ready.0);
+
+    // Without the rights on workloads its holder cannot be followed: not judged, and asked
+    // again 30 s later, though its Lease never changes.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let unresolved = common::scrape(&http, exporter.addr).await;
+    assert!(
+        !unresolved.0.contains("component=\"reports\""),
+        "{}",
+        unresolved.0
+    );
+    plane
+        .grant_exporter_cluster_role(&admin, "deploy/discover-leaders/clusterrole.yaml")
+        .await;
+    let reports = [
+        ("component", "reports"),
+        ("namespace", "storage"),
+        ("discovered", "true"),
+    ];
+    common::until_within(
+        std::time::Duration::from_secs(60),
+        &http,
+        exporter.addr,
+        "the unchanged election asked about again",
+        |s| s.value("kubevirt_leader_pods_ready", &reports) == Some(2.0),
+    )
+    .await;
+
+    // An election that starts while the exporter runs is found.
+    let identity = format!("{}_{UUID}", pods[0]);
+    let elector = plane.elector("storage", "ebs-csi-aws-com", &identity, &[]);
     let discovered = [
         ("component", "ebs-csi-aws-com"),
         ("namespace", "storage"),
         ("discovered", "true"),
     ];
-    let scrape = common::until(&http, exporter.addr, "the election discovered", |s| {
-        s.value("kubevirt_leader_present", &discovered) == Some(1.0)
-            && s.value("kubevirt_leader_pods_ready", &discovered) == Some(2.0)
-            && s.value("kubevirt_leader_holder_ready", &discovered) == Some(1.0)
-    })
+    let scrape = until_led(
+        &http,
+        exporter.addr,
+        "the election discovered",
+        &discovered,
+        2.0,
+    )
     .await;
-    for heartbeat in ["node-0", "node-49", "apiserver-x5pq", "beat"] {
+    for heartbeat in ["node-0", "node-299", "apiserver-x5pq", "beat"] {
         assert!(
             !scrape.0.contains(&format!("component=\"{heartbeat}\"")),
             "{heartbeat} became a component:\n{}",
@@ -398,6 +591,44 @@ async fn an_election_nobody_configured_is_found_and_judged_and_heartbeats_are_no
         "{}",
         scrape.0
     );
+    // cert-manager keeps its Lease in kube-system, apart from its pods, and appends to its
+    // pod's name in its identity: judged with the Lease, from its pods where they run.
+    cluster.namespace("cert-manager").await;
+    plane.grant_elector_rbac(&admin, "kube-system").await;
+    let cert_manager = deployment_with_pods(
+        &admin,
+        "cert-manager",
+        "cert-manager",
+        "7d9f8b6c5d",
+        &["x2x4q", "k7m9p"],
+    )
+    .await;
+    let identity = format!("{}-external-cert-manager-controller", cert_manager[0]);
+    let controller = plane.elector("kube-system", "cert-manager-controller", &identity, &[]);
+    let apart = [
+        ("component", "cert-manager-controller"),
+        ("namespace", "kube-system"),
+        ("discovered", "true"),
+    ];
+    until_led(&http, exporter.addr, "cert-manager discovered", &apart, 2.0).await;
+    let status = common::status_json(&http, exporter.addr).await;
+    assert_eq!(
+        discovered_entry(&status, "cert-manager-controller")["workload"],
+        json!({"kind": "Deployment", "name": "cert-manager", "namespace": "cert-manager"})
+    );
+    drop(controller);
+    let scrape = common::scrape(&http, exporter.addr).await;
+
+    // The shipped rights were enough: no watch or read failed.
+    assert_eq!(
+        scrape.value(
+            "kubevirt_leader_exporter_watch_errors_total",
+            &[("resource", "leases")]
+        ),
+        Some(0.0),
+        "{}",
+        scrape.0
+    );
 
     // The Lease goes: so does the component.
     drop(elector);
@@ -405,8 +636,326 @@ async fn an_election_nobody_configured_is_found_and_judged_and_heartbeats_are_no
         .delete("ebs-csi-aws-com", &Default::default())
         .await
         .expect("delete the Lease");
-    common::until(&http, exporter.addr, "the component gone", |s| {
+    let before = common::until(&http, exporter.addr, "the component gone", |s| {
         !s.0.contains("component=\"ebs-csi-aws-com\"")
     })
     .await;
+
+    // Now only heartbeats change: at least two whole rounds of renewals of every one of them reach
+    // the exporter as no event at all.
+    let from = rounds.load(Ordering::SeqCst);
+    while rounds.load(Ordering::SeqCst) < from + 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let after = common::scrape(&http, exporter.addr).await;
+    renewing.abort();
+    assert_eq!(
+        lease_events(&after),
+        lease_events(&before),
+        "heartbeat renewals reached the exporter"
+    );
+}
+
+/// Scrapes every 250 ms until stopped; returns what each scrape read of `component`'s
+/// `kubevirt_leader_present` in `ns` (`None`: absent).
+fn sample_present(
+    http: reqwest::Client,
+    addr: std::net::SocketAddr,
+    labels: [(&'static str, &'static str); 3],
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<Vec<Option<f64>>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut read = Vec::new();
+        while !flag.load(Ordering::SeqCst) {
+            let scrape = common::scrape(&http, addr).await;
+            read.push(scrape.value("kubevirt_leader_present", &labels));
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        read
+    });
+    (stop, task)
+}
+
+async fn delete_pod(admin: &Client, ns: &str, name: &str) {
+    Api::<Pod>::namespaced(admin.clone(), ns)
+        .delete(name, &Default::default())
+        .await
+        .expect("delete pod");
+}
+
+/// The discovered entry of `component` in a `/status.json`.
+fn discovered_entry<'a>(status: &'a Value, component: &str) -> &'a Value {
+    status["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["component"] == component)
+        .unwrap_or_else(|| panic!("no {component}: {status:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handovers_never_read_no_leader_a_dead_one_does_and_an_abandoned_lease_stays_quiet() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use std::time::{Duration, Instant};
+    let Some((plane, admin, _)) = envtest::api_server(&["migration", "old"]).await else {
+        return;
+    };
+    plane.grant_elector_rbac(&admin, "migration").await;
+
+    // A Deployment of three Ready pods: two elect, the third serves webhooks and never does.
+    let pods = deployment_with_pods(
+        &admin,
+        "migration",
+        "forklift-controller",
+        "7c9d5b8f4",
+        &["x2x4q", "k7m9p", "q8w3z"],
+    )
+    .await;
+    let [first, second, _bystander] = [&pods[0], &pods[1], &pods[2]];
+    let leader = plane.elector("migration", "forklift-controller", first, &[]);
+    leader.until_leading().await;
+    let standby = plane.elector("migration", "forklift-controller", second, &[]);
+
+    // Left behind by an operator uninstalled long ago: no pod, no ReplicaSet, no Deployment.
+    let long_ago = "2026-01-01T00:00:00.000000Z";
+    let _: Lease = create(
+        &admin,
+        "old",
+        json!({
+            "metadata": {"name": "gone-operator-lock"},
+            "spec": {"holderIdentity": format!("gone-operator-7d9f8b6c5d-abcde_{UUID}"),
+                     "leaseDurationSeconds": 15, "acquireTime": long_ago, "renewTime": long_ago}
+        }),
+    )
+    .await;
+
+    let mut settings = Settings::with_defaults(DEFAULT_GRACE);
+    settings.discover = true;
+    let exporter = Exporter::start(&settings, admin.clone(), std::future::pending())
+        .await
+        .expect("exporter starts");
+    let http = common::http();
+    let forklift = [
+        ("component", "forklift-controller"),
+        ("namespace", "migration"),
+        ("discovered", "true"),
+    ];
+    until_led(
+        &http,
+        exporter.addr,
+        "the election discovered",
+        &forklift,
+        3.0,
+    )
+    .await;
+
+    // The leader dies with its pod, without releasing: the standby takes over, and no
+    // scrape in between reads "no leader" or nothing.
+    let (stop, sampling) = sample_present(http.clone(), exporter.addr, forklift);
+    drop(leader);
+    delete_pod(&admin, "migration", first).await;
+    let new_holder = [
+        ("component", "forklift-controller"),
+        ("holder", second.as_str()),
+    ];
+    common::until(&http, exporter.addr, "the standby leading", |s| {
+        s.value("kubevirt_leader_holder_info", &new_holder) == Some(1.0)
+            && s.value("kubevirt_leader_holder_ready", &forklift) == Some(1.0)
+    })
+    .await;
+    // Some renewals by the new leader, and their resolving, inside the sampling too.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::SeqCst);
+    let read = sampling.await.expect("sampler");
+    assert!(read.len() > 40, "only {} samples", read.len());
+    assert!(
+        read.iter().all(|p| *p == Some(1.0)),
+        "a handover read as no leader or blind: {read:?}"
+    );
+
+    // The new leader dies too, with its pod: the pod left is Ready but never elects, so
+    // there is no leader, once the lease's 15 s and the grace have run out.
+    drop(standby);
+    let died = Instant::now();
+    delete_pod(&admin, "migration", second).await;
+    let dead = common::until(&http, exporter.addr, "no leader", |s| {
+        s.value("kubevirt_leader_present", &forklift) == Some(0.0)
+    })
+    .await;
+    assert!(
+        died.elapsed() >= Duration::from_secs(20),
+        "no leader read after {:?}, before the lease and its grace ran out",
+        died.elapsed()
+    );
+    assert_eq!(
+        dead.value("kubevirt_leader_pods_ready", &forklift),
+        Some(1.0)
+    );
+    assert_eq!(
+        dead.value("kubevirt_leader_holder_ready", &forklift),
+        None,
+        "{}",
+        dead.0
+    );
+
+    // An exporter that starts only now finds the workload through the ReplicaSet the dead
+    // holder's name names, and judges it the same.
+    let later = Exporter::start(&settings, admin.clone(), std::future::pending())
+        .await
+        .expect("second exporter starts");
+    let seen = common::until(&http, later.addr, "no leader, seen afresh", |s| {
+        s.value("kubevirt_leader_present", &forklift) == Some(0.0)
+            && s.value("kubevirt_leader_pods_ready", &forklift) == Some(1.0)
+    })
+    .await;
+    assert_eq!(seen.value("kubevirt_leader_pods", &forklift), Some(1.0));
+    let status = common::status_json(&http, later.addr).await;
+    assert_eq!(
+        discovered_entry(&status, "forklift-controller")["workload"],
+        json!({"kind": "Deployment", "name": "forklift-controller", "namespace": "migration"})
+    );
+
+    // The abandoned Lease: shown, said to be abandoned, with no pods, so that
+    // NoLeadingComponent's guard (Ready pods) holds it quiet.
+    let old = [
+        ("component", "gone-operator-lock"),
+        ("namespace", "old"),
+        ("discovered", "true"),
+    ];
+    let quiet = common::until(&http, later.addr, "the abandoned lease judged", |s| {
+        s.value("kubevirt_leader_present", &old) == Some(0.0)
+    })
+    .await;
+    assert_eq!(quiet.value("kubevirt_leader_pods_ready", &old), Some(0.0));
+    let status = common::status_json(&http, later.addr).await;
+    let entry = discovered_entry(&status, "gone-operator-lock");
+    assert_eq!(entry["discovered"], true);
+    assert_eq!(entry["workload"], Value::Null);
+
+    // diagnose, for someone with the shipped diagnose role, finds both by their Lease's name.
+    let on_call = on_call(&plane, &admin).await;
+    let args = DiagnoseArgs {
+        components: ["forklift-controller", "gone-operator-lock", "no-such-lease"]
+            .map(String::from)
+            .to_vec(),
+        observe: Duration::ZERO,
+        output: Output::Json,
+        bundle: None,
+    };
+    let report = diagnose::run(&on_call, &settings, &args).await;
+    assert_eq!(report.unchecked, Vec::<String>::new());
+    assert_eq!(report.not_found, ["no-such-lease"]);
+    let found: Vec<(&str, &str, usize, Health)> = report
+        .components
+        .iter()
+        .map(|f| {
+            let facts = &f.facts;
+            (
+                facts.component.as_str(),
+                facts.namespace.as_str(),
+                facts.pods.len(),
+                f.verdict.health,
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("forklift-controller", "migration", 1, Health::NoLeader),
+            ("gone-operator-lock", "old", 0, Health::NoLeader),
+        ]
+    );
+    assert_eq!(report.exit_code(), 1);
+}
+
+/// A client of someone bound to the shipped diagnose role only.
+async fn on_call(plane: &ControlPlane, admin: &Client) -> Client {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/diagnose/clusterrole.yaml"
+    );
+    let role: ClusterRole =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read")).expect("role");
+    let _: ClusterRole = create_cluster(admin, serde_json::to_value(&role).expect("JSON")).await;
+    let _: ClusterRoleBinding = create_cluster(
+        admin,
+        json!({
+            "metadata": {"name": "on-call-diagnose"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": role.metadata.name},
+            "subjects": [{"kind": "User", "name": "on-call", "apiGroup": "rbac.authorization.k8s.io"}],
+        }),
+    )
+    .await;
+    let kubeconfig = kube::config::Kubeconfig::read_from(plane.kubeconfig_file_as("on-call"))
+        .expect("kubeconfig");
+    kubevirt_leader_exporter::client_from_kubeconfig(kubeconfig)
+        .await
+        .expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_bound_leases_wait_and_one_is_taken_for_each_that_goes() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let Some((_plane, admin, _)) = envtest::api_server(&["jobs"]).await else {
+        return;
+    };
+    // Three elections whose leaders wrote their Leases once: nothing but discovery itself
+    // asks about them again.
+    let names = ["alpha", "bravo", "charlie"];
+    let acquired = now_micro();
+    for name in names {
+        let pods = deployment_with_pods(&admin, "jobs", name, "5f6d7c8b9", &["x2x4q"]).await;
+        let _: Lease = create(
+            &admin,
+            "jobs",
+            json!({
+                "metadata": {"name": name},
+                "spec": {"holderIdentity": pods[0], "leaseDurationSeconds": 15,
+                         "acquireTime": acquired, "renewTime": acquired}
+            }),
+        )
+        .await;
+    }
+    let mut settings = Settings::with_defaults(DEFAULT_GRACE);
+    settings.discover = true;
+    settings.max_discovered = 1;
+    let exporter = Exporter::start(&settings, admin.clone(), std::future::pending())
+        .await
+        .expect("exporter starts");
+    let http = common::http();
+    let judged = |s: &common::Scrape| -> Vec<&str> {
+        names
+            .into_iter()
+            .filter(|n| {
+                let labels = [("component", *n), ("discovered", "true")];
+                s.value("kubevirt_leader_pods_ready", &labels).is_some()
+            })
+            .collect()
+    };
+    let refused =
+        |s: &common::Scrape| s.value("kubevirt_leader_exporter_discovery_refused_total", &[]);
+    let first = common::until(&http, exporter.addr, "one judged, two refused", |s| {
+        judged(s).len() == 1 && refused(s) == Some(2.0)
+    })
+    .await;
+    let taken = judged(&first)[0];
+
+    // Its Lease goes: one of the two left out takes its place, and only one is asked.
+    Api::<Lease>::namespaced(admin.clone(), "jobs")
+        .delete(taken, &Default::default())
+        .await
+        .expect("delete the Lease");
+    common::until(&http, exporter.addr, "another judged", |s| {
+        let now = judged(s);
+        now.len() == 1 && now[0] != taken
+    })
+    .await;
+    // Past the second for which a rendering is served again: the count as it stands.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let after = common::scrape(&http, exporter.addr).await;
+    assert_eq!(refused(&after), Some(2.0), "{}", after.0);
+    assert_eq!(judged(&after).len(), 1, "{}", after.0);
 }

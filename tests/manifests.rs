@@ -25,7 +25,7 @@ use k8s_openapi::{
 use kubevirt_leader_exporter::{
     client_ca::CLUSTER_CLIENT_CA,
     config::{Args, AuthMode, Preset},
-    http, publish,
+    discovery, http, publish,
     watch::API_ACCESS,
 };
 use serde::Deserialize;
@@ -153,7 +153,7 @@ fn check_object(doc: &Value) -> String {
         "ConfigMap" => serde_json::from_value::<ConfigMap>(v).map(drop),
         "NetworkPolicy" => serde_json::from_value::<NetworkPolicy>(v).map(drop),
         "Certificate" => serde_json::from_value::<CertificateSpec>(doc["spec"].clone()).map(drop),
-        "Kustomization" => Ok(()),
+        "Kustomization" | "Component" => Ok(()),
         other => panic!("unexpected kind {other}"),
     };
     parsed.unwrap_or_else(|e| panic!("{kind}: {e}"));
@@ -286,10 +286,19 @@ fn published() -> Rules {
 /// The Role and RoleBinding that let the exporter publish its certificate.
 const SERVING_CERT: &str = "kubevirt-leader-exporter-serving-cert";
 
-/// Everything the exporter uses cluster-wide: what it watches and the reviews it asks for.
+/// Everything the exporter uses cluster-wide without --discover: what it watches and the
+/// reviews it asks for.
 fn needed() -> Rules {
     watched().into_iter().chain(reviews()).collect()
 }
+
+/// What --discover reads besides: the workloads behind Leases' holders.
+fn discovering() -> Rules {
+    rules(&discovery::API_ACCESS)
+}
+
+/// The ClusterRole that grants [`discovering`].
+const DISCOVER: &str = "kubevirt-leader-exporter-discover";
 
 /// The one object of `kind` named `name`.
 fn named<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str, name: &str) -> T {
@@ -450,13 +459,18 @@ fn cluster_wide_install_renders_and_grants_exactly_what_is_watched() {
             (subject.kind.as_str(), subject.name.as_str()),
             ("ServiceAccount", "kubevirt-leader-exporter")
         );
+        // Discovery's reads, in a ClusterRole of their own that goes with --discover.
+        let discover: ClusterRole = named(&docs, "ClusterRole", DISCOVER);
+        let discover_rules = granted(discover.rules.as_deref().unwrap_or_default());
+        assert_eq!(discover_rules, discovering(), "{dir}");
         // Through every binding together: exactly that, cluster-wide, and publishing its
         // certificate in its own namespace; nothing else.
         let (exporter_ns, _) = exporter_account(&docs);
+        let cluster_wide = needed().into_iter().chain(discovering()).collect();
         assert_eq!(
             exporter_rights(&docs),
             Rights {
-                granted: BTreeMap::from([(None, needed()), (Some(exporter_ns), published())]),
+                granted: BTreeMap::from([(None, cluster_wide), (Some(exporter_ns), published())]),
                 outside: BTreeSet::new(),
             },
             "{dir}"
@@ -473,6 +487,7 @@ fn cluster_wide_install_renders_and_grants_exactly_what_is_watched() {
             args.scope.namespaces.is_empty(),
             "the cluster-wide install must not restrict namespaces"
         );
+        assert!(args.discover, "{dir}: the cluster-wide installs discover");
     }
 }
 
@@ -523,6 +538,13 @@ fn scoped_variants_grant_the_same_rules_in_their_namespace_only() {
         assert_eq!(exporter_rights(&docs), want, "{ns}");
         let args = parsed_args(&container(&docs));
         assert_eq!(args.scope.namespaces, [ns], "{ns}");
+        // Discovery would need reads on workloads that the scoped installs do not grant.
+        assert!(!args.discover, "{ns}");
+        assert!(
+            find(&docs, "ClusterRole")
+                .iter()
+                .all(|r| r["metadata"]["name"] != DISCOVER)
+        );
     }
 }
 

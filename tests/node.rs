@@ -226,45 +226,6 @@ fn pack(assets: &Path, out: &Path, tag: &str, binary: &Path, path: &str) {
     assert!(status.success(), "mkimage.py {tag}");
 }
 
-/// The static binary the image ships, built from the sources as they are: a binary older
-/// than any of them would test another exporter than the one in the tree.
-fn image_binary() -> Option<PathBuf> {
-    let path = repo().join("target/x86_64-unknown-linux-musl/release/kubevirt-leader-exporter");
-    if path.is_file() {
-        let built = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .expect("the binary's mtime");
-        // Cargo's dep-info beside the binary lists every source file it was built from.
-        let deps = std::fs::read_to_string(path.with_extension("d")).expect("dep-info");
-        let sources: Vec<PathBuf> = deps
-            .split_once(": ")
-            .map(|(_, files)| files.split_whitespace().map(PathBuf::from).collect())
-            .unwrap_or_default();
-        assert!(!sources.is_empty(), "no sources in the dep-info:\n{deps}");
-        // A source that is gone counts as changed.
-        let newer: Vec<&PathBuf> = sources
-            .iter()
-            .filter(|f| {
-                std::fs::metadata(f)
-                    .and_then(|m| m.modified())
-                    .map_or(true, |m| m > built)
-            })
-            .collect();
-        assert!(
-            newer.is_empty(),
-            "{} is older than {newer:?}: build it again (scripts/test --test node does)",
-            path.display()
-        );
-        return Some(path);
-    }
-    envtest::not_run(&format!(
-        "{} is missing (scripts/test builds it: cargo build --release --locked --target \
-         x86_64-unknown-linux-musl --no-default-features --bin kubevirt-leader-exporter)",
-        path.display()
-    ));
-    None
-}
-
 /// A running single-node cluster, stopped by `down.sh` when dropped.
 struct Node {
     assets: PathBuf,
@@ -680,7 +641,9 @@ fn node_assets() -> Option<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_installs_on_a_real_node() {
     let Some(assets) = node_assets() else { return };
-    let Some(binary) = image_binary() else { return };
+    let Some(binary) = envtest::static_binary("x86_64-unknown-linux-musl") else {
+        return;
+    };
     if !root() {
         return;
     }

@@ -58,6 +58,9 @@ pub struct Workload {
     /// Deployment, StatefulSet, DaemonSet, or "static pods".
     pub kind: String,
     pub name: String,
+    /// Where it runs, when that is not the Lease's namespace (cert-manager keeps its Lease
+    /// in kube-system): its pods are watched there, and judged with the Lease.
+    pub namespace: Option<String>,
 }
 
 impl Component {
@@ -89,6 +92,16 @@ impl Component {
 
     pub fn is_discovered(&self) -> bool {
         matches!(self.origin, Origin::Discovered { .. })
+    }
+
+    /// Where its pods are, when not in the namespace of its Lease.
+    pub fn pods_elsewhere(&self) -> Option<&str> {
+        match &self.origin {
+            Origin::Discovered {
+                workload: Some(workload),
+            } => workload.namespace.as_deref(),
+            _ => None,
+        }
     }
 }
 
@@ -346,6 +359,7 @@ components:
         let workload = Workload {
             kind: "StatefulSet".into(),
             name: "db".into(),
+            namespace: None,
         };
         let selector = Selector::from_iter([("app", "db")]);
         let c = Component::discovered("db-leader", Some((workload.clone(), selector)));

@@ -5,6 +5,7 @@
 //! It only reads, except for SubjectAccessReviews, which change nothing.
 
 pub mod bundle;
+pub mod discovered;
 pub mod facts;
 pub mod verdict;
 
@@ -22,6 +23,9 @@ use verdict::{Health, Verdict};
 #[derive(Clone, Debug, clap::Args)]
 pub struct DiagnoseArgs {
     /// Only this component (repeat, or separate with commas). Default: every configured one.
+    /// A name no preset or component file has is looked up as the exporter's --discover
+    /// finds components: the leader-election Leases of that name, and the workload their
+    /// holder belongs to.
     #[arg(
         long = "component",
         env = "KUBEVIRT_LEADER_DIAGNOSE_COMPONENTS",
@@ -155,6 +159,25 @@ pub async fn run(client: &Client, settings: &Settings, args: &DiagnoseArgs) -> R
             components.push(Finding { facts, verdict });
         }
     }
+    let unknown = args
+        .components
+        .iter()
+        .filter(|name| !settings.components.iter().any(|c| c.name == **name));
+    for name in unknown {
+        match discovered::elections(client, name, &settings.namespaces).await {
+            Ok(elections) if elections.is_empty() => not_found.push(name.clone()),
+            Ok(elections) => {
+                for elected in elections {
+                    unchecked.extend(elected.unchecked.iter().cloned());
+                    components.push(judge_elected(client, &elected, &webhooks, args.observe).await);
+                }
+            }
+            Err(error) => unchecked.push(format!(
+                "the Leases named {name} could not be listed: {}",
+                crate::error_chain(&error)
+            )),
+        }
+    }
     Report {
         exporter_version: env!("CARGO_PKG_VERSION"),
         api_server_version,
@@ -164,6 +187,20 @@ pub async fn run(client: &Client, settings: &Settings, args: &DiagnoseArgs) -> R
         not_found,
         unchecked,
     }
+}
+
+/// Gathers and judges a component found from its Lease.
+async fn judge_elected(
+    client: &Client,
+    elected: &discovered::Elected,
+    webhooks: &facts::LeaseWebhooks,
+    observe: Duration,
+) -> Finding {
+    let (component, ns) = (&elected.component, &elected.namespace);
+    let pods = elected.pods.as_deref();
+    let facts = facts::gather(client, component, ns, pods, webhooks, observe).await;
+    let verdict = verdict::verdict(&facts);
+    Finding { facts, verdict }
 }
 
 /// The report for people.

@@ -25,11 +25,16 @@ const GENERATED: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 pub fn holder_host(holder: &str) -> Option<&str> {
     // Host names have no `_`: what follows the last one is the elector's own UUID.
     let host = holder.rsplit_once('_').map_or(holder, |(host, _)| host);
-    let host = IDENTITY_SUFFIXES
+    let host = without_identity_suffix(host);
+    (!host.is_empty() && is_dns_subdomain(host)).then_some(host)
+}
+
+/// `host` without what some electors append to it in their identity.
+pub fn without_identity_suffix(host: &str) -> &str {
+    IDENTITY_SUFFIXES
         .iter()
         .find_map(|suffix| host.strip_suffix(suffix))
-        .unwrap_or(host);
-    (!host.is_empty() && is_dns_subdomain(host)).then_some(host)
+        .unwrap_or(host)
 }
 
 /// A workload controller that a pod's name says made it.

@@ -11,10 +11,17 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
 };
-use kube::{Api, Client, ResourceExt, api::ListParams, core::Selector};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject, ListParams},
+    core::Selector,
+};
 
 use super::holders::{Maker, deployment_named_by, holder_host, makers_named_by};
-use crate::objects::controller;
+use crate::{
+    components::{Component, Workload},
+    objects::controller,
+};
 
 /// The kinds of workload a leader election is resolved to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +54,22 @@ pub struct Found {
     pub selector: Selector,
 }
 
+/// The component that judges Lease `lease` of `namespace` with the pods of `found`, or
+/// none (abandoned).
+pub fn component(namespace: &str, lease: &str, found: Option<Found>) -> Component {
+    Component::discovered(
+        lease,
+        found.map(|f| {
+            let workload = Workload {
+                kind: f.kind.as_str().to_owned(),
+                name: f.name,
+                namespace: (f.namespace != namespace).then_some(f.namespace),
+            };
+            (workload, f.selector)
+        }),
+    )
+}
+
 /// Resolves `holder`, the holder identity of a Lease in `namespace`. `Ok(None)`: nothing
 /// behind it, as for a Lease left by an operator since removed, or a released Lease.
 pub async fn workload(
@@ -72,35 +95,45 @@ async fn holder_pod(
     namespace: &str,
     lease: &str,
     host: &str,
-) -> kube::Result<Option<Pod>> {
-    let here: Api<Pod> = Api::namespaced(client.clone(), namespace);
+) -> kube::Result<Option<DynamicObject>> {
+    let here = namespaced::<Pod>(client, namespace);
     if let Some(pod) = here.get_opt(host).await? {
         return Ok(Some(pod));
     }
-    let named = ListParams::default().fields(&format!("metadata.name={host}"));
-    let mut anywhere = Api::<Pod>::all(client.clone()).list(&named).await?.items;
-    if anywhere.len() == 1 {
-        return Ok(anywhere.pop());
+    // From the API server's cache: these lists take every pod into account.
+    let named = ListParams::default()
+        .fields(&format!("metadata.name={host}"))
+        .match_any();
+    let everywhere: Api<DynamicObject> =
+        Api::all_with(client.clone(), &ApiResource::erase::<Pod>(&()));
+    match everywhere.list(&named).await {
+        Ok(mut anywhere) if anywhere.items.len() == 1 => return Ok(anywhere.items.pop()),
+        Ok(_) => {}
+        // Rights in some namespaces only (a scoped install): look no further than those.
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        Err(error) => return Err(error),
     }
-    let on_node = ListParams::default().fields(&format!("spec.nodeName={host}"));
-    let host_network: Vec<Pod> = here
+    let on_node = ListParams::default()
+        .fields(&format!("spec.nodeName={host}"))
+        .match_any();
+    let host_network: Vec<DynamicObject> = here
         .list(&on_node)
         .await?
         .items
         .into_iter()
-        .filter(|p| p.spec.as_ref().and_then(|s| s.host_network) == Some(true))
+        .filter(|p| p.data["spec"]["hostNetwork"] == true)
         .collect();
     Ok(host_network_holder(host_network, lease))
 }
 
 /// Of a node's host-network pods, the one that holds `lease`: the only one, or the one
 /// named after the Lease (static pods are named `<name>-<node>`, as kube-scheduler's).
-fn host_network_holder(mut pods: Vec<Pod>, lease: &str) -> Option<Pod> {
+fn host_network_holder(mut pods: Vec<DynamicObject>, lease: &str) -> Option<DynamicObject> {
     if pods.len() == 1 {
         return pods.pop();
     }
     let prefix = format!("{lease}-");
-    let mut named: Vec<Pod> = pods
+    let mut named: Vec<DynamicObject> = pods
         .into_iter()
         .filter(|p| p.name_any().starts_with(&prefix))
         .collect();
@@ -108,7 +141,7 @@ fn host_network_holder(mut pods: Vec<Pod>, lease: &str) -> Option<Pod> {
 }
 
 /// The workload of a pod, by its controller.
-async fn of_pod(client: &Client, pod: &Pod) -> kube::Result<Option<Found>> {
+async fn of_pod(client: &Client, pod: &DynamicObject) -> kube::Result<Option<Found>> {
     let namespace = pod.namespace().unwrap_or_default();
     let Some(owner) = controller(&pod.metadata) else {
         return Ok(None);
@@ -142,7 +175,7 @@ async fn named_by(client: &Client, namespace: &str, pod: &str) -> kube::Result<O
 
 /// A ReplicaSet's Deployment; one gone with its ReplicaSet too is found by the name.
 async fn replica_set(client: &Client, namespace: &str, name: &str) -> kube::Result<Option<Found>> {
-    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    let sets = namespaced::<ReplicaSet>(client, namespace);
     let deployment = match sets.get_opt(name).await? {
         Some(set) => match controller(&set.metadata) {
             Some(owner) if owner.kind == "Deployment" => owner.name.clone(),
@@ -153,27 +186,44 @@ async fn replica_set(client: &Client, namespace: &str, name: &str) -> kube::Resu
             None => return Ok(None),
         },
     };
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    Ok(deployments.get_opt(&deployment).await?.and_then(|d| {
-        let selector = Some(&d.spec.selector);
-        found(WorkloadKind::Deployment, &d.metadata, selector)
-    }))
+    let deployments = namespaced::<Deployment>(client, namespace);
+    Ok(deployments
+        .get_opt(&deployment)
+        .await?
+        .and_then(|d| of_workload(WorkloadKind::Deployment, &d)))
 }
 
 async fn stateful_set(client: &Client, namespace: &str, name: &str) -> kube::Result<Option<Found>> {
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    Ok(sets.get_opt(name).await?.and_then(|s| {
-        let selector = Some(&s.spec.selector);
-        found(WorkloadKind::StatefulSet, &s.metadata, selector)
-    }))
+    let sets = namespaced::<StatefulSet>(client, namespace);
+    Ok(sets
+        .get_opt(name)
+        .await?
+        .and_then(|s| of_workload(WorkloadKind::StatefulSet, &s)))
 }
 
 async fn daemon_set(client: &Client, namespace: &str, name: &str) -> kube::Result<Option<Found>> {
-    let sets: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
-    Ok(sets.get_opt(name).await?.and_then(|s| {
-        let selector = Some(&s.spec.selector);
-        found(WorkloadKind::DaemonSet, &s.metadata, selector)
-    }))
+    let sets = namespaced::<DaemonSet>(client, namespace);
+    Ok(sets
+        .get_opt(name)
+        .await?
+        .and_then(|s| of_workload(WorkloadKind::DaemonSet, &s)))
+}
+
+/// Objects of kind `K` in `namespace`, read as plain JSON: only their metadata and a field
+/// or two are used, and typed reads would bring every field's decoder of pods and
+/// workloads into the exporter.
+fn namespaced<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    namespace: &str,
+) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &ApiResource::erase::<K>(&()))
+}
+
+/// A workload of `kind` by its `spec.selector`.
+fn of_workload(kind: WorkloadKind, object: &DynamicObject) -> Option<Found> {
+    let selector: LabelSelector =
+        serde_json::from_value(object.data["spec"]["selector"].clone()).ok()?;
+    found(kind, &object.metadata, Some(&selector))
 }
 
 /// A workload of `kind` with `selector`; `None` for a selector that would take every pod,
@@ -189,7 +239,7 @@ fn found(kind: WorkloadKind, meta: &ObjectMeta, selector: Option<&LabelSelector>
 }
 
 /// The static pods like `pod`: those with all its labels, in its namespace.
-fn static_pods(pod: &Pod, namespace: &str) -> Option<Found> {
+fn static_pods(pod: &DynamicObject, namespace: &str) -> Option<Found> {
     let labels = pod.labels().clone();
     let selector = LabelSelector {
         match_labels: Some(labels),
@@ -204,19 +254,13 @@ fn static_pods(pod: &Pod, namespace: &str) -> Option<Found> {
 mod tests {
     use super::*;
 
-    fn pod(name: &str) -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..ObjectMeta::default()
-            },
-            ..Pod::default()
-        }
+    fn pod(name: &str) -> DynamicObject {
+        DynamicObject::new(name, &ApiResource::erase::<Pod>(&()))
     }
 
     #[test]
     fn of_a_nodes_host_network_pods_the_one_named_after_the_lease_holds_it() {
-        let names = |p: Option<Pod>| p.map(|p| p.name_any());
+        let names = |p: Option<DynamicObject>| p.map(|p| p.name_any());
         let pods = vec![pod("kube-scheduler-node-1"), pod("kube-proxy-x2x4q")];
         assert_eq!(
             names(host_network_holder(pods.clone(), "kube-scheduler")),

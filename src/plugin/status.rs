@@ -837,12 +837,17 @@ fn row(component: &Value, ns: &Value) -> [String; 7] {
 }
 
 /// `cells` with the WORKLOAD column when the table has one: `kind/name` for a discovered
-/// component, `abandoned` for one whose Lease's holder resolved to no workload.
+/// component (`kind/name in namespace` when its pods run apart from its Lease),
+/// `abandoned` for one whose Lease's holder resolved to no workload.
 fn with_workload(mut cells: Vec<String>, component: &Value, column: bool) -> Vec<String> {
     if column {
         let workload = &component["workload"];
         cells.push(if workload.is_object() {
-            format!("{}/{}", text(&workload["kind"]), text(&workload["name"]))
+            let mut cell = format!("{}/{}", text(&workload["kind"]), text(&workload["name"]));
+            if workload["namespace"].is_string() && workload["namespace"] != component["scope"] {
+                cell.push_str(&format!(" in {}", text(&workload["namespace"])));
+            }
+            cell
         } else if abandoned(component) {
             "abandoned".to_owned()
         } else {
@@ -1037,10 +1042,17 @@ mod tests {
         let components = status["components"].as_array_mut().expect("components");
         components.push(serde_json::json!({
             "component": "db-leader", "scope": "data", "discovered": true,
-            "workload": {"kind": "StatefulSet", "name": "db"},
+            "workload": {"kind": "StatefulSet", "name": "db", "namespace": "data"},
             "pods_watch_healthy": true, "leases_watch_healthy": true, "found_in": 1,
             "namespaces": [{"namespace": "data", "state": "leader", "holder": "db-0",
                             "holder_ready": true, "standbys": 2}]
+        }));
+        components.push(serde_json::json!({
+            "component": "cert-manager-controller", "scope": "kube-system", "discovered": true,
+            "workload": {"kind": "Deployment", "name": "cert-manager", "namespace": "cert-manager"},
+            "pods_watch_healthy": true, "leases_watch_healthy": true, "found_in": 1,
+            "namespaces": [{"namespace": "kube-system", "state": "leader", "holder": "cm-0",
+                            "holder_ready": true, "standbys": 0}]
         }));
         components.push(serde_json::json!({
             "component": "old-lock", "scope": "data", "discovered": true, "workload": null,
@@ -1056,6 +1068,10 @@ mod tests {
         };
         assert!(line("COMPONENT ").ends_with("  WORKLOAD"), "{text}");
         assert!(line("db-leader ").ends_with("  StatefulSet/db"), "{text}");
+        assert!(
+            line("cert-manager-controller ").ends_with("  Deployment/cert-manager in cert-manager"),
+            "{text}"
+        );
         let old = line("old-lock ");
         assert!(
             old.contains("NO LEADER") && old.ends_with("  abandoned"),

@@ -86,6 +86,48 @@ pub fn not_run(why: &str) {
         );
     });
 }
+/// The static exporter for `triple` that the image ships, built by `scripts/build-static`
+/// from the sources as they are: a binary older than any of them would test another
+/// exporter than the one in the tree.
+pub fn static_binary(triple: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(triple)
+        .join("release/kubevirt-leader-exporter");
+    if path.is_file() {
+        let built = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .expect("the binary's mtime");
+        // Cargo's dep-info beside the binary lists every source file it was built from.
+        let deps = std::fs::read_to_string(path.with_extension("d")).expect("dep-info");
+        let sources: Vec<PathBuf> = deps
+            .split_once(": ")
+            .map(|(_, files)| files.split_whitespace().map(PathBuf::from).collect())
+            .unwrap_or_default();
+        assert!(!sources.is_empty(), "no sources in the dep-info:\n{deps}");
+        // A source that is gone counts as changed.
+        let newer: Vec<&PathBuf> = sources
+            .iter()
+            .filter(|f| {
+                std::fs::metadata(f)
+                    .and_then(|m| m.modified())
+                    .map_or(true, |m| m > built)
+            })
+            .collect();
+        assert!(
+            newer.is_empty(),
+            "{} is older than {newer:?}: build it again (scripts/test does)",
+            path.display()
+        );
+        return Some(path);
+    }
+    not_run(&format!(
+        "{} is missing (scripts/test builds it: scripts/build-static {})",
+        path.display(),
+        triple.split('-').next().unwrap_or(triple)
+    ));
+    None
+}
 
 /// The (major, minor) version `kube-apiserver --version` prints ("Kubernetes v1.20.2").
 pub fn apiserver_version(binary: &Path) -> (u32, u32) {
@@ -551,10 +593,22 @@ impl ControlPlane {
 
     /// Binds the exporter's user to the ClusterRole from deploy/rbac/clusterrole.yaml, as shipped.
     pub async fn grant_exporter_rbac(&self, admin: &Client) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac/clusterrole.yaml");
-        let role: ClusterRole =
-            serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read"))
-                .expect("ClusterRole");
+        self.grant_exporter_cluster_role(admin, "deploy/rbac/clusterrole.yaml")
+            .await;
+    }
+
+    /// Binds the exporter's user to the ClusterRole in the file at `path` (from the
+    /// repository's root), as shipped.
+    pub async fn grant_exporter_cluster_role(&self, admin: &Client, path: &str) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        let text = std::fs::read_to_string(path).expect("read");
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_str_multiple(&text).expect("YAML documents");
+        let role = docs
+            .into_iter()
+            .find(|d| d["kind"] == "ClusterRole")
+            .expect("a ClusterRole");
+        let role: ClusterRole = serde_json::from_value(role).expect("ClusterRole");
         let name = role.metadata.name.clone().expect("name");
         Api::<ClusterRole>::all(admin.clone())
             .create(&PostParams::default(), &role)
@@ -952,6 +1006,20 @@ fn serving_addr(line: &str) -> Option<SocketAddr> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     (value["fields"]["message"] == "serving /metrics").then_some(())?;
     value["fields"]["addr"].as_str()?.parse().ok()
+}
+
+/// A real API server, its admin's client, and namespaces `namespaces` made there.
+pub async fn api_server(namespaces: &[&str]) -> Option<(ControlPlane, Client, Cluster)> {
+    let assets = assets()?;
+    let plane = ControlPlane::start(&assets).await;
+    let admin = plane.client(ADMIN_TOKEN).await;
+    let cluster = Cluster {
+        client: admin.clone(),
+    };
+    for ns in namespaces {
+        cluster.namespace(ns).await;
+    }
+    Some((plane, admin, cluster))
 }
 
 /// Objects as KubeVirt and the kubelet would write them, through the admin client.
