@@ -6,7 +6,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::auth::CacheSettings;
 pub use crate::components::{Component, ComponentError, Preset};
-use crate::components::{combine, default_components, is_dns_label, load_components};
+use crate::components::{compose, default_components, is_dns_label};
 use crate::http::Limits;
 use crate::publish::PodIdentity;
 
@@ -183,8 +183,7 @@ pub enum Auth {
     },
 }
 
-/// What to look at: the cluster, the components and the namespaces. The exporter and the
-/// kubectl plugin take the same flags.
+/// What to watch: the cluster, the components and the namespaces.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct Scope {
     /// Kubeconfig file to use. Default: in-cluster config, then KUBECONFIG, then ~/.kube/config.
@@ -222,31 +221,28 @@ pub struct Scope {
 impl Scope {
     /// The components of the presets and the component file; `kubevirt` when neither is given.
     pub fn components(&self) -> Result<Vec<Component>, ConfigError> {
-        let file = match &self.config {
-            Some(path) => load_components(path)?,
-            None => Vec::new(),
-        };
-        let presets = match (&self.config, self.presets.is_empty()) {
-            (None, true) => vec![Preset::Kubevirt],
-            _ => self.presets.clone(),
-        };
-        Ok(combine(&presets, file)?)
+        Ok(compose(&self.presets, self.config.as_deref())?)
     }
 
     /// The namespaces to watch, sorted, each once; empty for the whole cluster.
     pub fn namespaces(&self) -> Result<Vec<String>, ConfigError> {
-        let mut namespaces: Vec<String> = self
-            .namespaces
-            .iter()
-            .map(|n| n.trim().to_owned())
-            .filter(|n| !n.is_empty())
-            .collect();
-        namespaces.sort();
-        namespaces.dedup();
-        match namespaces.iter().find(|n| !is_dns_label(n)) {
-            Some(bad) => Err(ConfigError::Namespace(bad.clone())),
-            None => Ok(namespaces),
-        }
+        namespaces(&self.namespaces)
+    }
+}
+
+/// `given`, trimmed, sorted and each once, when every one is a valid namespace name; empty
+/// means the whole cluster.
+pub fn namespaces(given: &[String]) -> Result<Vec<String>, ConfigError> {
+    let mut namespaces: Vec<String> = given
+        .iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    match namespaces.iter().find(|n| !is_dns_label(n)) {
+        Some(bad) => Err(ConfigError::Namespace(bad.clone())),
+        None => Ok(namespaces),
     }
 }
 

@@ -12,8 +12,6 @@ pub mod changelog;
 pub mod client_ca;
 pub mod components;
 pub mod config;
-#[cfg(feature = "plugin")]
-pub mod diagnose;
 pub mod discovery;
 pub mod heap;
 pub mod history;
@@ -23,8 +21,6 @@ pub mod leases;
 pub mod metrics;
 pub mod objects;
 pub mod page;
-#[cfg(feature = "plugin")]
-pub mod plugin;
 pub mod pods;
 pub mod publish;
 pub mod status;

@@ -52,9 +52,9 @@ async fn run(args: &Args) -> anyhow::Result<()> {
 /// For people and scripts that still run `kubevirt-leader-exporter diagnose`: diagnose is
 /// the kubectl plugin's (`kubectl kubevirt-leader diagnose`), built from this repository.
 const DIAGNOSE_MOVED: &str = "Error: diagnose is not part of the exporter: it is the kubectl plugin \
-    `kubectl kubevirt-leader diagnose` (build it from a checkout of this repository with \
-    `cargo install --locked --path . --bin kubectl-kubevirt_leader` and put ~/.cargo/bin on \
-    your PATH; see docs/diagnose.md)";
+    `kubectl kubevirt-leader diagnose` (`kubectl krew install --manifest=kubevirt-leader.yaml` \
+    from a release, or `cargo install --locked --path plugin` from a checkout of this \
+    repository; see docs/diagnose.md)";
 
 /// print! and eprintln! panic when the reader has gone (`| head`): a closed pipe is not
 /// worth a panic.

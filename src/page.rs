@@ -66,7 +66,7 @@ pub fn render(status: &Status) -> String {
          <title>kubevirt-leader-exporter</title><style>{STYLE}</style></head><body>\
          <h1>KubeVirt leaders</h1><p>As seen by kubevirt-leader-exporter {} at <time>{}</time>. \
          <a href=\"/metrics\">/metrics</a> · <a href=\"/status.json\">/status.json</a></p>",
-        escape(status.exporter_version),
+        escape(&status.exporter_version),
         escape(&status.generated_at),
     );
     if !status.ready {
@@ -355,7 +355,7 @@ fn clock_time(at: &str) -> String {
 fn describe(e: &EventView) -> String {
     let holder = escape(e.holder.as_deref().unwrap_or("nobody"));
     let previous = escape(e.previous.as_deref().unwrap_or("nobody"));
-    match e.kind {
+    match e.kind.as_ref() {
         "seen" if e.holder.is_some() => format!("first seen, held by {holder}"),
         "seen" => "first seen, with no holder".to_owned(),
         "acquired" => format!("{holder} acquired the lease"),

@@ -2,10 +2,13 @@
 //! leader, its renewals and its story, from one read of the targets. The page renders this
 //! very structure, so the two never disagree. The JSON schema is documented in docs/metrics.md.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    borrow::Cow,
+    time::{Duration, Instant, SystemTime},
+};
 
 use k8s_openapi::jiff::{Timestamp, Unit};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     components::Origin,
@@ -17,10 +20,10 @@ use crate::{
 /// Bumped when a field changes meaning or goes away; new fields may appear at any time.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub schema: u32,
-    pub exporter_version: &'static str,
+    pub exporter_version: Cow<'static, str>,
     /// When this was read, RFC 3339.
     pub generated_at: String,
     /// Every watch of the configured components has completed its first list.
@@ -29,15 +32,18 @@ pub struct Status {
 }
 
 /// One component within one scope.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ComponentStatus {
     pub component: String,
     /// A namespace, or "all namespaces".
     pub scope: String,
-    /// Found at run time from its Lease, rather than configured.
+    /// Found at run time from its Lease, rather than configured. Absent from the status of
+    /// exporters before 0.2.0, which read as `false`.
+    #[serde(default)]
     pub discovered: bool,
     /// The workload whose pods hold a discovered component's Lease; `None` for a configured
     /// component, and for an abandoned Lease whose holder resolved to no workload.
+    #[serde(default)]
     pub workload: Option<WorkloadView>,
     /// The name of the Lease its leader holds.
     pub lease: String,
@@ -50,7 +56,7 @@ pub struct ComponentStatus {
     pub namespaces: Vec<NamespaceStatus>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadView {
     /// Deployment, StatefulSet, DaemonSet, or "static pods".
     pub kind: String,
@@ -68,7 +74,7 @@ impl ComponentStatus {
 }
 
 /// The state of a card on the page.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// A live leader holds the lease.
@@ -81,7 +87,7 @@ pub enum State {
     Blind,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NamespaceStatus {
     pub namespace: String,
     pub state: State,
@@ -105,7 +111,7 @@ pub struct NamespaceStatus {
     pub events: Vec<EventView>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LeaseView {
     /// Since the exporter last saw the record change.
     pub age_seconds: f64,
@@ -115,7 +121,7 @@ pub struct LeaseView {
     pub transitions: Option<i32>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Renewals {
     pub count: u64,
     pub sum_seconds: f64,
@@ -123,7 +129,7 @@ pub struct Renewals {
     pub recent: Vec<RenewalView>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RenewalView {
     pub at: String,
     /// How long before `generated_at`.
@@ -131,12 +137,12 @@ pub struct RenewalView {
     pub interval_seconds: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EventView {
     pub at: String,
     /// seen, acquired, changed, released, lost, back, deleted, blind, saw_again or
     /// holder_restarted.
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// The holder after the event.
     pub holder: Option<String>,
     /// The holder before, for changed and released.
@@ -178,7 +184,7 @@ pub fn status(targets: &[TargetStatus], now: Instant, wall: SystemTime, grace: D
         .collect::<Vec<_>>();
     Status {
         schema: SCHEMA_VERSION,
-        exporter_version: env!("CARGO_PKG_VERSION"),
+        exporter_version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
         generated_at: format_wall(wall),
         ready: targets
             .iter()
@@ -322,7 +328,7 @@ fn event(e: &Event, clock: &Clock) -> EventView {
     };
     EventView {
         at: clock.format(e.at),
-        kind: e.kind.name(),
+        kind: Cow::Borrowed(e.kind.name()),
         holder: e.holder.clone(),
         previous,
         transitions: e.transitions,

@@ -23,7 +23,6 @@ use kube::{
 use kubevirt_leader_exporter::{
     auth::{ALLOWED_TTL, KNOWN_REVIEWS_PER_SECOND, TOKEN_TTL},
     client_ca::CLUSTER_CLIENT_CA,
-    plugin::status::{Credentials, Proof, StatusError, read_status},
 };
 use reqwest::StatusCode;
 use serde_json::json;
@@ -1131,56 +1130,4 @@ async fn logged(exporter: &ExporterProcess, message: &str, times: usize) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// The plugin's `status` shows the exporter what the user's kubeconfig holds: here a client
-/// certificate, over the connection a port-forward would give it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_plugin_shows_the_exporter_the_users_client_certificate() {
-    let Some(assets) = envtest::assets() else {
-        return;
-    };
-    let bed = Secured::start(&assets, &[]).await;
-    bed.until_ready().await;
-    let (_, user) = bed.bound_prometheus().await;
-    let addr = bed.exporter.addr;
-    let connect = || async move {
-        tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| StatusError::Http(e.to_string()))
-    };
-    let with = |(cert, key): (String, String)| Credentials {
-        identity: Some(common::identity(&cert, &key)),
-        ..Credentials::default()
-    };
-    // Nothing proves the exporter here: a client certificate, whose signature in the
-    // handshake cannot be replayed, is presented all the same.
-    let unproven = Proof::default();
-    let reader = with(
-        bed.plane
-            .client_certificate(&user, "system:serviceaccounts"),
-    );
-    let status = read_status(connect, &reader, &unproven)
-        .await
-        .expect("status");
-    assert!(status["components"].is_array(), "{status}");
-
-    let someone = with(bed.plane.client_certificate("someone-else", "people"));
-    let refused = read_status(connect, &someone, &unproven).await;
-    assert!(
-        matches!(refused, Err(StatusError::Forbidden)),
-        "{refused:?}"
-    );
-    let nobody = read_status(connect, &Credentials::default(), &unproven).await;
-    assert!(
-        matches!(nobody, Err(StatusError::Unauthorized)),
-        "{nobody:?}"
-    );
-    let (_, issuer) = envtest::new_ca("not the cluster's");
-    let foreign = with(envtest::client_certificate_by(&issuer, &user, "people"));
-    let refused = read_status(connect, &foreign, &unproven).await;
-    assert!(
-        matches!(&refused, Err(StatusError::Http(e)) if e.contains("refused the TLS handshake")),
-        "{refused:?}"
-    );
 }

@@ -21,7 +21,6 @@ use kube::{
 use kubevirt_leader_exporter::{
     Exporter,
     config::{DEFAULT_GRACE, Settings},
-    diagnose::{self, DiagnoseArgs, Output, verdict::Health},
     discovery::resolve::{Found, WorkloadKind, workload},
 };
 use serde::de::DeserializeOwned;
@@ -834,48 +833,45 @@ async fn handovers_never_read_no_leader_a_dead_one_does_and_an_abandoned_lease_s
     assert_eq!(entry["workload"], Value::Null);
 
     // diagnose, for someone with the shipped diagnose role, finds both by their Lease's name.
-    let on_call = on_call(&plane, &admin).await;
-    let args = DiagnoseArgs {
-        components: ["forklift-controller", "gone-operator-lock", "no-such-lease"]
-            .map(String::from)
-            .to_vec(),
-        observe: Duration::ZERO,
-        output: Output::Json,
-        bundle: None,
-    };
-    let report = diagnose::run(&on_call, &settings, &args).await;
-    assert_eq!(report.unchecked, Vec::<String>::new());
-    assert_eq!(report.not_found, ["no-such-lease"]);
-    let found: Vec<(&str, &str, usize, Health)> = report
-        .components
+    let kubeconfig = on_call(&plane, &admin).await;
+    let out = std::process::Command::new(common::workspace_binary("kubectl-kubevirt_leader"))
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["diagnose", "--observe=0s", "--output=json"])
+        .arg("--component=forklift-controller,gone-operator-lock,no-such-lease")
+        .output()
+        .expect("run the plugin");
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["unchecked"], json!([]));
+    assert_eq!(report["not_found"], json!(["no-such-lease"]));
+    let found: Vec<(&str, &str, usize, &str)> = report["components"]
+        .as_array()
+        .expect("components")
         .iter()
         .map(|f| {
-            let facts = &f.facts;
+            let facts = &f["facts"];
             (
-                facts.component.as_str(),
-                facts.namespace.as_str(),
-                facts.pods.len(),
-                f.verdict.health,
+                facts["component"].as_str().unwrap_or_default(),
+                facts["namespace"].as_str().unwrap_or_default(),
+                facts["pods"].as_array().map_or(0, Vec::len),
+                f["verdict"]["health"].as_str().unwrap_or_default(),
             )
         })
         .collect();
     assert_eq!(
         found,
         [
-            ("forklift-controller", "migration", 1, Health::NoLeader),
-            ("gone-operator-lock", "old", 0, Health::NoLeader),
+            ("forklift-controller", "migration", 1, "no_leader"),
+            ("gone-operator-lock", "old", 0, "no_leader"),
         ]
     );
-    assert_eq!(report.exit_code(), 1);
+    assert_eq!(out.status.code(), Some(1));
 }
 
-/// A client of someone bound to the shipped diagnose role only.
-async fn on_call(plane: &ControlPlane, admin: &Client) -> Client {
+/// The kubeconfig of someone bound to the shipped diagnose role only.
+async fn on_call(plane: &ControlPlane, admin: &Client) -> std::path::PathBuf {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/diagnose/clusterrole.yaml"
-    );
+    let path = common::repo().join("deploy/diagnose/clusterrole.yaml");
     let role: ClusterRole =
         serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read")).expect("role");
     let _: ClusterRole = create_cluster(admin, serde_json::to_value(&role).expect("JSON")).await;
@@ -889,11 +885,7 @@ async fn on_call(plane: &ControlPlane, admin: &Client) -> Client {
         }),
     )
     .await;
-    let kubeconfig = kube::config::Kubeconfig::read_from(plane.kubeconfig_file_as("on-call"))
-        .expect("kubeconfig");
-    kubevirt_leader_exporter::client_from_kubeconfig(kubeconfig)
-        .await
-        .expect("client")
+    plane.kubeconfig_file_as("on-call")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1071,7 +1071,7 @@ async fn no_pods_no_leader(node: &Node, http: &reqwest::Client, token: &str) {
 /// server and the kubelet) and shows it a token: the reader's, or the kubeconfig's own. The
 /// exporter refuses a bad one, and the plugin says how to get a good one.
 async fn status_through_kubectl(node: &Node, token: &str, exit: i32, state: &str) {
-    let plugin = Path::new(env!("CARGO_BIN_EXE_kubectl-kubevirt_leader"));
+    let plugin = common::workspace_binary("kubectl-kubevirt_leader");
     let path = format!(
         "{}:{}",
         plugin.parent().expect("folder").display(),
@@ -1459,7 +1459,7 @@ async fn diagnose_names_what_the_node_did(node: &Node) {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-kubevirt_leader"))
+    let out = Command::new(common::workspace_binary("kubectl-kubevirt_leader"))
         .arg(format!("--kubeconfig={}", node.kubeconfig.display()))
         .arg(format!("--namespace={BROKEN}"))
         .args([

@@ -22,7 +22,8 @@ pub fn build_release() -> anyhow::Result<PathBuf> {
         "build",
         "--release",
         "--locked",
-        "--no-default-features",
+        "-p",
+        "kubevirt-leader-exporter",
         "--bin",
         "kubevirt-leader-exporter",
     ]);

@@ -135,6 +135,22 @@ pub fn combine(presets: &[Preset], file: Vec<Component>) -> Result<Vec<Component
     Ok(out)
 }
 
+/// The components of `presets` and of the component file at `file`; `kubevirt`'s when
+/// neither is given.
+pub fn compose(
+    presets: &[Preset],
+    file: Option<&std::path::Path>,
+) -> Result<Vec<Component>, ComponentError> {
+    let listed = match file {
+        Some(path) => load_components(path)?,
+        None => Vec::new(),
+    };
+    match (file, presets.is_empty()) {
+        (None, true) => combine(&[Preset::Kubevirt], listed),
+        _ => combine(presets, listed),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ComponentFile {

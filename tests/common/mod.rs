@@ -14,6 +14,32 @@ use std::{
 use kubevirt_leader_exporter::{Exporter, client_from_kubeconfig, config::Settings};
 use kubevirt_leader_sim::{SimServer, Store, kubeconfig_for, lease, pod};
 
+/// The repository: tests of every crate of the workspace share its files (deploy/, docs/).
+pub fn repo() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .expect("the workspace's Cargo.lock above the crate")
+}
+
+/// One of the workspace's binaries, built for the tests: Cargo names only a crate's own to
+/// its integration tests, and `cargo test` of the workspace builds them all.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: `cargo build --bin {name}` (scripts/test builds it)",
+        path.display()
+    );
+    path
+}
+
 pub const NS: &str = "kubevirt";
 pub const OPERATOR: &str = "virt-operator";
 pub const POD_A: &str = "virt-operator-a";
@@ -749,7 +775,7 @@ pub fn kustomize(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let out = std::process::Command::new("kubectl")
         .arg("kustomize")
         .arg(dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(repo())
         .output()
         .expect("kubectl must be installed");
     assert!(

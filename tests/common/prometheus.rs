@@ -29,8 +29,7 @@ impl Drop for Prometheus {
 impl Prometheus {
     /// Scrapes `target` every second and evaluates the shipped rule file.
     pub fn start(target: &str) -> Self {
-        let rules =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rules/kubevirt-leader.rules.yml");
+        let rules = super::repo().join("deploy/rules/kubevirt-leader.rules.yml");
         Self::start_with(
             &format!("static_configs: [{{targets: ['{target}']}}]"),
             &rules,
@@ -223,11 +222,9 @@ impl Prometheus {
 /// The shipped rules, written to `dir`, with every `for:` divided by `divisor`: alert tests
 /// take minutes instead of hours, with expressions, labels and annotations untouched.
 pub fn shortened_rules(dir: &Path, divisor: u64) -> PathBuf {
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/rules/kubevirt-leader.rules.yml"
-    ))
-    .expect("rules");
+    let shipped =
+        std::fs::read_to_string(super::repo().join("deploy/rules/kubevirt-leader.rules.yml"))
+            .expect("rules");
     let mut changed = 0;
     let text: Vec<String> = shipped
         .lines()

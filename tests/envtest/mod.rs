@@ -90,7 +90,7 @@ pub fn not_run(why: &str) {
 /// from the sources as they are: a binary older than any of them would test another
 /// exporter than the one in the tree.
 pub fn static_binary(triple: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let path = crate::common::repo()
         .join("target")
         .join(triple)
         .join("release/kubevirt-leader-exporter");
@@ -325,7 +325,7 @@ impl ControlPlane {
             ))
             .arg(format!("--cache-dir={}", cache.display()))
             .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(crate::common::repo())
             .output()
             .expect("kubectl must be installed");
         let _ = std::fs::remove_dir_all(cache);
@@ -600,7 +600,7 @@ impl ControlPlane {
     /// Binds the exporter's user to the ClusterRole in the file at `path` (from the
     /// repository's root), as shipped.
     pub async fn grant_exporter_cluster_role(&self, admin: &Client, path: &str) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        let path = crate::common::repo().join(path);
         let text = std::fs::read_to_string(path).expect("read");
         let docs: Vec<serde_json::Value> =
             serde_saphyr::from_str_multiple(&text).expect("YAML documents");
@@ -812,6 +812,15 @@ impl Elector {
     }
 }
 
+/// The exporter's binary, for integration tests of any crate of the workspace (the benchmark
+/// uses [`ExporterProcess::spawn`]).
+pub fn exporter_binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_kubevirt-leader-exporter") {
+        Some(binary) => PathBuf::from(binary),
+        None => crate::common::workspace_binary("kubevirt-leader-exporter"),
+    }
+}
+
 /// The exporter binary, run as its unprivileged user, with its logs collected.
 pub struct ExporterProcess {
     pub process: Process,
@@ -821,20 +830,13 @@ pub struct ExporterProcess {
 
 impl ExporterProcess {
     pub fn start(kubeconfig: &Path, extra: &[&str]) -> Self {
-        // Cargo names the binary to integration tests only; the benchmark uses `spawn`.
-        let Some(binary) = option_env!("CARGO_BIN_EXE_kubevirt-leader-exporter") else {
-            panic!("ExporterProcess::start is for integration tests");
-        };
-        Self::spawn(Path::new(binary), kubeconfig, extra)
+        Self::spawn(&exporter_binary(), kubeconfig, extra)
     }
 
     /// [`ExporterProcess::start`] with environment variables `env` set, as a pod's manifest
     /// sets them (the downward API's pod name, namespace and UID).
     pub fn start_with_env(kubeconfig: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let Some(binary) = option_env!("CARGO_BIN_EXE_kubevirt-leader-exporter") else {
-            panic!("ExporterProcess::start_with_env is for integration tests");
-        };
-        Self::spawn_with_env(Path::new(binary), kubeconfig, extra, env)
+        Self::spawn_with_env(&exporter_binary(), kubeconfig, extra, env)
     }
 
     /// [`ExporterProcess::start`] for the binary at `binary`.
@@ -1330,7 +1332,7 @@ pub fn https_client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Client
 
 /// Creates the shipped reader ClusterRole (once) and binds the ServiceAccount `ns/name` to it.
 pub async fn bind_reader(admin: &Client, ns: &str, name: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(READER_ROLE);
+    let path = crate::common::repo().join(READER_ROLE);
     let text = std::fs::read_to_string(&path).expect("reader role");
     let role: ClusterRole = serde_saphyr::from_str(
         text.split("\n---")

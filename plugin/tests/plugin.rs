@@ -3,7 +3,9 @@
 //! kubeconfig from KUBECONFIG, against a real kube-apiserver. `status` through a port-forward
 //! needs a kubelet: tests/node.rs runs it on a real node.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
+#[path = "../../tests/envtest/mod.rs"]
 mod envtest;
 
 use std::{path::Path, process::Command};
@@ -64,7 +66,7 @@ fn kubectl_finds_the_plugin_and_it_says_what_it_is() {
 
 #[test]
 fn the_exporter_has_no_diagnose_and_names_the_plugin() {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+    let out = Command::new(envtest::exporter_binary())
         .args(["diagnose", "--component=virt-operator"])
         .output()
         .expect("run the exporter");
@@ -74,7 +76,7 @@ fn the_exporter_has_no_diagnose_and_names_the_plugin() {
         "{}",
         text(&out)
     );
-    let help = Command::new(env!("CARGO_BIN_EXE_kubevirt-leader-exporter"))
+    let help = Command::new(envtest::exporter_binary())
         .arg("--help")
         .output()
         .expect("run the exporter");
@@ -172,8 +174,7 @@ impl RecordingExporter {
     /// A new connection to it, as the port-forward hands the plugin one.
     async fn connect(
         &self,
-    ) -> Result<tokio::io::DuplexStream, kubevirt_leader_exporter::plugin::status::StatusError>
-    {
+    ) -> Result<tokio::io::DuplexStream, kubectl_kubevirt_leader::status::StatusError> {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let this = self.clone();
         tokio::spawn(async move {
@@ -230,7 +231,7 @@ async fn kubeconfig_with_token(token: &str) -> kube::Config {
 
 #[tokio::test]
 async fn an_endpoint_that_has_not_proven_it_is_the_exporter_gets_no_kubeconfig_token() {
-    use kubevirt_leader_exporter::plugin::status;
+    use kubectl_kubevirt_leader::status;
     let served = certificate(&["localhost"]);
     let exporter = RecordingExporter::new(&served);
     let config = kubeconfig_with_token("the-admins-own").await;
@@ -276,7 +277,7 @@ async fn an_endpoint_that_has_not_proven_it_is_the_exporter_gets_no_kubeconfig_t
 
 #[tokio::test]
 async fn an_exporter_certificate_from_a_trusted_ca_for_the_service_name_proves_it() {
-    use kubevirt_leader_exporter::plugin::status;
+    use kubectl_kubevirt_leader::status;
     let service = "kubevirt-leader-exporter.kubevirt-leader-exporter.svc";
     let (ca, issuer) = envtest::new_ca("cluster-services");
     let key = rcgen::KeyPair::generate().expect("key");
@@ -384,7 +385,8 @@ fn swap_in(path: &Path, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exporter_publishes_the_certificate_it_serves_and_its_rotations() {
-    use kubevirt_leader_exporter::{plugin::status, publish};
+    use kubectl_kubevirt_leader::status;
+    use kubevirt_leader_exporter::publish;
     let Some(assets) = envtest::assets() else {
         return;
     };
@@ -596,7 +598,7 @@ async fn exporter_like_pod(
 async fn status_asks_only_a_pod_of_the_exporters_own_deployment() {
     use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet, ReplicaSetSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-    use kubevirt_leader_exporter::plugin::status;
+    use kubectl_kubevirt_leader::status;
     let Some(assets) = envtest::assets() else {
         return;
     };
@@ -745,4 +747,57 @@ async fn status_asks_only_a_pod_of_the_exporters_own_deployment() {
     let missing = status::exporter_pod(&admin, EXPORTER_NS, "someone-else").await;
     let said = missing.expect_err("no such Deployment").to_string();
     assert!(said.contains("Deployment someone-else"), "{said}");
+}
+
+/// The plugin's `status` shows the exporter what the user's kubeconfig holds: here a client
+/// certificate, over the connection a port-forward would give it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_shows_the_exporter_the_users_client_certificate() {
+    use kubectl_kubevirt_leader::status;
+    let Some(assets) = envtest::assets() else {
+        return;
+    };
+    let bed = envtest::Secured::start(&assets, &[]).await;
+    bed.until_ready().await;
+    let (_, user) = bed.bound_prometheus().await;
+    let addr = bed.exporter.addr;
+    let connect = || async move {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| status::StatusError::Http(e.to_string()))
+    };
+    let with = |(cert, key): (String, String)| status::Credentials {
+        identity: Some(common::identity(&cert, &key)),
+        ..status::Credentials::default()
+    };
+    // Nothing proves the exporter here: a client certificate, whose signature in the
+    // handshake cannot be replayed, is presented all the same.
+    let unproven = status::Proof::default();
+    let reader = with(
+        bed.plane
+            .client_certificate(&user, "system:serviceaccounts"),
+    );
+    let status = status::read_status(connect, &reader, &unproven)
+        .await
+        .expect("status");
+    assert!(status["components"].is_array(), "{status}");
+
+    let someone = with(bed.plane.client_certificate("someone-else", "people"));
+    let refused = status::read_status(connect, &someone, &unproven).await;
+    assert!(
+        matches!(refused, Err(status::StatusError::Forbidden)),
+        "{refused:?}"
+    );
+    let nobody = status::read_status(connect, &status::Credentials::default(), &unproven).await;
+    assert!(
+        matches!(nobody, Err(status::StatusError::Unauthorized)),
+        "{nobody:?}"
+    );
+    let (_, issuer) = envtest::new_ca("not the cluster's");
+    let foreign = with(envtest::client_certificate_by(&issuer, &user, "people"));
+    let refused = status::read_status(connect, &foreign, &unproven).await;
+    assert!(
+        matches!(&refused, Err(status::StatusError::Http(e)) if e.contains("refused the TLS handshake")),
+        "{refused:?}"
+    );
 }

@@ -5,7 +5,7 @@
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Pod};
 use kube::{Api, Client, ResourceExt, api::ListParams};
 
-use crate::{
+use kubevirt_leader_exporter::{
     components::Component,
     discovery::{leases::not_an_election, resolve},
     error_chain,

@@ -1,7 +1,9 @@
 //! `diagnose` against a real kube-apiserver (and a real client-go elector): each case asserts
 //! the verdict and the exit status, reading the JSON report of the binary.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
+#[path = "../../tests/envtest/mod.rs"]
 mod envtest;
 
 use std::{path::Path, process::Command};
@@ -168,7 +170,7 @@ async fn a_stale_lease_a_webhook_and_an_oom_killed_pod() {
     // B is bound to a node that has no kubelet: its log cannot be fetched.
     let binding = json!({"apiVersion": "v1", "kind": "Binding",
         "metadata": {"name": B}, "target": {"kind": "Node", "name": "node-without-kubelet"}});
-    let request = axum::http::Request::post(format!("/api/v1/namespaces/{NS}/pods/{B}/binding"))
+    let request = http::Request::post(format!("/api/v1/namespaces/{NS}/pods/{B}/binding"))
         .header("content-type", "application/json")
         .body(serde_json::to_vec(&binding).expect("JSON"))
         .expect("request");
@@ -496,7 +498,7 @@ async fn the_shipped_diagnose_role_is_enough() {
     let Some(t) = setup().await else { return };
     let a = t.plane.elector(NS, "virt-operator", A, &[]);
     a.until_leading().await;
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/diagnose/clusterrole.yaml");
+    let path = common::repo().join("deploy/diagnose/clusterrole.yaml");
     let role: ClusterRole =
         serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read")).expect("role");
     Api::<ClusterRole>::all(t.cluster.client.clone())

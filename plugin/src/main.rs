@@ -5,15 +5,13 @@ use std::{io::Write, process::ExitCode};
 
 use anyhow::Context;
 use clap::Parser;
-use kubevirt_leader_exporter::{
-    client_for,
+use kubectl_kubevirt_leader::{
+    cli::{Cli, PluginCommand},
     diagnose::{self, DiagnoseArgs, Output, bundle},
-    error_chain, kube_config,
-    plugin::{
-        Cli, PluginCommand,
-        status::{self, StatusArgs},
-    },
+    render,
+    status::{self, StatusArgs},
 };
+use kubevirt_leader_exporter::{client_for, error_chain};
 use tracing_subscriber::EnvFilter;
 
 /// A report goes to stdout: only warnings and errors go to the log.
@@ -46,12 +44,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run_diagnose(cli: &Cli, args: &DiagnoseArgs) -> anyhow::Result<ExitCode> {
-    let settings = cli.settings().context("invalid configuration")?;
+    let scope = cli.look.scope().context("invalid configuration")?;
     if let Some(dir) = &args.bundle {
         bundle::check_target(dir)?;
     }
-    let client = client_for(kube_config(settings.kubeconfig.as_deref()).await?)?;
-    let report = diagnose::run(&client, &settings, args).await;
+    let client = client_for(cli.kube.config().await?)?;
+    let report = diagnose::run(&client, &scope, args).await;
     match args.output {
         Output::Text => write_out(&diagnose::text(&report)),
         Output::Json => write_out(&format!("{}\n", serde_json::to_string_pretty(&report)?)),
@@ -69,15 +67,20 @@ async fn run_diagnose(cli: &Cli, args: &DiagnoseArgs) -> anyhow::Result<ExitCode
 }
 
 async fn run_status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let config = kube_config(cli.scope.kubeconfig.as_deref()).await?;
+    let config = cli.kube.config().await?;
     let credentials = status::Credentials::of(&config, args.token.clone()).await?;
     let client = client_for(config)?;
     let (pod, answer) = status::fetch(&client, args, &credentials).await?;
-    match args.output {
-        status::Output::Text => write_out(&status::render(&pod, &answer, args.events)),
-        status::Output::Json => write_out(&format!("{}\n", serde_json::to_string_pretty(&answer)?)),
+    if args.output == status::Output::Json {
+        // As it is, even when this plugin cannot read it: then the exit status says so.
+        write_out(&format!("{}\n", serde_json::to_string_pretty(&answer)?));
+        return Ok(ExitCode::from(
+            render::read(&answer).map_or(2, |status| render::exit_code(&status)),
+        ));
     }
-    Ok(ExitCode::from(status::exit_code(&answer)))
+    let status = render::read(&answer)?;
+    write_out(&render::render(&pod, &status, args.events));
+    Ok(ExitCode::from(render::exit_code(&status)))
 }
 
 fn write_out(text: &str) {

@@ -22,7 +22,7 @@ use kube::{
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{error_chain, objects::lease_record};
+use kubevirt_leader_exporter::{error_chain, objects::lease_record};
 
 /// The outcome of one look-up.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -267,7 +267,7 @@ pub async fn pods(client: &Client, selector: &str, namespaces: &[String]) -> Loo
 /// Gathers the facts of `component` in `namespace`, watching the lease for `observe`.
 pub async fn gather(
     client: &Client,
-    component: &crate::config::Component,
+    component: &kubevirt_leader_exporter::components::Component,
     namespace: &str,
     pods: Option<&[Pod]>,
     webhooks: &LeaseWebhooks,
@@ -417,13 +417,13 @@ fn lease_facts(lease: &Lease, server_now: Option<Timestamp>) -> LeaseFacts {
 
 /// The API server's clock, from the `Date` header of a cheap request.
 async fn server_date(client: &Client) -> Option<Timestamp> {
-    let request = axum::http::Request::get("/version")
+    let request = hyper::http::Request::get("/version")
         .body(kube::client::Body::from(Vec::new()))
         .ok()?;
     let response = client.send(request).await.ok()?;
     let date = response
         .headers()
-        .get(axum::http::header::DATE)?
+        .get(hyper::http::header::DATE)?
         .to_str()
         .ok()?;
     httpdate_to_timestamp(date)

@@ -16,7 +16,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 
-use crate::config::{Component, Settings};
+use kubevirt_leader_exporter::components::Component;
+
+use crate::cli::Scope;
 use facts::{Facts, Lookup};
 use verdict::{Health, Verdict};
 
@@ -114,7 +116,7 @@ async fn namespaces_of(
 }
 
 /// Runs every look-up and judges every component found.
-pub async fn run(client: &Client, settings: &Settings, args: &DiagnoseArgs) -> Report {
+pub async fn run(client: &Client, scope: &Scope, args: &DiagnoseArgs) -> Report {
     let gathered_at = k8s_openapi::jiff::Timestamp::now().to_string();
     let api_server_version = facts::api_server_version(client).await;
     let kubevirt_namespaces = facts::kubevirt_namespaces(client).await;
@@ -123,13 +125,13 @@ pub async fn run(client: &Client, settings: &Settings, args: &DiagnoseArgs) -> R
     let mut components = Vec::new();
     let mut not_found = Vec::new();
     let mut unchecked = Vec::new();
-    let chosen = settings
+    let chosen = scope
         .components
         .iter()
         .filter(|c| args.components.is_empty() || args.components.contains(&c.name));
     for component in chosen {
         let selector = component.label_selector();
-        let pods = match facts::pods(client, &selector, &settings.namespaces).await {
+        let pods = match facts::pods(client, &selector, &scope.namespaces).await {
             Lookup::Found(pods) => Some(pods),
             Lookup::Forbidden(why) | Lookup::Unavailable(why) | Lookup::Failed(why) => {
                 unchecked.push(format!(
@@ -142,7 +144,7 @@ pub async fn run(client: &Client, settings: &Settings, args: &DiagnoseArgs) -> R
         };
         let all_pods = pods.as_deref().unwrap_or_default();
         let namespaces =
-            namespaces_of(client, component, &kubevirt, all_pods, &settings.namespaces).await;
+            namespaces_of(client, component, &kubevirt, all_pods, &scope.namespaces).await;
         if namespaces.is_empty() {
             not_found.push(component.name.clone());
         }
@@ -162,9 +164,9 @@ pub async fn run(client: &Client, settings: &Settings, args: &DiagnoseArgs) -> R
     let unknown = args
         .components
         .iter()
-        .filter(|name| !settings.components.iter().any(|c| c.name == **name));
+        .filter(|name| !scope.components.iter().any(|c| c.name == **name));
     for name in unknown {
-        match discovered::elections(client, name, &settings.namespaces).await {
+        match discovered::elections(client, name, &scope.namespaces).await {
             Ok(elections) if elections.is_empty() => not_found.push(name.clone()),
             Ok(elections) => {
                 for elected in elections {
@@ -174,7 +176,7 @@ pub async fn run(client: &Client, settings: &Settings, args: &DiagnoseArgs) -> R
             }
             Err(error) => unchecked.push(format!(
                 "the Leases named {name} could not be listed: {}",
-                crate::error_chain(&error)
+                kubevirt_leader_exporter::error_chain(&error)
             )),
         }
     }

@@ -6,14 +6,13 @@
 //! (through its ReplicaSet, by UID), never merely one with the right labels. The
 //! kubeconfig's token, which the API server accepts, goes only to an endpoint that has proven
 //! it is the exporter ([`Proof`]): by showing the certificate the exporter published for that
-//! pod ([`crate::publish`]), read through the API server, or one that verifies with
+//! pod ([`kubevirt_leader_exporter::publish`]), read through the API server, or one that verifies with
 //! `--exporter-ca-file`. Anything else gets only what cannot be replayed against the API
 //! server: the kubeconfig's client certificate (in the handshake) and a token the user gave
 //! with `--token`.
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     future::Future,
     path::{Path, PathBuf},
     sync::Arc,
@@ -34,7 +33,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem:
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::{http::STATUS_JSON_PATH, objects::controller, publish};
+use kubevirt_leader_exporter::{http::STATUS_JSON_PATH, objects::controller, publish};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct StatusArgs {
@@ -94,6 +93,9 @@ pub enum Output {
     Text,
     Json,
 }
+
+/// How long `status` waits for the exporter's answer.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
@@ -386,7 +388,12 @@ impl PublishedFor {
             .api
             .get_opt(name)
             .await
-            .map_err(|e| format!("reading ConfigMap {ns}/{name}: {}", crate::error_chain(&e)))?
+            .map_err(|e| {
+                format!(
+                    "reading ConfigMap {ns}/{name}: {}",
+                    kubevirt_leader_exporter::error_chain(&e)
+                )
+            })?
             .ok_or_else(|| {
                 format!("the exporter published no certificate (no ConfigMap {ns}/{name})")
             })?;
@@ -583,7 +590,8 @@ where
         .map(|(certs, key)| (certs.clone(), key.clone_key()));
     // Any certificate completes the handshake (whose signature is still checked); the proof
     // decides afterwards what is sent.
-    let tls = crate::tls::unverified_client_config(identity).map_err(|e| http(e.to_string()))?;
+    let tls = kubevirt_leader_exporter::tls::unverified_client_config(identity)
+        .map_err(|e| http(e.to_string()))?;
     let connector = tokio_rustls::TlsConnector::from(tls);
     let name = ServerName::try_from("localhost").map_err(|e| http(e.to_string()))?;
     match connector.connect(name, connect().await?).await {
@@ -646,7 +654,7 @@ async fn get<S>(stream: S, token: Option<&str>) -> Result<Value, StatusError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let http = |e: hyper::Error| StatusError::Http(crate::error_chain(&e));
+    let http = |e: hyper::Error| StatusError::Http(kubevirt_leader_exporter::error_chain(&e));
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(http)?;
@@ -658,9 +666,9 @@ where
     let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|e| StatusError::Http(e.to_string()))?;
-    let response = tokio::time::timeout(super::STATUS_TIMEOUT, sender.send_request(request))
+    let response = tokio::time::timeout(STATUS_TIMEOUT, sender.send_request(request))
         .await
-        .map_err(|_| StatusError::Timeout(super::STATUS_TIMEOUT))?;
+        .map_err(|_| StatusError::Timeout(STATUS_TIMEOUT))?;
     let response = match response {
         Ok(response) => response,
         // The request only knows it was cancelled; the connection knows why. With TLS 1.3 a
@@ -690,225 +698,6 @@ where
             body: String::from_utf8_lossy(&body).trim().to_owned(),
         }),
     }
-}
-
-/// 0 when every namespace of every component has a leader, 1 when one has none, 2 when the
-/// exporter cannot tell for one (blind, checking, not ready) or found none at all. An
-/// abandoned Lease has no leader for good and no pods that miss one: it counts for nothing.
-pub fn exit_code(status: &Value) -> u8 {
-    let states: Vec<&str> = namespaces(status)
-        .filter(|(component, _)| !abandoned(component))
-        .filter_map(|(_, ns)| ns["state"].as_str())
-        .collect();
-    if states.contains(&"no_leader") {
-        1
-    } else if states.is_empty() || status["ready"] != true || states.iter().any(|s| *s != "leader")
-    {
-        2
-    } else {
-        0
-    }
-}
-
-/// A discovered component whose Lease's holder resolved to no workload.
-fn abandoned(component: &Value) -> bool {
-    component["discovered"] == true && component["workload"].is_null()
-}
-
-/// Each (component, namespace) entry.
-fn namespaces(status: &Value) -> impl Iterator<Item = (&Value, &Value)> {
-    status["components"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|c| {
-            c["namespaces"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(move |n| (c, n))
-        })
-}
-
-/// A table for a terminal, then the latest events of each lease.
-pub fn render(pod: &str, status: &Value, events: usize) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "exporter {pod} (version {}), {}, at {}",
-        text(&status["exporter_version"]),
-        if status["ready"] == true {
-            "ready"
-        } else {
-            "NOT READY: still listing"
-        },
-        text(&status["generated_at"]),
-    );
-    let components = || status["components"].as_array().into_iter().flatten();
-    // Only where something was discovered: the usual table stays as it always was.
-    let discovered = components().any(|c| c["discovered"] == true);
-    let mut header = [
-        "COMPONENT",
-        "NAMESPACE",
-        "STATE",
-        "HOLDER",
-        "HOLDER POD",
-        "LEASE AGE",
-        "STANDBYS",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    if discovered {
-        header.push("WORKLOAD".into());
-    }
-    let mut rows = vec![header];
-    for (component, ns) in namespaces(status) {
-        rows.push(with_workload(
-            Vec::from(row(component, ns)),
-            component,
-            discovered,
-        ));
-    }
-    for component in components() {
-        if component["found_in"] == 0 {
-            let mut cells = vec!["-".to_owned(); 7];
-            cells[0] = text(&component["component"]);
-            cells[1] = "(none found)".into();
-            rows.push(with_workload(cells, component, discovered));
-        }
-    }
-    out.push_str(&table(&rows));
-    for component in status["components"].as_array().into_iter().flatten() {
-        if component["pods_watch_healthy"] == false || component["leases_watch_healthy"] == false {
-            let _ = writeln!(
-                out,
-                "BLIND: the exporter cannot watch {} of {} ({}): what it shows is the story so far",
-                if component["pods_watch_healthy"] == false {
-                    "pods"
-                } else {
-                    "leases"
-                },
-                text(&component["component"]),
-                text(&component["scope"]),
-            );
-        }
-    }
-    for (component, ns) in namespaces(status) {
-        recent_events(&mut out, component, ns, events);
-    }
-    out
-}
-
-fn row(component: &Value, ns: &Value) -> [String; 7] {
-    let state = match ns["state"].as_str() {
-        Some("leader") => "leader".to_owned(),
-        Some("no_leader") => "NO LEADER".to_owned(),
-        Some(other) => other.to_owned(),
-        None => "?".to_owned(),
-    };
-    let holder_pod = match ns["holder_ready"].as_bool() {
-        Some(true) => "Ready",
-        Some(false) => "NOT Ready",
-        None if ns["holder"].is_null() => "-",
-        None => "no such pod",
-    };
-    let age = match (
-        ns["lease"]["age_seconds"].as_f64(),
-        ns["lease"]["limit_seconds"].as_f64(),
-    ) {
-        (Some(age), Some(limit)) => format!("{age:.1}s of {limit:.0}s"),
-        (Some(age), None) => format!("{age:.1}s"),
-        _ => "-".to_owned(),
-    };
-    let standbys = match ns["standbys"].as_u64() {
-        Some(0) => "none".to_owned(),
-        Some(n) => n.to_string(),
-        None => "-".to_owned(),
-    };
-    [
-        text(&component["component"]),
-        text(&ns["namespace"]),
-        state,
-        text(&ns["holder"]),
-        holder_pod.to_owned(),
-        age,
-        standbys,
-    ]
-}
-
-/// `cells` with the WORKLOAD column when the table has one: `kind/name` for a discovered
-/// component (`kind/name in namespace` when its pods run apart from its Lease),
-/// `abandoned` for one whose Lease's holder resolved to no workload.
-fn with_workload(mut cells: Vec<String>, component: &Value, column: bool) -> Vec<String> {
-    if column {
-        let workload = &component["workload"];
-        cells.push(if workload.is_object() {
-            let mut cell = format!("{}/{}", text(&workload["kind"]), text(&workload["name"]));
-            if workload["namespace"].is_string() && workload["namespace"] != component["scope"] {
-                cell.push_str(&format!(" in {}", text(&workload["namespace"])));
-            }
-            cell
-        } else if abandoned(component) {
-            "abandoned".to_owned()
-        } else {
-            "-".to_owned()
-        });
-    }
-    cells
-}
-
-fn recent_events(out: &mut String, component: &Value, ns: &Value, events: usize) {
-    let all = ns["events"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if all.is_empty() || events == 0 {
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "\n{} in {}, latest events:",
-        text(&component["component"]),
-        text(&ns["namespace"])
-    );
-    for event in all.iter().rev().take(events) {
-        let mut line = format!("  {}  {}", text(&event["at"]), text(&event["kind"]));
-        if !event["holder"].is_null() {
-            let _ = write!(line, " {}", text(&event["holder"]));
-        }
-        if !event["previous"].is_null() {
-            let _ = write!(line, " (was {})", text(&event["previous"]));
-        }
-        let _ = writeln!(out, "{line}");
-    }
-}
-
-/// A JSON value as plain text; `-` for null.
-fn text(value: &Value) -> String {
-    match value {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Left-aligned columns, two spaces apart.
-fn table(rows: &[Vec<String>]) -> String {
-    let mut widths = vec![0; rows.iter().map(Vec::len).max().unwrap_or_default()];
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (cell, w) in row.iter().zip(widths.iter().copied()) {
-            let _ = write!(line, "{cell:<w$}  ");
-        }
-        let _ = writeln!(out, "{}", line.trim_end());
-    }
-    out
 }
 
 #[cfg(test)]
@@ -974,130 +763,5 @@ mod tests {
         let (certs, _) = credentials.identity.expect("identity");
         assert_eq!(certs, vec![cert.der().clone()]);
         assert!(credentials.kubeconfig_token.is_none() && credentials.given_token.is_none());
-    }
-
-    fn status(state: &str, ready: bool) -> Value {
-        serde_json::json!({
-            "schema": 1, "exporter_version": "0.1.0", "generated_at": "2026-11-30T07:00:00Z",
-            "ready": ready,
-            "components": [{
-                "component": "virt-operator", "scope": "all namespaces",
-                "pods_watch_healthy": true, "leases_watch_healthy": true, "found_in": 1,
-                "namespaces": [{
-                    "namespace": "kubevirt", "state": state, "holder": "virt-operator-a",
-                    "holder_ready": true, "standbys": 1,
-                    "lease": {"age_seconds": 1.5, "limit_seconds": 25.0},
-                    "events": [
-                        {"at": "2026-11-30T06:00:00Z", "kind": "seen", "holder": "virt-operator-b"},
-                        {"at": "2026-11-30T06:30:00Z", "kind": "changed", "holder": "virt-operator-a",
-                         "previous": "virt-operator-b"}
-                    ]
-                }]
-            }, {
-                "component": "virt-controller", "scope": "all namespaces",
-                "pods_watch_healthy": true, "leases_watch_healthy": false, "found_in": 0,
-                "namespaces": []
-            }]
-        })
-    }
-
-    #[test]
-    fn the_table_names_each_leader_and_what_happened() {
-        let text = render("kle-abc", &status("leader", true), 1);
-        assert!(
-            text.contains("exporter kle-abc (version 0.1.0), ready"),
-            "{text}"
-        );
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("virt-operator "))
-            .expect("a row");
-        for cell in [
-            "kubevirt",
-            "leader",
-            "virt-operator-a",
-            "Ready",
-            "1.5s of 25s",
-            "1",
-        ] {
-            assert!(line.contains(cell), "{cell} missing from {line:?}");
-        }
-        assert!(text.contains("virt-controller  (none found)"), "{text}");
-        assert!(text.contains("BLIND: the exporter cannot watch leases of virt-controller"));
-        assert!(
-            text.contains("changed virt-operator-a (was virt-operator-b)"),
-            "{text}"
-        );
-        assert!(
-            !text.contains("seen virt-operator-b"),
-            "only the newest event: {text}"
-        );
-    }
-
-    #[test]
-    fn discovered_components_show_their_workload() {
-        let mut status = status("leader", true);
-        let usual = render("p", &status, 0);
-        assert!(!usual.contains("WORKLOAD"), "{usual}");
-        let components = status["components"].as_array_mut().expect("components");
-        components.push(serde_json::json!({
-            "component": "db-leader", "scope": "data", "discovered": true,
-            "workload": {"kind": "StatefulSet", "name": "db", "namespace": "data"},
-            "pods_watch_healthy": true, "leases_watch_healthy": true, "found_in": 1,
-            "namespaces": [{"namespace": "data", "state": "leader", "holder": "db-0",
-                            "holder_ready": true, "standbys": 2}]
-        }));
-        components.push(serde_json::json!({
-            "component": "cert-manager-controller", "scope": "kube-system", "discovered": true,
-            "workload": {"kind": "Deployment", "name": "cert-manager", "namespace": "cert-manager"},
-            "pods_watch_healthy": true, "leases_watch_healthy": true, "found_in": 1,
-            "namespaces": [{"namespace": "kube-system", "state": "leader", "holder": "cm-0",
-                            "holder_ready": true, "standbys": 0}]
-        }));
-        components.push(serde_json::json!({
-            "component": "old-lock", "scope": "data", "discovered": true, "workload": null,
-            "pods_watch_healthy": true, "leases_watch_healthy": true, "found_in": 1,
-            "namespaces": [{"namespace": "data", "state": "no_leader", "holder": "gone-7d9",
-                            "holder_ready": null, "pods": 0, "standbys": 0}]
-        }));
-        let text = render("p", &status, 0);
-        let line = |start: &str| {
-            text.lines()
-                .find(|l| l.starts_with(start))
-                .unwrap_or_else(|| panic!("no {start:?} in {text}"))
-        };
-        assert!(line("COMPONENT ").ends_with("  WORKLOAD"), "{text}");
-        assert!(line("db-leader ").ends_with("  StatefulSet/db"), "{text}");
-        assert!(
-            line("cert-manager-controller ").ends_with("  Deployment/cert-manager in cert-manager"),
-            "{text}"
-        );
-        let old = line("old-lock ");
-        assert!(
-            old.contains("NO LEADER") && old.ends_with("  abandoned"),
-            "{text}"
-        );
-        assert!(line("virt-operator ").ends_with("  -"), "{text}");
-        assert!(line("virt-controller ").contains("(none found)"), "{text}");
-        assert_eq!(
-            exit_code(&status),
-            0,
-            "an abandoned Lease is no missing leader"
-        );
-    }
-
-    #[test]
-    fn the_exit_status_says_leader_none_or_cannot_tell() {
-        assert_eq!(exit_code(&status("leader", true)), 0);
-        assert_eq!(exit_code(&status("no_leader", true)), 1);
-        assert_eq!(exit_code(&status("blind", true)), 2);
-        assert_eq!(exit_code(&status("leader", false)), 2);
-        assert_eq!(
-            exit_code(&serde_json::json!({"ready": true, "components": []})),
-            2
-        );
-        let odd = serde_json::json!({"components": "nope"});
-        assert_eq!(exit_code(&odd), 2);
-        assert!(!render("p", &odd, 3).is_empty());
     }
 }
