@@ -106,8 +106,10 @@ pub struct NamespaceStatus {
     pub holder_since_seconds: Option<f64>,
     /// Holder changes the exporter has seen, to and from no holder included.
     pub holder_changes: Option<u64>,
+    #[serde(default)]
     pub renewals: Renewals,
     /// Oldest first, at most 50.
+    #[serde(default)]
     pub events: Vec<EventView>,
 }
 
