@@ -24,6 +24,13 @@ use crate::{
     watch::Watched,
 };
 
+/// The commit the binary was built from, as the release script and the Dockerfile pass it
+/// (`KUBEVIRT_LEADER_EXPORTER_COMMIT` at build time); `unknown` for a plain `cargo build`.
+pub const COMMIT: &str = match option_env!("KUBEVIRT_LEADER_EXPORTER_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
 /// Prefix of every series the exporter serves.
 pub const PREFIX: &str = "kubevirt_leader";
 
@@ -87,12 +94,12 @@ impl Metrics {
         let build_info = IntGaugeVec::new(
             Opts::new(
                 format!("{PREFIX}_exporter_build_info"),
-                "Always 1; names the exporter's version.",
+                "Always 1; names the exporter's version and the commit it was built from.",
             ),
-            &["version"],
+            &["version", "commit"],
         )?;
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), COMMIT])
             .set(1);
         let http_requests = IntCounterVec::new(
             Opts::new(

@@ -121,7 +121,9 @@ fn the_dockerfile_cross_compiles_with_the_tested_script() {
     );
     assert!(lines.contains(&"ARG TARGETARCH"), "{text}");
     assert!(
-        lines.contains(&"RUN scripts/build-static \"$TARGETARCH\" /out"),
+        lines.contains(
+            &"RUN KUBEVIRT_LEADER_EXPORTER_COMMIT=\"$COMMIT\" scripts/build-static \"$TARGETARCH\" /out"
+        ),
         "{text}"
     );
     assert!(
@@ -136,7 +138,16 @@ fn the_dockerfile_cross_compiles_with_the_tested_script() {
         assert!(script.contains(arch), "{arch}");
     }
     let ignored = std::fs::read_to_string(root.join(".dockerignore")).expect(".dockerignore");
-    for needed in ["scripts", "src", "sim", "Cargo.toml", "Cargo.lock"] {
+    // The workspace's members: cargo reads them all, whichever package it builds.
+    for needed in [
+        "scripts",
+        "src",
+        "sim",
+        "plugin",
+        "benches",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         assert!(
             !ignored
                 .lines()
