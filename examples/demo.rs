@@ -18,11 +18,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kubevirt_leader_exporter::{
     DEFAULT_LOG_FILTER, Exporter, client_from_kubeconfig,
     config::{Args, Auth, LogFormat, Settings},
+    log_filter,
     targets::Targets,
 };
 use kubevirt_leader_sim::{SimServer, Store, lease, pod};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
 
 const NAMESPACE: &str = "kubevirt";
 const COMPONENT: &str = "virt-operator";
@@ -49,15 +50,14 @@ async fn main() -> anyhow::Result<()> {
     if matches.value_source("listen") == Some(ValueSource::DefaultValue) {
         args.listen = SocketAddr::from(([127, 0, 0, 1], 8080));
     }
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (filter, _) = log_filter(DEFAULT_LOG_FILTER);
+    let logs = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match args.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => registry.with(logs).init(),
+        LogFormat::Json => registry.with(logs.json()).init(),
     }
     let mut settings = Settings::from_args(&args).context("invalid configuration")?;
     // It simulates virt-operator alone: the other built-in components would only be warned

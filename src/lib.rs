@@ -36,6 +36,8 @@ use kube::{
 };
 use rustls::server::ResolvesServerCert;
 use tokio::task::JoinHandle;
+use tracing::Level;
+use tracing_subscriber::filter::Targets as LogTargets;
 
 use crate::{
     auth::Gate,
@@ -50,6 +52,37 @@ use crate::{
 /// cause (`RUST_LOG=info,kube_client=debug,kube_runtime=debug` shows them).
 pub const DEFAULT_LOG_FILTER: &str =
     "info,kube_client::client::builder=off,kube_runtime::watcher=error";
+
+/// The log filter: `RUST_LOG` when it is set and valid, else `default`; and, when `RUST_LOG`
+/// was not valid, what to warn of once logging has started.
+pub fn log_filter(default: &str) -> (LogTargets, Option<String>) {
+    log_filter_of(std::env::var("RUST_LOG").ok().as_deref(), default)
+}
+
+/// [`log_filter`] of the value `RUST_LOG` has. A filter is a default level and levels per
+/// module (`warn,kube_client=debug`), which is what people set: tracing's `Targets`, not its
+/// `EnvFilter`, whose span and field filters would bring a regular-expression engine into the
+/// binary.
+pub fn log_filter_of(value: Option<&str>, default: &str) -> (LogTargets, Option<String>) {
+    let fallback = || {
+        default
+            .parse()
+            .unwrap_or_else(|_| LogTargets::new().with_default(Level::INFO))
+    };
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => (fallback(), None),
+        Some(value) => match value.parse::<LogTargets>() {
+            Ok(targets) => (targets, None),
+            Err(error) => (
+                fallback(),
+                Some(format!(
+                    "RUST_LOG={value:?} is not a log filter ({error}): write it as a level and \
+                     levels per module, as `warn,kube_client=debug`; logging with {default:?}"
+                )),
+            ),
+        },
+    }
+}
 
 /// An error and its causes, each said once: errors from kube, hyper and std often repeat
 /// their cause in their own message, and often hide the useful part ("connection refused")
@@ -331,6 +364,50 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("invalid configuration")]
     struct Invalid(#[source] Reading);
+
+    #[test]
+    fn rust_log_is_read_as_people_write_it_and_a_bad_one_is_said() {
+        use tracing::{Level, level_filters::LevelFilter};
+
+        use super::{DEFAULT_LOG_FILTER, log_filter_of};
+        let level = |filter: &tracing_subscriber::filter::Targets, target: &str| {
+            [
+                Level::TRACE,
+                Level::DEBUG,
+                Level::INFO,
+                Level::WARN,
+                Level::ERROR,
+            ]
+            .into_iter()
+            .find(|l| filter.would_enable(target, l))
+            .map_or(LevelFilter::OFF, LevelFilter::from_level)
+        };
+        let (default, warning) = log_filter_of(None, DEFAULT_LOG_FILTER);
+        assert_eq!(warning, None);
+        assert_eq!(
+            level(&default, "kubevirt_leader_exporter::watch"),
+            LevelFilter::INFO
+        );
+        assert_eq!(
+            level(&default, "kube_client::client::builder"),
+            LevelFilter::OFF
+        );
+        assert_eq!(level(&default, "kube_runtime::watcher"), LevelFilter::ERROR);
+
+        let (asked, warning) = log_filter_of(Some("warn,kube_client=debug"), DEFAULT_LOG_FILTER);
+        assert_eq!(warning, None);
+        assert_eq!(level(&asked, "kubevirt_leader_exporter"), LevelFilter::WARN);
+        assert_eq!(level(&asked, "kube_client::client"), LevelFilter::DEBUG);
+
+        let (bad, warning) = log_filter_of(Some("info,kube=loud"), DEFAULT_LOG_FILTER);
+        assert!(
+            warning
+                .as_deref()
+                .is_some_and(|w| w.contains("RUST_LOG=\"info,kube=loud\"")),
+            "{warning:?}"
+        );
+        assert_eq!(level(&bad, "kube_runtime::watcher"), LevelFilter::ERROR);
+    }
 
     #[test]
     fn every_cause_is_said_once() {

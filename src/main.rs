@@ -9,10 +9,10 @@ use clap::Parser;
 use kubevirt_leader_exporter::{
     DEFAULT_LOG_FILTER, Exporter, client,
     config::{Args, LogFormat, Settings},
-    error_chain, heap,
+    error_chain, heap, log_filter,
 };
 use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
 
 // Counts the live heap for `kubevirt_leader_exporter_heap_bytes`.
 #[global_allocator]
@@ -63,16 +63,18 @@ fn say_error(error: &(dyn std::error::Error + 'static)) {
 }
 
 fn init_tracing(format: LogFormat, default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let (filter, warning) = log_filter(default_filter);
     // Colour codes only for a person at a terminal, never in a log file or pipeline.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(fmt).init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
+    }
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
     }
 }
 

@@ -11,8 +11,8 @@ use kubectl_kubevirt_leader::{
     render,
     status::{self, StatusArgs},
 };
-use kubevirt_leader_exporter::{client_for, error_chain};
-use tracing_subscriber::EnvFilter;
+use kubevirt_leader_exporter::{client_for, error_chain, log_filter};
+use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
 
 /// A report goes to stdout: only warnings and errors go to the log.
 const LOG_FILTER: &str = "warn,kube_client::client::builder=off";
@@ -20,11 +20,14 @@ const LOG_FILTER: &str = "warn,kube_client::client::builder=off";
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(LOG_FILTER));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let (filter, warning) = log_filter(LOG_FILTER);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
     let outcome = match &cli.command {
         PluginCommand::Version => {
             write_out(&format!(
