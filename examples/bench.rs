@@ -48,7 +48,7 @@ use kubevirt_leader_sim::{SimServer, Store, lease, pod};
 // The exporter's own counting allocator, as in the binary: the heap an extra tracked pod
 // costs is read off the live heap rather than guessed from RSS.
 #[global_allocator]
-static ALLOCATOR: heap::CountingAllocator = heap::CountingAllocator;
+static ALLOCATOR: heap::CountingAllocator = heap::CountingAllocator(std::alloc::System);
 
 const NS: &str = "kubevirt";
 const OPERATOR: &str = "virt-operator";

@@ -8,38 +8,38 @@ use std::{
     sync::atomic::{AtomicBool, AtomicIsize, Ordering},
 };
 
-/// The system allocator, counting the bytes it hands out and takes back. Two relaxed atomic
-/// operations per call: nothing next to the allocation itself.
-pub struct CountingAllocator;
+/// An allocator (the system's by default), counting the bytes it hands out and takes back.
+/// Two relaxed atomic operations per call: nothing next to the allocation itself.
+pub struct CountingAllocator<A = System>(pub A);
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-// SAFETY: every call is passed on to the system allocator unchanged; only counters move.
-unsafe impl GlobalAlloc for CountingAllocator {
+// SAFETY: every call is passed on to the inner allocator unchanged; only counters move.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAllocator<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's guarantees for `layout` hold for System too.
-        counted(unsafe { System.alloc(layout) }, layout.size() as isize)
+        // SAFETY: the caller's guarantees for `layout` hold for the inner allocator too.
+        counted(unsafe { self.0.alloc(layout) }, layout.size() as isize)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
         counted(
-            unsafe { System.alloc_zeroed(layout) },
+            unsafe { self.0.alloc_zeroed(layout) },
             layout.size() as isize,
         )
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from this allocator with this `layout`.
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { self.0.dealloc(ptr, layout) };
         counted(ptr, -(layout.size() as isize));
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as for `alloc` and `dealloc`. On failure the old block stays, uncounted
         // change and all.
-        let moved = unsafe { System.realloc(ptr, layout, new_size) };
+        let moved = unsafe { self.0.realloc(ptr, layout, new_size) };
         counted(moved, new_size as isize - layout.size() as isize)
     }
 }

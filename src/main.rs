@@ -14,9 +14,17 @@ use kubevirt_leader_exporter::{
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
 
-// Counts the live heap for `kubevirt_leader_exporter_heap_bytes`.
+// Counts the live heap for `kubevirt_leader_exporter_heap_bytes`. The static (musl) build,
+// the image's, allocates with mimalloc: musl's own malloc serializes the two worker threads
+// on one lock and held the static exporter to about 0.65 of the floor's scrape rate
+// (docs/performance.md, "The static build's allocator").
+#[cfg(target_env = "musl")]
 #[global_allocator]
-static ALLOCATOR: heap::CountingAllocator = heap::CountingAllocator;
+static ALLOCATOR: heap::CountingAllocator<mimalloc::MiMalloc> =
+    heap::CountingAllocator(mimalloc::MiMalloc);
+#[cfg(not(target_env = "musl"))]
+#[global_allocator]
+static ALLOCATOR: heap::CountingAllocator = heap::CountingAllocator(std::alloc::System);
 
 // Two workers are plenty for a handful of watches and scrapes, and keep the footprint the
 // same on a 2-core and a 96-core node.

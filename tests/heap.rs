@@ -7,7 +7,7 @@ use std::{hint::black_box, sync::Arc, time::Duration};
 use kubevirt_leader_exporter::{config::Settings, heap, metrics::Metrics, targets::Targets};
 
 #[global_allocator]
-static ALLOCATOR: heap::CountingAllocator = heap::CountingAllocator;
+static ALLOCATOR: heap::CountingAllocator = heap::CountingAllocator(std::alloc::System);
 
 const MIB: u64 = 1024 * 1024;
 

@@ -13,41 +13,43 @@ pub fn bench_target() -> Option<String> {
     std::env::var("BENCH_TARGET").ok().filter(|t| !t.is_empty())
 }
 
-/// Builds the release binary for the host, or for `BENCH_TARGET` when it is set.
+/// Builds the release binary for the host, or, when `BENCH_TARGET` names a static (musl)
+/// target, the image's binary as `scripts/build-static` builds it for the Dockerfile.
 pub fn build_release() -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = bench_target();
-    let mut build = Command::new(cargo);
-    build.args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "kubevirt-leader-exporter",
-        "--bin",
-        "kubevirt-leader-exporter",
-    ]);
-    // `cargo run` hands this package's variables to the benchmark. Passed on, they would look
-    // like a changed environment to build scripts that watch them (ring's watches
-    // CARGO_PKG_NAME), and the nested build would compile ring and all above it again.
-    for (key, _) in std::env::vars_os() {
-        if key.to_str().is_some_and(|k| {
-            k.starts_with("CARGO_PKG_")
-                || matches!(
-                    k,
-                    "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_PRIMARY_PACKAGE"
-                )
-        }) {
-            build.env_remove(key);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut build = match bench_target() {
+        Some(target) => {
+            let Some(cpu) = target.strip_suffix("-unknown-linux-musl") else {
+                bail!(
+                    "BENCH_TARGET={target}: the static builds are x86_64- and aarch64-unknown-linux-musl"
+                );
+            };
+            let mut build = Command::new(root.join("scripts/build-static"));
+            build.arg(cpu).stdout(std::process::Stdio::null());
+            build
         }
-    }
-    let mut dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    if let Some(target) = &target {
-        build.args(["--target", target]);
-        dir.push(target);
-    }
+        None => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "kubevirt-leader-exporter",
+                "--bin",
+                "kubevirt-leader-exporter",
+            ]);
+            build
+        }
+    };
+    crate::common::without_package_env(&mut build);
     if !build.status()?.success() {
         bail!("release build failed");
+    }
+    let mut dir = root.join("target");
+    if let Some(target) = bench_target() {
+        dir.push(target);
     }
     Ok(dir.join("release/kubevirt-leader-exporter"))
 }

@@ -44,7 +44,7 @@ use serde_json::json;
 /// The live heap is counted as in the exporter's binary, so that a scrape has its series.
 #[global_allocator]
 static HEAP: kubevirt_leader_exporter::heap::CountingAllocator =
-    kubevirt_leader_exporter::heap::CountingAllocator;
+    kubevirt_leader_exporter::heap::CountingAllocator(std::alloc::System);
 
 /// How far before the real clock the first event is stamped.
 pub const BACK: Duration = Duration::from_secs(2 * 3600);

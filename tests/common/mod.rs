@@ -40,6 +40,24 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     path
 }
 
+/// `command` without the package variables Cargo hands a test or `cargo run`: passed on to
+/// a nested cargo, they would look like a changed environment to build scripts that watch
+/// them (ring's watches CARGO_PKG_NAME), and it would compile ring and all above it again.
+pub fn without_package_env(command: &mut std::process::Command) -> &mut std::process::Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| {
+            k.starts_with("CARGO_PKG_")
+                || matches!(
+                    k,
+                    "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_PRIMARY_PACKAGE"
+                )
+        }) {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 pub const NS: &str = "kubevirt";
 pub const OPERATOR: &str = "virt-operator";
 pub const POD_A: &str = "virt-operator-a";
