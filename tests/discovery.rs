@@ -26,7 +26,7 @@ use kubevirt_leader_exporter::{
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use envtest::{Cluster, ControlPlane, EXPORTER_TOKEN};
+use envtest::{Cluster, EXPORTER_TOKEN};
 
 const UUID: &str = "5b4a3c1e-7f1d-4d2e-9a3b-0c1d2e3f4a5b";
 
@@ -40,21 +40,6 @@ where
 {
     let object: K = serde_json::from_value(object).expect("object");
     Api::<K>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &object)
-        .await
-        .expect("create")
-}
-
-async fn create_cluster<K>(client: &Client, object: Value) -> K
-where
-    K: kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(object).expect("object");
-    Api::<K>::all(client.clone())
         .create(&PostParams::default(), &object)
         .await
         .expect("create")
@@ -833,7 +818,7 @@ async fn handovers_never_read_no_leader_a_dead_one_does_and_an_abandoned_lease_s
     assert_eq!(entry["workload"], Value::Null);
 
     // diagnose, for someone with the shipped diagnose role, finds both by their Lease's name.
-    let kubeconfig = on_call(&plane, &admin).await;
+    let kubeconfig = plane.on_call(&admin).await;
     let out = std::process::Command::new(common::workspace_binary("kubectl-kubevirt_leader"))
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .args(["diagnose", "--observe=0s", "--output=json"])
@@ -866,26 +851,6 @@ async fn handovers_never_read_no_leader_a_dead_one_does_and_an_abandoned_lease_s
         ]
     );
     assert_eq!(out.status.code(), Some(1));
-}
-
-/// The kubeconfig of someone bound to the shipped diagnose role only.
-async fn on_call(plane: &ControlPlane, admin: &Client) -> std::path::PathBuf {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-    let path = common::repo().join("deploy/diagnose/clusterrole.yaml");
-    let role: ClusterRole =
-        serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read")).expect("role");
-    let _: ClusterRole = create_cluster(admin, serde_json::to_value(&role).expect("JSON")).await;
-    let _: ClusterRoleBinding = create_cluster(
-        admin,
-        json!({
-            "metadata": {"name": "on-call-diagnose"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": role.metadata.name},
-            "subjects": [{"kind": "User", "name": "on-call", "apiGroup": "rbac.authorization.k8s.io"}],
-        }),
-    )
-    .await;
-    plane.kubeconfig_file_as("on-call")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -498,26 +498,9 @@ async fn the_shipped_diagnose_role_is_enough() {
     let Some(t) = setup().await else { return };
     let a = t.plane.elector(NS, "virt-operator", A, &[]);
     a.until_leading().await;
-    let path = common::repo().join("deploy/diagnose/clusterrole.yaml");
-    let role: ClusterRole =
-        serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read")).expect("role");
-    Api::<ClusterRole>::all(t.cluster.client.clone())
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("create role");
-    let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "on-call-diagnose"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": role.metadata.name},
-        "subjects": [{"kind": "User", "name": "on-call", "apiGroup": "rbac.authorization.k8s.io"}],
-    }))
-    .expect("binding");
-    Api::<ClusterRoleBinding>::all(t.cluster.client.clone())
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("create binding");
+    let on_call = t.plane.on_call(&t.cluster.client).await;
 
-    let (code, report) = t.diagnose_with(&t.plane.kubeconfig_file_as("on-call"), "3s", &[]);
+    let (code, report) = t.diagnose_with(&on_call, "3s", &[]);
     assert_eq!(code, 0, "{report:#}");
     let mut missing = Vec::new();
     // Logs are not asked for: these pods run on no node.
@@ -531,7 +514,7 @@ async fn the_shipped_diagnose_role_is_enough() {
         .delete("on-call-diagnose", &Default::default())
         .await
         .expect("delete binding");
-    let (code, report) = t.diagnose_with(&t.plane.kubeconfig_file_as("on-call"), "0s", &[]);
+    let (code, report) = t.diagnose_with(&on_call, "0s", &[]);
     assert_eq!(code, 2, "{report:#}");
     assert_eq!(report["kubevirt_namespaces"]["outcome"], "forbidden");
     assert!(

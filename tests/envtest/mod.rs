@@ -571,6 +571,30 @@ impl ControlPlane {
         path
     }
 
+    /// The kubeconfig of user `on-call`, bound (`on-call-diagnose`) to the shipped
+    /// ClusterRole of the kubectl plugin's diagnose and nothing else.
+    pub async fn on_call(&self, admin: &Client) -> PathBuf {
+        let path = crate::common::repo().join("deploy/diagnose/clusterrole.yaml");
+        let role: ClusterRole =
+            serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read")).expect("role");
+        Api::<ClusterRole>::all(admin.clone())
+            .create(&PostParams::default(), &role)
+            .await
+            .expect("create role");
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "on-call-diagnose"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": role.metadata.name},
+            "subjects": [{"kind": "User", "name": "on-call", "apiGroup": "rbac.authorization.k8s.io"}],
+        }))
+        .expect("binding");
+        Api::<ClusterRoleBinding>::all(admin.clone())
+            .create(&PostParams::default(), &binding)
+            .await
+            .expect("create binding");
+        self.kubeconfig_file_as("on-call")
+    }
+
     /// A kubeconfig for the admin acting as `user` (impersonation), e.g. a service account.
     pub fn kubeconfig_file_as(&self, user: &str) -> PathBuf {
         let path = self
