@@ -11,6 +11,8 @@ use kubevirt_leader_exporter::{
     error_chain,
 };
 
+use super::facts::list_in;
+
 /// One Lease named as asked: the component it stands for, in its namespace, and its pods
 /// (`None` when they could not be listed, with why in `unchecked`).
 pub struct Elected {
@@ -24,15 +26,7 @@ pub struct Elected {
 /// empty).
 pub async fn elections(client: &Client, name: &str, only: &[String]) -> kube::Result<Vec<Elected>> {
     let params = ListParams::default().fields(&format!("metadata.name={name}"));
-    let mut leases = Vec::new();
-    if only.is_empty() {
-        leases = Api::<Lease>::all(client.clone()).list(&params).await?.items;
-    } else {
-        for ns in only {
-            let api: Api<Lease> = Api::namespaced(client.clone(), ns);
-            leases.extend(api.list(&params).await?.items);
-        }
-    }
+    let leases: Vec<Lease> = list_in(client, &params, only).await?;
     let mut found = Vec::new();
     for lease in leases.iter().filter(|l| not_an_election(l).is_none()) {
         found.push(elected(client, lease).await);

@@ -249,19 +249,31 @@ pub async fn api_server_version(client: &Client) -> Lookup<String> {
 /// every namespace (a person with rights in one namespace only names it).
 pub async fn pods(client: &Client, selector: &str, namespaces: &[String]) -> Lookup<Vec<Pod>> {
     let params = ListParams::default().labels(selector);
+    Lookup::from_result(list_in(client, &params, namespaces).await)
+}
+
+/// Objects of kind `K` that `params` select, in `namespaces`, or in every namespace when
+/// none are named.
+pub async fn list_in<K>(
+    client: &Client,
+    params: &ListParams,
+    namespaces: &[String],
+) -> kube::Result<Vec<K>>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
     if namespaces.is_empty() {
-        let api: Api<Pod> = Api::all(client.clone());
-        return Lookup::from_result(api.list(&params).await.map(|l| l.items));
+        return Ok(Api::<K>::all(client.clone()).list(params).await?.items);
     }
-    let mut pods = Vec::new();
+    let mut found = Vec::new();
     for ns in namespaces {
-        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-        match api.list(&params).await {
-            Ok(list) => pods.extend(list.items),
-            Err(error) => return Lookup::from_result(Err(error)),
-        }
+        let api: Api<K> = Api::namespaced(client.clone(), ns);
+        found.extend(api.list(params).await?.items);
     }
-    Lookup::Found(pods)
+    Ok(found)
 }
 
 /// Gathers the facts of `component` in `namespace`, watching the lease for `observe`.
