@@ -17,13 +17,12 @@ use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
 use k8s_openapi::api::coordination::v1::Lease;
 use kubevirt_leader_exporter::{
     DEFAULT_LOG_FILTER, Exporter, client_from_kubeconfig,
-    config::{Args, Auth, LogFormat, Settings},
-    log_filter,
+    config::{Args, Auth, Settings},
+    init_logging,
     targets::Targets,
 };
 use kubevirt_leader_sim::{SimServer, Store, lease, pod};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
 
 const NAMESPACE: &str = "kubevirt";
 const COMPONENT: &str = "virt-operator";
@@ -50,15 +49,7 @@ async fn main() -> anyhow::Result<()> {
     if matches.value_source("listen") == Some(ValueSource::DefaultValue) {
         args.listen = SocketAddr::from(([127, 0, 0, 1], 8080));
     }
-    let (filter, _) = log_filter(DEFAULT_LOG_FILTER);
-    let logs = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry().with(filter);
-    match args.log_format {
-        LogFormat::Text => registry.with(logs).init(),
-        LogFormat::Json => registry.with(logs.json()).init(),
-    }
+    init_logging(args.log_format, DEFAULT_LOG_FILTER);
     let mut settings = Settings::from_args(&args).context("invalid configuration")?;
     // It simulates virt-operator alone: the other built-in components would only be warned
     // about as missing. A component file given on the command line is watched as it is.

@@ -84,6 +84,27 @@ pub fn log_filter_of(value: Option<&str>, default: &str) -> (LogTargets, Option<
     }
 }
 
+/// Logs to stderr as `format` says, filtered by `RUST_LOG` or else `default_filter`, colour
+/// only for a person at a terminal, never in a log file or pipeline; an invalid `RUST_LOG`
+/// is warned about once logging has started.
+pub fn init_logging(format: config::LogFormat, default_filter: &str) {
+    use std::io::IsTerminal;
+
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
+    let (filter, warning) = log_filter(default_filter);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        config::LogFormat::Text => registry.with(fmt).init(),
+        config::LogFormat::Json => registry.with(fmt.json()).init(),
+    }
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
+}
+
 /// An error and its causes, each said once: errors from kube, hyper and std often repeat
 /// their cause in their own message, and often hide the useful part ("connection refused")
 /// in a cause.

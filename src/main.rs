@@ -1,18 +1,13 @@
-use std::{
-    future::Future,
-    io::{IsTerminal, Write},
-    process::ExitCode,
-};
+use std::{future::Future, io::Write, process::ExitCode};
 
 use anyhow::Context;
 use clap::Parser;
 use kubevirt_leader_exporter::{
     DEFAULT_LOG_FILTER, Exporter, client,
-    config::{Args, LogFormat, Settings},
-    error_chain, heap, log_filter,
+    config::{Args, Settings},
+    error_chain, heap, init_logging,
 };
 use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
 
 // Counts the live heap for `kubevirt_leader_exporter_heap_bytes`. The static (musl) build,
 // the image's, allocates with mimalloc: musl's own malloc serializes the two worker threads
@@ -37,7 +32,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let args = Args::parse();
-    init_tracing(args.log_format, DEFAULT_LOG_FILTER);
+    init_logging(args.log_format, DEFAULT_LOG_FILTER);
     match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -82,22 +77,6 @@ fn return_freed_memory_at_once() {
 /// worth a panic.
 fn say_error(error: &(dyn std::error::Error + 'static)) {
     let _ = writeln!(std::io::stderr(), "Error: {}", error_chain(error));
-}
-
-fn init_tracing(format: LogFormat, default_filter: &str) {
-    let (filter, warning) = log_filter(default_filter);
-    // Colour codes only for a person at a terminal, never in a log file or pipeline.
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry().with(filter);
-    match format {
-        LogFormat::Text => registry.with(fmt).init(),
-        LogFormat::Json => registry.with(fmt.json()).init(),
-    }
-    if let Some(warning) = warning {
-        tracing::warn!("{warning}");
-    }
 }
 
 /// Listens for SIGTERM and SIGINT from now on; the returned future completes on the first.
