@@ -1,8 +1,11 @@
 //! The binary itself: bad configuration stops it at start-up with a clear message, and it
 //! shuts down cleanly on SIGTERM.
 
+mod bad_input;
+
 use std::{
     io::{BufRead, BufReader, Read},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -568,21 +571,9 @@ fn bad_input_gets_the_documented_exit_status_and_message() {
     )
     .expect("docs/configuration.md");
     for BadInput { args, exit, says } in &cases {
-        let out = Command::new(BIN)
-            .args(args)
-            .env_clear()
-            .env("HOME", "/nonexistent")
-            .output()
-            .expect("run binary");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(*exit), "{args:?}: {stderr}");
-        assert!(stderr.contains(says.as_str()), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-        let row = format!("| {exit} | `{says}`");
-        assert!(
-            docs.contains(&row),
-            "docs/configuration.md's bad-input table has no {row}"
-        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let page = "docs/configuration.md";
+        bad_input::assert_row(Path::new(BIN), &args, *exit, says, &docs, page);
     }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -2,7 +2,10 @@
 //! tables with its environment variable (none of them the exporter's), and every bad input
 //! with the exit status and message its table gives.
 
-use std::process::Command;
+#[path = "../../tests/bad_input/mod.rs"]
+mod bad_input;
+
+use std::path::Path;
 
 use clap::CommandFactory;
 use kubectl_kubevirt_leader::cli::Cli;
@@ -98,20 +101,13 @@ fn bad_input_gets_the_documented_exit_status_and_message() {
     ];
     let docs = docs();
     for (args, exit, says) in cases {
-        let out = Command::new(PLUGIN)
-            .args(args)
-            .env_clear()
-            .env("HOME", "/nonexistent")
-            .output()
-            .expect("run the plugin");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(exit), "{args:?}: {stderr}");
-        assert!(stderr.contains(says), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-        let row = format!("| {exit} | `{says}`");
-        assert!(
-            docs.contains(&row),
-            "docs/diagnose.md's bad-input table has no {row}"
+        bad_input::assert_row(
+            Path::new(PLUGIN),
+            args,
+            exit,
+            says,
+            &docs,
+            "docs/diagnose.md",
         );
     }
     let _ = std::fs::remove_dir_all(dir);
