@@ -12,7 +12,8 @@
 //! Needs `wrk` (Debian package `wrk`) as the load generator. `BENCH_ONLY=presets` measures only
 //! what the presets cost, `BENCH_ONLY=connections` only the secured exporter's scrape
 //! throughput and its memory under a flood of connections. `BENCH_TARGET=x86_64-unknown-linux-musl`
-//! measures the static binary the Dockerfile ships instead of the host's glibc build.
+//! measures the static binary the Dockerfile ships instead of the host's glibc build;
+//! `BENCH_BINARY=PATH` a binary built otherwise, such as one with symbols for `perf record`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

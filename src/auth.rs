@@ -12,9 +12,8 @@ use std::{
 };
 
 use axum::{
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderValue, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use base64::Engine;
@@ -488,6 +487,47 @@ impl Gate {
         peer: Option<&Arc<User>>,
         path: &str,
     ) -> Decision {
+        if let Some(decision) = self.decide_from_cache(token, peer, path) {
+            return decision;
+        }
+        // A review's future is kilobytes: boxed, so that the cached path, which a
+        // scraper takes on every request, does not move it around.
+        Box::pin(self.decide_by_review(token, peer, path)).await
+    }
+
+    /// The decision when the caches hold it: what nearly every request gets, without
+    /// awaiting anything.
+    fn decide_from_cache(
+        &self,
+        token: Option<&str>,
+        peer: Option<&Arc<User>>,
+        path: &str,
+    ) -> Option<Decision> {
+        let (user, credential) = match (peer, token) {
+            (Some(user), _) => (Arc::clone(user), None),
+            (None, Some(token)) if !token.is_empty() => {
+                let digest = sha256(&[token.as_bytes()]);
+                match self.cached_token(&digest)? {
+                    Some(user) => (user, Some(digest)),
+                    None => return Some(Decision::Unauthenticated),
+                }
+            }
+            _ => return Some(Decision::Unauthenticated),
+        };
+        let key = decision_key(&user, path, VERB);
+        if !self.cached_decision(&key)? {
+            return Some(Decision::Forbidden);
+        }
+        self.remember(credential.unwrap_or(key));
+        Some(Decision::Allowed)
+    }
+
+    async fn decide_by_review(
+        &self,
+        token: Option<&str>,
+        peer: Option<&Arc<User>>,
+        path: &str,
+    ) -> Decision {
         let (user, credential) = match (peer, token) {
             (Some(user), _) => (Arc::clone(user), None),
             (None, Some(token)) if !token.is_empty() => {
@@ -505,13 +545,18 @@ impl Gate {
         let credential = credential.unwrap_or(key);
         match self.authorize(&user, path, key, credential).await {
             Ok(true) => {
-                let now = Instant::now();
-                lock(&self.known).insert(credential, (), now + KNOWN_TTL, now);
+                self.remember(credential);
                 Decision::Allowed
             }
             Ok(false) => Decision::Forbidden,
             Err(error) => error.into(),
         }
+    }
+
+    /// Counts `credential` as let in, for the reviews' budget (see `known`).
+    fn remember(&self, credential: Digest) {
+        let now = Instant::now();
+        lock(&self.known).insert(credential, (), now + KNOWN_TTL, now);
     }
 
     /// Reviews waiting for the API server or for another request's review, for tests.
@@ -711,28 +756,34 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The bearer token of the Authorization header, if it has one.
+/// The bearer token of the Authorization header, if it has one. Read as bytes: a token is a
+/// kilobyte, which `HeaderValue::to_str` checks one byte at a time on every request.
 fn bearer_token(request: &Request) -> Option<&str> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    let value = request.headers().get(header::AUTHORIZATION)?.as_bytes();
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, token) = (&value[..space], &value[space + 1..]);
+    let token = std::str::from_utf8(token).ok()?.trim();
+    scheme.eq_ignore_ascii_case(b"bearer").then_some(token)
 }
 
-/// Middleware for the protected routes.
-pub async fn require(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
+/// Why the gate refuses `request`, as the answer to send; `None` lets it in. The future
+/// holds the credentials and the path, not the request, whose body is not `Sync`.
+pub fn refusal<'a>(
+    gate: &'a Gate,
+    request: &'a Request,
+) -> impl Future<Output = Option<Response>> + Send + 'a {
+    let token = bearer_token(request);
     let peer = request
         .extensions()
         .get::<PeerCertificate>()
-        .and_then(|p| p.0.clone());
-    let decision = gate
-        .decide(bearer_token(&request), peer.as_ref(), request.uri().path())
-        .await;
-    match decision {
-        Decision::Allowed => next.run(request).await,
+        .and_then(|p| p.0.as_ref());
+    let path = request.uri().path();
+    async move { answer(gate.decide(token, peer, path).await) }
+}
+
+fn answer(decision: Decision) -> Option<Response> {
+    let refusal = match decision {
+        Decision::Allowed => return None,
         Decision::Unauthenticated => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
@@ -756,7 +807,8 @@ pub async fn require(State(gate): State<Arc<Gate>>, request: Request, next: Next
             "Internal Server Error: the Kubernetes API server could not check the credentials\n",
         )
             .into_response(),
-    }
+    };
+    Some(refusal)
 }
 
 #[cfg(test)]

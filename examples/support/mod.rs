@@ -15,7 +15,11 @@ pub fn bench_target() -> Option<String> {
 
 /// Builds the release binary for the host, or, when `BENCH_TARGET` names a static (musl)
 /// target, the image's binary as `scripts/build-static` builds it for the Dockerfile.
+/// `BENCH_BINARY` names a binary built otherwise (with symbols, to profile it) instead.
 pub fn build_release() -> anyhow::Result<PathBuf> {
+    if let Some(binary) = std::env::var_os("BENCH_BINARY").filter(|b| !b.is_empty()) {
+        return Ok(PathBuf::from(binary));
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut build = match bench_target() {
         Some(target) => {
