@@ -4,10 +4,14 @@
 //! secure metrics server does, with a bound on what made-up credentials cost the API server.
 
 use std::{
+    cell::RefCell,
     collections::{BTreeMap, HashMap},
     future::Future,
     hash::Hash,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -142,10 +146,15 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
     }
 
     pub fn get(&self, key: &K, now: Instant) -> Option<V> {
+        self.get_until(key, now).map(|(value, _)| value)
+    }
+
+    /// The value and when it expires.
+    pub fn get_until(&self, key: &K, now: Instant) -> Option<(V, Instant)> {
         self.entries
             .get(key)
             .filter(|(_, expires)| *expires > now)
-            .map(|(value, _)| value.clone())
+            .cloned()
     }
 
     pub fn insert(&mut self, key: K, value: V, expires: Instant, now: Instant) {
@@ -299,6 +308,8 @@ pub const VERB: &str = "get";
 
 /// Checks every request to a protected path. Owns its caches and limits.
 pub struct Gate {
+    /// Tells this gate's [`ADMITTED`] from another's.
+    id: u64,
     client: Client,
     audiences: Vec<String>,
     settings: CacheSettings,
@@ -452,6 +463,44 @@ pub fn token_verdict(status: TokenReviewStatus, audiences: &[String]) -> TokenVe
     TokenVerdict::Accepted(user)
 }
 
+/// How long a worker thread takes a token it let in at its word (see [`Admitted`]): short,
+/// so that what the caches say of the token, and of its being known, stays current.
+const ADMITTED_FOR: Duration = Duration::from_secs(1);
+
+/// What a worker thread let in last: a scraper sends one token for one path on every
+/// scrape, which then costs the token's digest and a comparison, not the decision's digest
+/// and three locks. It keeps the digest, never the token, and for no longer than the cache
+/// entries it came from.
+struct Admitted {
+    gate: u64,
+    digest: Digest,
+    path: Box<str>,
+    until: Instant,
+}
+
+thread_local! {
+    static ADMITTED: RefCell<Option<Admitted>> = const { RefCell::new(None) };
+}
+
+impl Admitted {
+    fn holds(gate: u64, digest: &Digest, path: &str, now: Instant) -> bool {
+        ADMITTED.with_borrow(|last| {
+            last.as_ref().is_some_and(|a| {
+                a.gate == gate && a.digest == *digest && *a.path == *path && now < a.until
+            })
+        })
+    }
+
+    fn keep(gate: u64, digest: Digest, path: &str, until: Instant) {
+        ADMITTED.set(Some(Admitted {
+            gate,
+            digest,
+            path: path.into(),
+            until,
+        }));
+    }
+}
+
 impl Gate {
     pub fn new(
         client: Client,
@@ -461,7 +510,9 @@ impl Gate {
         metrics: AuthMetrics,
     ) -> Self {
         let entries = settings.entries;
+        static GATES: AtomicU64 = AtomicU64::new(0);
         Self {
+            id: GATES.fetch_add(1, Ordering::Relaxed),
             client,
             audiences,
             accepted: Mutex::new(Cache::new(entries)),
@@ -503,22 +554,31 @@ impl Gate {
         peer: Option<&Arc<User>>,
         path: &str,
     ) -> Option<Decision> {
-        let (user, credential) = match (peer, token) {
-            (Some(user), _) => (Arc::clone(user), None),
+        let now = Instant::now();
+        let (user, credential, token_until) = match (peer, token) {
+            (Some(user), _) => (Arc::clone(user), None, None),
             (None, Some(token)) if !token.is_empty() => {
                 let digest = sha256(&[token.as_bytes()]);
-                match self.cached_token(&digest)? {
-                    Some(user) => (user, Some(digest)),
+                if Admitted::holds(self.id, &digest, path, now) {
+                    return Some(Decision::Allowed);
+                }
+                match self.cached_token(&digest, now)? {
+                    Some((user, until)) => (user, Some(digest), Some(until)),
                     None => return Some(Decision::Unauthenticated),
                 }
             }
             _ => return Some(Decision::Unauthenticated),
         };
         let key = decision_key(&user, path, VERB);
-        if !self.cached_decision(&key)? {
+        let (allowed, decision_until) = self.cached_decision(&key, now)?;
+        if !allowed {
             return Some(Decision::Forbidden);
         }
         self.remember(credential.unwrap_or(key));
+        if let (Some(digest), Some(token_until)) = (credential, token_until) {
+            let until = token_until.min(decision_until).min(now + ADMITTED_FOR);
+            Admitted::keep(self.id, digest, path, until);
+        }
         Some(Decision::Allowed)
     }
 
@@ -568,20 +628,22 @@ impl Gate {
         lock(&self.known).get(credential, Instant::now()).is_some()
     }
 
-    fn cached_token(&self, digest: &Digest) -> Option<Option<Arc<User>>> {
-        let now = Instant::now();
-        if let Some(user) = lock(&self.accepted).get(digest, now) {
-            return Some(Some(user));
+    /// The cached verdict on a token: its user and until when, or refused.
+    fn cached_token(&self, digest: &Digest, now: Instant) -> Option<Option<(Arc<User>, Instant)>> {
+        if let Some(accepted) = lock(&self.accepted).get_until(digest, now) {
+            return Some(Some(accepted));
         }
         lock(&self.refused).get(digest, now).map(|()| None)
     }
 
-    fn cached_decision(&self, key: &Digest) -> Option<bool> {
-        let now = Instant::now();
-        if lock(&self.allowed).get(key, now).is_some() {
-            return Some(true);
+    /// The cached decision, and until when.
+    fn cached_decision(&self, key: &Digest, now: Instant) -> Option<(bool, Instant)> {
+        if let Some(((), until)) = lock(&self.allowed).get_until(key, now) {
+            return Some((true, until));
         }
-        lock(&self.denied).get(key, now).map(|()| false)
+        lock(&self.denied)
+            .get_until(key, now)
+            .map(|((), until)| (false, until))
     }
 
     async fn authenticate(
@@ -589,8 +651,8 @@ impl Gate {
         token: &str,
         digest: Digest,
     ) -> Result<Option<Arc<User>>, ReviewError> {
-        if let Some(cached) = self.cached_token(&digest) {
-            return Ok(cached);
+        if let Some(cached) = self.cached_token(&digest, Instant::now()) {
+            return Ok(cached.map(|(user, _)| user));
         }
         self.token_reviews
             .join(digest, || self.review_token(token, digest))
@@ -603,8 +665,8 @@ impl Gate {
         digest: Digest,
     ) -> Result<Option<Arc<User>>, ReviewError> {
         // The review that ran before this one may have just answered.
-        if let Some(cached) = self.cached_token(&digest) {
-            return Ok(cached);
+        if let Some(cached) = self.cached_token(&digest, Instant::now()) {
+            return Ok(cached.map(|(user, _)| user));
         }
         let review = TokenReview {
             spec: TokenReviewSpec {
@@ -647,7 +709,7 @@ impl Gate {
         key: Digest,
         credential: Digest,
     ) -> Result<bool, ReviewError> {
-        if let Some(allowed) = self.cached_decision(&key) {
+        if let Some((allowed, _)) = self.cached_decision(&key, Instant::now()) {
             return Ok(allowed);
         }
         self.access_reviews
@@ -662,7 +724,7 @@ impl Gate {
         key: Digest,
         credential: Digest,
     ) -> Result<bool, ReviewError> {
-        if let Some(allowed) = self.cached_decision(&key) {
+        if let Some((allowed, _)) = self.cached_decision(&key, Instant::now()) {
             return Ok(allowed);
         }
         let review = SubjectAccessReview {
