@@ -933,6 +933,23 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_takes_only_the_same_token_for_the_same_path_of_the_same_gate_at_its_word() {
+        let now = Instant::now();
+        let (token, other) = (sha256(&[b"token"]), sha256(&[b"other"]));
+        Admitted::keep(1, token, "/metrics", now + ADMITTED_FOR);
+        assert!(Admitted::holds(1, &token, "/metrics", now));
+        assert!(!Admitted::holds(2, &token, "/metrics", now), "another gate");
+        assert!(!Admitted::holds(1, &other, "/metrics", now), "another token");
+        assert!(!Admitted::holds(1, &token, "/", now), "another path");
+        let later = now + ADMITTED_FOR;
+        assert!(!Admitted::holds(1, &token, "/metrics", later), "expired");
+        // Another thread has its own.
+        std::thread::spawn(move || assert!(!Admitted::holds(1, &token, "/metrics", now)))
+            .join()
+            .expect("the other thread");
+    }
+
+    #[test]
     fn the_rate_limit_allows_a_burst_then_its_rate() {
         let now = Instant::now();
         let mut limit = RateLimit::new(5, now);
