@@ -17,6 +17,7 @@ pub mod heap;
 pub mod history;
 pub mod http;
 pub mod judge;
+mod memcpy;
 pub mod leases;
 pub mod metrics;
 pub mod objects;
