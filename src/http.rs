@@ -118,6 +118,8 @@ const GUARDED_PATHS: [&str; 3] = ["/", STATUS_JSON_PATH, METRICS_PATH];
 /// The exporter's routes. Methods other than GET and HEAD get 405, unknown paths 404. With a
 /// gate, everything but the probes needs credentials.
 pub fn router(state: AppState) -> Router {
+    // Shared, so that each request clones one Arc, not three.
+    let state = Arc::new(state);
     Router::new()
         .route("/", get(status_page))
         .route(STATUS_JSON_PATH, get(status_json))
@@ -131,7 +133,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Counts every request by path and status code, after [`admit`] has let it in or not.
-async fn front_door(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn front_door(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let path = COUNTED_PATHS
         .into_iter()
@@ -377,7 +379,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     match state.metrics.render() {
         Ok(body) => ([(header::CONTENT_TYPE, TEXT_FORMAT)], body).into_response(),
         Err(error) => {
@@ -387,7 +389,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.targets.snapshot(Instant::now()).listed() {
         "ok\n".into_response()
     } else {
@@ -399,11 +401,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn status_page(State(state): State<AppState>) -> Html<String> {
+async fn status_page(State(state): State<Arc<AppState>>) -> Html<String> {
     Html(page::render(&read_status(&state.targets)))
 }
 
-async fn status_json(State(state): State<AppState>) -> Response {
+async fn status_json(State(state): State<Arc<AppState>>) -> Response {
     match serde_json::to_vec_pretty(&read_status(&state.targets)) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
