@@ -939,7 +939,10 @@ mod tests {
         Admitted::keep(1, token, "/metrics", now + ADMITTED_FOR);
         assert!(Admitted::holds(1, &token, "/metrics", now));
         assert!(!Admitted::holds(2, &token, "/metrics", now), "another gate");
-        assert!(!Admitted::holds(1, &other, "/metrics", now), "another token");
+        assert!(
+            !Admitted::holds(1, &other, "/metrics", now),
+            "another token"
+        );
         assert!(!Admitted::holds(1, &token, "/", now), "another path");
         let later = now + ADMITTED_FOR;
         assert!(!Admitted::holds(1, &token, "/metrics", later), "expired");
