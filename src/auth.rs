@@ -467,10 +467,11 @@ pub fn token_verdict(status: TokenReviewStatus, audiences: &[String]) -> TokenVe
 /// so that what the caches say of the token, and of its being known, stays current.
 const ADMITTED_FOR: Duration = Duration::from_secs(1);
 
-/// What a worker thread let in last: a scraper sends one token for one path on every
-/// scrape, which then costs the token's digest and a comparison, not the decision's digest
-/// and three locks. It keeps the digest, never the token, and for no longer than the cache
-/// entries it came from.
+/// What a worker thread let in last: a client that sends one token for one path many times
+/// a second (a load test, or a flood from someone holding a valid token) then costs the
+/// token's digest and a comparison per request, not the decision's digest and three locks.
+/// A Prometheus scraping every 30 s finds it gone and is answered from the caches. It keeps
+/// the digest, never the token, and for no longer than the cache entries it came from.
 struct Admitted {
     gate: u64,
     digest: Digest,
@@ -818,14 +819,17 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The bearer token of the Authorization header, if it has one. Read as bytes: a token is a
-/// kilobyte, which `HeaderValue::to_str` checks one byte at a time on every request.
+/// The bearer token of the Authorization header, if it has one, in ASCII as
+/// `HeaderValue::to_str` requires, but checked a word at a time: `to_str` checks the
+/// kilobyte a token is one byte at a time, on every request.
 fn bearer_token(request: &Request) -> Option<&str> {
     let value = request.headers().get(header::AUTHORIZATION)?.as_bytes();
-    let space = value.iter().position(|b| *b == b' ')?;
-    let (scheme, token) = (&value[..space], &value[space + 1..]);
-    let token = std::str::from_utf8(token).ok()?.trim();
-    scheme.eq_ignore_ascii_case(b"bearer").then_some(token)
+    if !value.is_ascii() {
+        return None;
+    }
+    let value = std::str::from_utf8(value).ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Why the gate refuses `request`, as the answer to send; `None` lets it in. The future
@@ -998,6 +1002,12 @@ mod tests {
         assert_eq!(bearer_token(&with("bearer  abc ")), Some("abc"));
         assert_eq!(bearer_token(&with("Basic abc")), None);
         assert_eq!(bearer_token(&with("Bearer")), None);
+        // Not ASCII, as HeaderValue::to_str would have it: no token, not one trimmed of its
+        // no-break space.
+        let mut request = with("Bearer abc");
+        let value = HeaderValue::from_bytes("Bearer abc\u{a0}".as_bytes()).expect("obs-text");
+        request.headers_mut().insert(header::AUTHORIZATION, value);
+        assert_eq!(bearer_token(&request), None);
     }
 
     #[test]

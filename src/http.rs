@@ -16,7 +16,7 @@ use axum::{
     http::{Method, StatusCode, header},
     middleware::{self, Next},
     response::{Html, IntoResponse, Response},
-    routing::get,
+    routing::{MethodRouter, any, get},
 };
 use hyper::server::conn::http1;
 use hyper_util::{
@@ -109,45 +109,63 @@ pub struct AppState {
     pub gate: Option<Arc<Gate>>,
 }
 
-/// The paths requests are counted by; anything else counts as `other`.
-const COUNTED_PATHS: [&str; 5] = ["/", STATUS_JSON_PATH, METRICS_PATH, LIVEZ_PATH, READYZ_PATH];
-/// The paths a gate guards: all but the probes, which must answer the kubelet, which sends
-/// no credentials. An unknown path gets its 404 without a review.
-const GUARDED_PATHS: [&str; 3] = ["/", STATUS_JSON_PATH, METRICS_PATH];
-
 /// The exporter's routes. Methods other than GET and HEAD get 405, unknown paths 404. With a
 /// gate, everything but the probes needs credentials.
 pub fn router(state: AppState) -> Router {
     // Shared, so that each request clones one Arc, not three.
     let state = Arc::new(state);
+    let door = |path, guarded| Door {
+        state: Arc::clone(&state),
+        path,
+        guarded,
+    };
     Router::new()
-        .route("/", get(status_page))
-        .route(STATUS_JSON_PATH, get(status_json))
-        .route(METRICS_PATH, get(metrics))
-        .route(LIVEZ_PATH, get(|| async { "ok\n" }))
-        .route(READYZ_PATH, get(readyz))
-        // One layer for what every request goes through: axum clones a route's layers for
-        // each request, so one costs the scrape path less than three.
-        .layer(middleware::from_fn_with_state(state.clone(), front_door))
+        .route("/", door("/", true).around(get(status_page)))
+        .route(
+            STATUS_JSON_PATH,
+            door(STATUS_JSON_PATH, true).around(get(status_json)),
+        )
+        .route(METRICS_PATH, door(METRICS_PATH, true).around(get(metrics)))
+        // The probes answer the kubelet, which sends no credentials.
+        .route(
+            LIVEZ_PATH,
+            door(LIVEZ_PATH, false).around(get(|| async { "ok\n" })),
+        )
+        .route(READYZ_PATH, door(READYZ_PATH, false).around(get(readyz)))
+        .fallback(door("other", false).around(any(|| async { StatusCode::NOT_FOUND })))
         .with_state(state)
 }
 
-/// Counts every request by path and status code, after [`admit`] has let it in or not.
-async fn front_door(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let path = COUNTED_PATHS
-        .into_iter()
-        .find(|p| *p == path)
-        .unwrap_or("other");
-    let response = admit(&state, request, next).await;
-    state.metrics.http_request(path, response.status().as_str());
+/// What a request goes through before its route's handler: the 405 for other methods, the
+/// gate where the route is guarded, and the count by route and status code. One layer on
+/// each route, as axum clones a route's layers for every request: one costs the scrape
+/// path less than three. Each route says whether it is guarded where it is added.
+#[derive(Clone)]
+struct Door {
+    state: Arc<AppState>,
+    /// The route's label in the request count: its path, or `other`.
+    path: &'static str,
+    guarded: bool,
+}
+
+impl Door {
+    fn around(self, route: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
+        route.layer(middleware::from_fn_with_state(self, front_door))
+    }
+}
+
+async fn front_door(State(door): State<Door>, request: Request, next: Next) -> Response {
+    let response = admit(&door, request, next).await;
+    door.state
+        .metrics
+        .http_request(door.path, response.status().as_str());
     response
 }
 
 /// Answers every method but GET and HEAD with 405 before anything else looks at the
 /// request, as a made-up method must not cost a review of its credentials; then asks the
-/// gate, if there is one, about a guarded path.
-async fn admit(state: &AppState, request: Request, next: Next) -> Response {
+/// gate, if there is one and the route is guarded.
+async fn admit(door: &Door, request: Request, next: Next) -> Response {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return (
             StatusCode::METHOD_NOT_ALLOWED,
@@ -156,8 +174,7 @@ async fn admit(state: &AppState, request: Request, next: Next) -> Response {
         )
             .into_response();
     }
-    if let Some(gate) = &state.gate
-        && GUARDED_PATHS.contains(&request.uri().path())
+    if let Some(gate) = door.state.gate.as_ref().filter(|_| door.guarded)
         && let Some(refusal) = auth::refusal(gate, &request).await
     {
         return refusal;

@@ -64,13 +64,21 @@ const DIAGNOSE_MOVED: &str = "Error: diagnose is not part of the exporter: it is
 /// mimalloc returns freed pages to the system a second after they were freed, and only when
 /// it is next called on that thread: an idle exporter would keep a burst of scrapes' pages
 /// for good. At once, instead: the idle RSS stays that of a quiet exporter. mimalloc's own
-/// `MIMALLOC_PURGE_DELAY`, when set, still decides.
+/// `MIMALLOC_PURGE_DELAY` (or `MIMALLOC_RESET_DELAY`), when set, still decides.
 #[cfg(target_env = "musl")]
 fn return_freed_memory_at_once() {
     // `mi_option_purge_delay` of mimalloc v3's include/mimalloc.h, which libmimalloc-sys
     // does not name.
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+    // As mimalloc reads its environment: names in any case, the old name too, empty unset.
+    let chosen = std::env::vars_os().any(|(name, value)| {
+        !value.is_empty()
+            && name.to_str().is_some_and(|name| {
+                name.eq_ignore_ascii_case("MIMALLOC_PURGE_DELAY")
+                    || name.eq_ignore_ascii_case("MIMALLOC_RESET_DELAY")
+            })
+    });
+    if chosen {
         return;
     }
     // SAFETY: options may be set at any time; mimalloc reads this one each time it purges.

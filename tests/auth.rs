@@ -285,6 +285,10 @@ async fn only_readers_that_rbac_lets_in_get_the_pages() {
         .await;
     assert!(plain.is_err() || plain.is_ok_and(|r| r.status() == 400));
 
+    // A path no route serves is not guarded: 404 without credentials, counted as `other`.
+    assert_eq!(status(&client, &bed.url("/nothing-here"), None).await, 404);
+    assert_eq!(status(&client, &bed.url("/livez"), None).await, 200);
+
     // The refusals are counted by the exporter too, in the next rendering of /metrics
     // (a body is reused for up to a second while no target changes).
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -309,6 +313,7 @@ async fn only_readers_that_rbac_lets_in_get_the_pages() {
     assert!(count("/metrics", "401") >= 3.0, "{}", scrape.0);
     assert!(count("/metrics", "403") >= 2.0, "{}", scrape.0);
     assert!(count("/livez", "200") >= 1.0, "{}", scrape.0);
+    assert!(count("other", "404") >= 1.0, "{}", scrape.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
