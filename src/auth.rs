@@ -463,6 +463,24 @@ pub fn token_verdict(status: TokenReviewStatus, audiences: &[String]) -> TokenVe
     TokenVerdict::Accepted(user)
 }
 
+/// What a request shows to be let in: the verified client certificate's user, or a bearer
+/// token with its digest, taken once per request.
+enum Credential<'a> {
+    Certificate(&'a Arc<User>),
+    Token(&'a str, Digest),
+}
+
+impl Credential<'_> {
+    /// What the known credentials hold of it: a token's digest; a certificate is its user,
+    /// so its decision is what is known of it.
+    fn known_as(&self, decision: Digest) -> Digest {
+        match self {
+            Credential::Certificate(_) => decision,
+            Credential::Token(_, digest) => *digest,
+        }
+    }
+}
+
 /// How long a worker thread takes a token it let in at its word (see [`Admitted`]): short,
 /// so that what the caches say of the token, and of its being known, stays current.
 const ADMITTED_FOR: Duration = Duration::from_secs(1);
@@ -539,74 +557,64 @@ impl Gate {
         peer: Option<&Arc<User>>,
         path: &str,
     ) -> Decision {
-        if let Some(decision) = self.decide_from_cache(token, peer, path) {
+        let credential = match (peer, token) {
+            (Some(user), _) => Credential::Certificate(user),
+            (None, Some(token)) if !token.is_empty() => {
+                Credential::Token(token, sha256(&[token.as_bytes()]))
+            }
+            _ => return Decision::Unauthenticated,
+        };
+        if let Some(decision) = self.decide_from_cache(&credential, path) {
             return decision;
         }
         // A review's future is kilobytes: boxed, so that the cached path, which a
         // scraper takes on every request, does not move it around.
-        Box::pin(self.decide_by_review(token, peer, path)).await
+        Box::pin(self.decide_by_review(&credential, path)).await
     }
 
     /// The decision when the caches hold it: what nearly every request gets, without
     /// awaiting anything.
-    fn decide_from_cache(
-        &self,
-        token: Option<&str>,
-        peer: Option<&Arc<User>>,
-        path: &str,
-    ) -> Option<Decision> {
+    fn decide_from_cache(&self, credential: &Credential<'_>, path: &str) -> Option<Decision> {
         let now = Instant::now();
-        let (user, credential, token_until) = match (peer, token) {
-            (Some(user), _) => (Arc::clone(user), None, None),
-            (None, Some(token)) if !token.is_empty() => {
-                let digest = sha256(&[token.as_bytes()]);
+        let (user, token) = match *credential {
+            Credential::Certificate(user) => (Arc::clone(user), None),
+            Credential::Token(_, digest) => {
                 if Admitted::holds(self.id, &digest, path, now) {
                     return Some(Decision::Allowed);
                 }
                 match self.cached_token(&digest, now)? {
-                    Some((user, until)) => (user, Some(digest), Some(until)),
+                    Some((user, until)) => (user, Some((digest, until))),
                     None => return Some(Decision::Unauthenticated),
                 }
             }
-            _ => return Some(Decision::Unauthenticated),
         };
         let key = decision_key(&user, path, VERB);
         let (allowed, decision_until) = self.cached_decision(&key, now)?;
         if !allowed {
             return Some(Decision::Forbidden);
         }
-        self.remember(credential.unwrap_or(key));
-        if let (Some(digest), Some(token_until)) = (credential, token_until) {
+        self.remember(credential.known_as(key));
+        if let Some((digest, token_until)) = token {
             let until = token_until.min(decision_until).min(now + ADMITTED_FOR);
             Admitted::keep(self.id, digest, path, until);
         }
         Some(Decision::Allowed)
     }
 
-    async fn decide_by_review(
-        &self,
-        token: Option<&str>,
-        peer: Option<&Arc<User>>,
-        path: &str,
-    ) -> Decision {
-        let (user, credential) = match (peer, token) {
-            (Some(user), _) => (Arc::clone(user), None),
-            (None, Some(token)) if !token.is_empty() => {
-                let digest = sha256(&[token.as_bytes()]);
-                match self.authenticate(token, digest).await {
-                    Ok(Some(user)) => (user, Some(digest)),
-                    Ok(None) => return Decision::Unauthenticated,
-                    Err(error) => return error.into(),
-                }
-            }
-            _ => return Decision::Unauthenticated,
+    async fn decide_by_review(&self, credential: &Credential<'_>, path: &str) -> Decision {
+        let user = match *credential {
+            Credential::Certificate(user) => Arc::clone(user),
+            Credential::Token(token, digest) => match self.authenticate(token, digest).await {
+                Ok(Some(user)) => user,
+                Ok(None) => return Decision::Unauthenticated,
+                Err(error) => return error.into(),
+            },
         };
         let key = decision_key(&user, path, VERB);
-        // A certificate is its user: its decision is what is known of it.
-        let credential = credential.unwrap_or(key);
-        match self.authorize(&user, path, key, credential).await {
+        let known_as = credential.known_as(key);
+        match self.authorize(&user, path, key, known_as).await {
             Ok(true) => {
-                self.remember(credential);
+                self.remember(known_as);
                 Decision::Allowed
             }
             Ok(false) => Decision::Forbidden,
