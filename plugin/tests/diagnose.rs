@@ -297,21 +297,7 @@ async fn a_user_without_rights_for_reviews_still_gets_an_answer() {
         ]
     }))
     .expect("ClusterRole");
-    Api::<ClusterRole>::all(t.cluster.client.clone())
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("create ClusterRole");
-    let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "pods-and-leases-reader"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "pods-and-leases-reader"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "reader"}]
-    }))
-    .expect("ClusterRoleBinding");
-    Api::<ClusterRoleBinding>::all(t.cluster.client.clone())
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("create ClusterRoleBinding");
+    envtest::grant_cluster_role(&t.cluster.client, &role, "pods-and-leases-reader", "reader").await;
     let (code, report) = t.diagnose_with(&t.plane.kubeconfig_file_as("reader"), "5s", &[]);
     assert_eq!(code, 0, "{report:#}");
     let unchecked: Vec<&str> = verdict(&report)["unchecked"]

@@ -577,21 +577,7 @@ impl ControlPlane {
         let path = crate::common::repo().join("deploy/diagnose/clusterrole.yaml");
         let role: ClusterRole =
             serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read")).expect("role");
-        Api::<ClusterRole>::all(admin.clone())
-            .create(&PostParams::default(), &role)
-            .await
-            .expect("create role");
-        let binding: ClusterRoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": "on-call-diagnose"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": role.metadata.name},
-            "subjects": [{"kind": "User", "name": "on-call", "apiGroup": "rbac.authorization.k8s.io"}],
-        }))
-        .expect("binding");
-        Api::<ClusterRoleBinding>::all(admin.clone())
-            .create(&PostParams::default(), &binding)
-            .await
-            .expect("create binding");
+        grant_cluster_role(admin, &role, "on-call-diagnose", "on-call").await;
         self.kubeconfig_file_as("on-call")
     }
 
@@ -634,31 +620,7 @@ impl ControlPlane {
             .expect("a ClusterRole");
         let role: ClusterRole = serde_json::from_value(role).expect("ClusterRole");
         let name = role.metadata.name.clone().expect("name");
-        Api::<ClusterRole>::all(admin.clone())
-            .create(&PostParams::default(), &role)
-            .await
-            .expect("create ClusterRole");
-        let binding = ClusterRoleBinding {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            role_ref: RoleRef {
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                kind: "ClusterRole".into(),
-                name,
-            },
-            subjects: Some(vec![Subject {
-                kind: "User".into(),
-                name: EXPORTER_USER.into(),
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                ..Default::default()
-            }]),
-        };
-        Api::<ClusterRoleBinding>::all(admin.clone())
-            .create(&PostParams::default(), &binding)
-            .await
-            .expect("create ClusterRoleBinding");
+        grant_cluster_role(admin, &role, &name, EXPORTER_USER).await;
     }
 
     /// Lets the electors' user get, create and update leases in `ns`.
@@ -1382,6 +1344,35 @@ pub async fn bind_reader(admin: &Client, ns: &str, name: &str) {
             kind: "ServiceAccount".into(),
             name: name.into(),
             namespace: Some(ns.into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create ClusterRoleBinding");
+}
+
+/// Creates the ClusterRole `role` and binds it, as `binding`, to the user `user`.
+pub async fn grant_cluster_role(admin: &Client, role: &ClusterRole, binding: &str, user: &str) {
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), role)
+        .await
+        .expect("create ClusterRole");
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(binding.into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: role.metadata.name.clone().expect("the role's name"),
+        },
+        subjects: Some(vec![Subject {
+            kind: "User".into(),
+            name: user.into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
             ..Default::default()
         }]),
     };
